@@ -1,0 +1,134 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "fleetward",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "fleetward", targets: ["FleetwardCLI"]),
+        .executable(name: "fleetward-bench", targets: ["FleetwardBench"]),
+        .library(name: "FleetwardPKI", targets: ["FleetwardPKI"]),
+        .library(name: "FleetwardKeyCustody", targets: ["FleetwardKeyCustody"]),
+        .library(name: "FleetwardAuthority", targets: ["FleetwardAuthority"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.0"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+    ],
+    targets: [
+        // Pure values and functions: profiles, CSR checks, issuance, serials, PBES2, PEM/DER. No I/O.
+        .target(
+            name: "FleetwardPKI",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Where private keys live: encrypted PKCS#8 files written atomically with 0600.
+        .target(
+            name: "FleetwardKeyCustody",
+            dependencies: [
+                "FleetwardPKI",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Use cases over the CA: create the hierarchy, load it, issue.
+        .target(
+            name: "FleetwardAuthority",
+            dependencies: [
+                "FleetwardPKI",
+                "FleetwardKeyCustody",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "FleetwardCLI",
+            dependencies: [
+                "FleetwardPKI",
+                "FleetwardKeyCustody",
+                "FleetwardAuthority",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "FleetwardBench",
+            dependencies: [
+                "FleetwardPKI",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "FleetwardTestSupport",
+            dependencies: [
+                "FleetwardPKI",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FleetwardPKITests",
+            dependencies: [
+                "FleetwardPKI", "FleetwardTestSupport",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FleetwardKeyCustodyTests",
+            dependencies: [
+                "FleetwardKeyCustody", "FleetwardPKI", "FleetwardTestSupport",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FleetwardAuthorityTests",
+            dependencies: [
+                "FleetwardAuthority", "FleetwardKeyCustody", "FleetwardPKI", "FleetwardTestSupport",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FleetwardCLITests",
+            dependencies: [
+                "FleetwardCLI", "FleetwardTestSupport", "FleetwardPKI",
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: strictSettings
+        ),
+    ]
+)

@@ -1,0 +1,87 @@
+public import Foundation
+public import FleetwardPKI
+
+/// The settings `fleetward init` chose, kept in `DIR/fleetward.json`.
+public struct AuthorityConfiguration: Codable, Sendable, Equatable {
+    /// The format version of this file.
+    public var version: Int = 1
+    /// The organization name written into every subject.
+    public var organization: String
+    /// The names the gateway's server certificate covers.
+    public var hosts: [String]
+    public var rootKeyType: KeyType
+    public var issuingKeyType: KeyType
+    public var factoryKeyType: KeyType
+    public var rootDays: Int
+    public var intermediateDays: Int
+    /// PBKDF2 iterations used for new key files.
+    public var kdfIterations: Int
+    public var createdAt: Date
+
+    public init(
+        organization: String = "Fleetward",
+        hosts: [String] = ["localhost", "127.0.0.1", "::1"],
+        rootKeyType: KeyType = .p384,
+        issuingKeyType: KeyType = .p256,
+        factoryKeyType: KeyType = .p256,
+        rootDays: Int = 7305,
+        intermediateDays: Int = 1826,
+        kdfIterations: Int = PBES2.defaultIterations,
+        createdAt: Date = Date()
+    ) {
+        self.organization = organization
+        self.hosts = hosts
+        self.rootKeyType = rootKeyType
+        self.issuingKeyType = issuingKeyType
+        self.factoryKeyType = factoryKeyType
+        self.rootDays = rootDays
+        self.intermediateDays = intermediateDays
+        self.kdfIterations = kdfIterations
+        self.createdAt = createdAt
+    }
+
+    /// Checks every setting, naming the first that is out of range.
+    public func validate() throws {
+        try CACertificateFactory.validateOrganization(organization)
+        guard !hosts.isEmpty else {
+            throw AuthorityError(.invalidConfiguration, "the gateway certificate needs at least one host name or IP address")
+        }
+        for host in hosts { _ = try ServerName(host) }
+        guard (1...36_525).contains(rootDays) else {
+            throw AuthorityError(.invalidConfiguration, "the root lifetime must be 1 to 36525 days, not \(rootDays)")
+        }
+        guard (1...rootDays).contains(intermediateDays) else {
+            throw AuthorityError(
+                .invalidConfiguration,
+                "the intermediate lifetime must be 1 to \(rootDays) days (no longer than the root), not \(intermediateDays)"
+            )
+        }
+        guard (PBES2.minimumIterations...PBES2.maximumIterations).contains(kdfIterations) else {
+            throw AuthorityError(
+                .invalidConfiguration,
+                "the PBKDF2 iteration count must be \(PBES2.minimumIterations) to \(PBES2.maximumIterations), not \(kdfIterations)"
+            )
+        }
+    }
+
+    func keyType(of role: CARole) -> KeyType {
+        switch role {
+        case .root: rootKeyType
+        case .issuing: issuingKeyType
+        case .factory: factoryKeyType
+        }
+    }
+
+    static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }
+
+    static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}

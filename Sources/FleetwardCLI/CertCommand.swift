@@ -1,0 +1,146 @@
+import ArgumentParser
+import FleetwardAuthority
+import FleetwardKeyCustody
+import FleetwardPKI
+import Foundation
+
+/// `fleetward cert …`: issue and inspect certificates.
+struct CertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cert",
+        abstract: "Issue and inspect certificates.",
+        subcommands: [Issue.self, Inspect.self]
+    )
+
+    /// `fleetward cert issue`: sign a CSR under a profile.
+    struct Issue: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Issue a certificate from a PKCS#10 CSR (PEM or DER) under a profile.",
+            discussion: """
+                Profiles: device (needs --id; issuing CA, clientAuth, 30 days), birth (needs --id; factory CA, \
+                enrollment only, 10 years capped at the CA's expiry), server (needs --host; issuing CA, serverAuth, \
+                90 days), ocsp (issuing CA, or --ca factory; OCSPSigning, 30 days). Only the CSR's public key is \
+                used: subject and extensions come from the profile, and a CSR whose subject names someone else \
+                is refused.
+                """
+        )
+
+        @OptionGroup var dataOptions: DataOptions
+        @OptionGroup var output: OutputOptions
+
+        @Option(help: ArgumentHelp("device, birth, server or ocsp.", valueName: "profile"))
+        var profile: String
+
+        @Option(help: ArgumentHelp("The CSR file (PEM or DER).", valueName: "file"))
+        var csr: String
+
+        @Option(help: ArgumentHelp("The device ID (profiles device and birth).", valueName: "id"))
+        var id: String?
+
+        @Option(name: .customLong("host"), help: ArgumentHelp("A DNS name or IP address (profile server; repeatable).", valueName: "name"))
+        var hosts: [String] = []
+
+        @Option(help: ArgumentHelp("The CA for an ocsp responder: issuing or factory.", valueName: "role"))
+        var ca: String?
+
+        @Option(help: "Lifetime in days (default: the profile's).")
+        var days: Int?
+
+        @Option(help: ArgumentHelp("Write the certificate here (PEM) instead of stdout.", valueName: "file"))
+        var out: String?
+
+        func run() throws {
+            guard let profile = CertificateProfile(rawValue: profile) else {
+                throw ValidationError("unknown profile '\(self.profile)'; use device, birth, server or ocsp")
+            }
+            let identity = try makeIdentity(profile)
+            var issuerRole: CARole?
+            if let ca {
+                guard let role = CARole(rawValue: ca), role != .root else {
+                    throw ValidationError("--ca must be issuing or factory, not '\(ca)'")
+                }
+                issuerRole = role
+            }
+            let request = try CertificateRequest(bytes: try AtomicFile.read(csr, limit: 16 << 20))
+            let directory = dataOptions.directory
+            let hierarchy = try CAHierarchy.load(from: directory)
+            let passphrase = try PassphraseSource.read(purpose: "for the CA keys", confirm: false)
+            let authority = CertificateAuthority(
+                hierarchy: hierarchy, custodian: EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase)
+            )
+            let issued = try authority.issue(request, profile: profile, identity: identity, issuerRole: issuerRole, days: days)
+            if let out {
+                try AtomicFile.write(Array(issued.pem.utf8), to: out, permissions: 0o644)
+            }
+            if output.json {
+                try Output.printJSON(IssueReport(issued: issued, path: out))
+            } else if out == nil {
+                print(issued.pem, terminator: "")
+            } else {
+                Output.progress("Issued \(profile) certificate \(issued.serialNumber.hexString) to \(out!)")
+            }
+        }
+
+        func makeIdentity(_ profile: CertificateProfile) throws -> CertificateIdentity {
+            switch profile {
+            case .device, .birth:
+                guard let id else { throw ValidationError("profile \(profile) needs --id DEVICE-ID") }
+                guard hosts.isEmpty else { throw ValidationError("--host applies to the server profile only") }
+                return .device(try DeviceID(id))
+            case .server:
+                guard !hosts.isEmpty else { throw ValidationError("profile server needs at least one --host") }
+                guard id == nil else { throw ValidationError("--id applies to the device and birth profiles only") }
+                return .server(try hosts.map(ServerName.init))
+            case .ocsp:
+                guard id == nil, hosts.isEmpty else { throw ValidationError("profile ocsp takes neither --id nor --host") }
+                return .ocspResponder
+            }
+        }
+    }
+
+    struct IssueReport: Encodable {
+        var profile: String
+        var serialNumber: String
+        var notBefore: Date
+        var notAfter: Date
+        var sha256Fingerprint: String
+        var path: String?
+        var certificate: String
+
+        init(issued: IssuedCertificate, path: String?) {
+            profile = issued.profile.rawValue
+            serialNumber = issued.serialNumber.hexString
+            notBefore = issued.notValidBefore
+            notAfter = issued.notValidAfter
+            sha256Fingerprint = issued.sha256Fingerprint
+            self.path = path
+            certificate = issued.pem
+        }
+    }
+
+    /// `fleetward cert inspect`: what a certificate says.
+    struct Inspect: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show what a certificate (PEM or DER; every certificate of a PEM chain) says."
+        )
+
+        @OptionGroup var output: OutputOptions
+
+        @Argument(help: ArgumentHelp("The certificate file.", valueName: "file"))
+        var file: String
+
+        func run() throws {
+            let certificates = try CertificateDecoder.certificates(from: try AtomicFile.read(file, limit: 16 << 20))
+            let summaries = try certificates.map { try CertificateSummary(certificate: $0.certificate, der: $0.der) }
+            if output.json {
+                if summaries.count == 1 {
+                    try Output.printJSON(summaries[0])
+                } else {
+                    try Output.printJSON(summaries)
+                }
+            } else {
+                print(summaries.map(\.text).joined(separator: "\n\n"))
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+import ArgumentParser
+import FleetwardAuthority
+import Foundation
+
+/// `--data DIR`, shared by every command that works on a data directory.
+struct DataOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp("The data directory (default: $FLEETWARD_DATA, else ./fleetward-data).", valueName: "dir")
+    )
+    var data: String?
+
+    var directory: DataDirectory {
+        DataDirectory(path: data ?? ProcessInfo.processInfo.environment["FLEETWARD_DATA"] ?? "fleetward-data")
+    }
+}
+
+/// `--json`, for commands that print data.
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print machine-readable JSON on stdout.")
+    var json = false
+}
+
+enum Output {
+    static func printJSON(_ value: some Encodable) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        let data = try encoder.encode(value)
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
+    }
+
+    /// A progress line on stderr, so stdout stays clean for data.
+    static func progress(_ line: String) {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+}
