@@ -135,8 +135,9 @@ public struct CAHierarchy: Sendable {
         }
         let issuing = intermediates[.issuing]!
         let factory = intermediates[.factory]!
-        try AtomicFile.write(Array((PEM.encode(issuing.der, label: "CERTIFICATE") + PEM.encode(root.der, label: "CERTIFICATE")).utf8),
-                             to: directory.chainPath, permissions: 0o644)
+        try AtomicFile.write(
+            Array((PEM.encode(issuing.der, label: "CERTIFICATE") + PEM.encode(root.der, label: "CERTIFICATE")).utf8),
+            to: directory.chainPath, permissions: 0o644)
 
         progress("Issuing the gateway certificate for \(configuration.hosts.joined(separator: ", "))")
         let gatewayKey = try custodian.generateKey(named: DataDirectory.gatewayKeyName, type: .p256)
@@ -147,8 +148,9 @@ public struct CAHierarchy: Sendable {
             publicKey: gatewayKey.publicKey, profile: .server,
             identity: .server(try configuration.hosts.map(ServerName.init)), days: 365, now: now, using: &rng
         )
-        try AtomicFile.write(Array((gateway.pem + PEM.encode(issuing.der, label: "CERTIFICATE")).utf8),
-                             to: directory.gatewayCertificatePath, permissions: 0o644)
+        try AtomicFile.write(
+            Array((gateway.pem + PEM.encode(issuing.der, label: "CERTIFICATE")).utf8),
+            to: directory.gatewayCertificatePath, permissions: 0o644)
 
         var stored = configuration
         stored.createdAt = now

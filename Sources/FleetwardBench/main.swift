@@ -21,7 +21,8 @@ func parseOptions() -> Options {
     var options = Options()
     var arguments = CommandLine.arguments.dropFirst()
     guard arguments.first == "issuance" else {
-        FileHandle.standardError.write(Data("usage: fleetward-bench issuance [--seconds S] [--csrs N] [--ca-key P-256|P-384] [--breakdown]\n".utf8))
+        FileHandle.standardError.write(
+            Data("usage: fleetward-bench issuance [--seconds S] [--csrs N] [--ca-key P-256|P-384] [--breakdown]\n".utf8))
         exit(2)
     }
     arguments = arguments.dropFirst()

@@ -46,6 +46,8 @@ struct Fleetward: AsyncParsableCommand {
         } catch let exit as ExitCode {
             Foundation.exit(exit.rawValue)
         } catch {
+            // `fleetward help …` and `--help` on a subcommand arrive here from ArgumentParser's help command.
+            if exitCode(for: error) == .success { exit(withError: error) }
             fail(describe(error), code: 1)
         }
     }

@@ -22,7 +22,10 @@ struct InitCommand: ParsableCommand {
     @Option(help: "Organization name written into every certificate subject.")
     var org = "Fleetward"
 
-    @Option(name: .customLong("host"), help: ArgumentHelp("A DNS name or IP address for the gateway certificate (repeatable; default localhost, 127.0.0.1, ::1).", valueName: "name"))
+    @Option(
+        name: .customLong("host"),
+        help: ArgumentHelp(
+            "A DNS name or IP address for the gateway certificate (repeatable; default localhost, 127.0.0.1, ::1).", valueName: "name"))
     var hosts: [String] = []
 
     @Option(help: ArgumentHelp("Root CA key type: P-256 or P-384.", valueName: "type"))

@@ -1,7 +1,7 @@
 import FleetwardKeyCustody
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Where the passphrase comes from: `FLEETWARD_PASSPHRASE`, else a prompt on the terminal with echo off.
@@ -40,9 +40,10 @@ enum PassphraseSource {
             var silent = original
             silent.c_lflag &= ~tcflag_t(ECHO)
             silent.c_lflag |= tcflag_t(ECHONL)
-            tcsetattr(fd, TCSAFLUSH, &silent)
+            // TCSANOW, not TCSAFLUSH: flushing would drop a passphrase typed or pasted ahead of the prompt.
+            tcsetattr(fd, TCSANOW, &silent)
         }
-        defer { if hasTerminal { tcsetattr(fd, TCSAFLUSH, &original) } }
+        defer { if hasTerminal { tcsetattr(fd, TCSANOW, &original) } }
         _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
         var line: [UInt8] = []
         var byte: UInt8 = 0

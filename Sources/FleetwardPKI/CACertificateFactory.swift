@@ -19,7 +19,8 @@ public enum CACertificateFactory {
             throw PKIError(.invalidIdentity, "the organization name cannot be empty")
         }
         guard name.count <= maximumOrganizationLength else {
-            throw PKIError(.invalidIdentity, "the organization name has \(name.count) characters; the limit is \(maximumOrganizationLength)")
+            throw PKIError(
+                .invalidIdentity, "the organization name has \(name.count) characters; the limit is \(maximumOrganizationLength)")
         }
         guard name.unicodeScalars.allSatisfy({ !CharacterSet.controlCharacters.contains($0) }) else {
             throw PKIError(.invalidIdentity, "the organization name contains control characters")

@@ -58,7 +58,8 @@ public struct CertificateIssuer: Sendable {
         self.organization = organization
         self.key = key
         self.issuerNameDER = try DERBytes.encode(caCertificate.subject)
-        let caKeyID = try caCertificate.extensions.subjectKeyIdentifier?.keyIdentifier
+        let caKeyID =
+            try caCertificate.extensions.subjectKeyIdentifier?.keyIdentifier
             ?? ArraySlice(Insecure.SHA1.hash(data: caCertificate.publicKey.subjectPublicKeyInfoBytes))
         // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING } (RFC 5280 §4.2.1.1)
         let akiValue = DERBytes.tlv(0x30, DERBytes.tlv(0x80, Array(caKeyID)))
@@ -196,7 +197,9 @@ public struct CertificateIssuer: Sendable {
     ) -> [UInt8] {
         var extensions: [UInt8] = []
         extensions.reserveCapacity(384)
-        extensions += (isRSA && profile == .server) ? Self.fixedExtensions(profile, isRSA: true, aki: authorityKeyIdentifierDER) : fixedExtensions[profile]!
+        extensions +=
+            (isRSA && profile == .server)
+            ? Self.fixedExtensions(profile, isRSA: true, aki: authorityKeyIdentifierDER) : fixedExtensions[profile]!
         // subjectKeyIdentifier: SHA-1 of the subjectPublicKey bits (RFC 5280 §4.2.1.2, method 1)
         let keyID = Array(Insecure.SHA1.hash(data: keyBits))
         extensions += DERBytes.extensionDER(oid: DERBytes.OID.subjectKeyIdentifier, critical: false, value: DERBytes.tlv(0x04, keyID))

@@ -45,7 +45,8 @@ public struct CertificateRequest: Sendable {
             }
             let blocks = try PEM.decodeAll(text)
             guard let block = blocks.first(where: { $0.label == "CERTIFICATE REQUEST" || $0.label == "NEW CERTIFICATE REQUEST" }) else {
-                throw PKIError(.malformedInput, "expected a PEM CERTIFICATE REQUEST block, found \(blocks.map(\.label).joined(separator: ", "))")
+                throw PKIError(
+                    .malformedInput, "expected a PEM CERTIFICATE REQUEST block, found \(blocks.map(\.label).joined(separator: ", "))")
             }
             der = block.der
         }
@@ -73,7 +74,8 @@ public struct CertificateRequest: Sendable {
             .sha256WithRSAEncryption, .sha384WithRSAEncryption, .sha512WithRSAEncryption, .ed25519:
             break
         default:
-            throw PKIError(.unsupportedAlgorithm, "CSR is signed with \(csr.signatureAlgorithm); allowed are ECDSA or RSA with SHA-2, and Ed25519")
+            throw PKIError(
+                .unsupportedAlgorithm, "CSR is signed with \(csr.signatureAlgorithm); allowed are ECDSA or RSA with SHA-2, and Ed25519")
         }
         let key = csr.publicKey
         let description: String
@@ -180,7 +182,8 @@ public struct CertificateRequest: Sendable {
                     // swift-certificates would then verify the whole octets; a signature is whole
                     // octets (RFC 2986 §4.2, RFC 5480 §2.2), so refuse anything else.
                     guard unusedBits == 0 else {
-                        throw PKIError(.malformedInput, "CSR signature BIT STRING declares \(unusedBits) unused bits; a signature is whole octets")
+                        throw PKIError(
+                            .malformedInput, "CSR signature BIT STRING declares \(unusedBits) unused bits; a signature is whole octets")
                     }
                     signature = content.dropFirst()
                     guard nodes.next() == nil else {

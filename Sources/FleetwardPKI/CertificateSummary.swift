@@ -57,17 +57,18 @@ public struct CertificateSummary: Codable, Sendable, Equatable {
                 usages = named.filter(\.0).map(\.1)
             }
             keyUsage = usages
-            extendedKeyUsage = try extensions.extendedKeyUsage.map { eku in
-                eku.map { usage -> String in
-                    switch usage {
-                    case .serverAuth: "serverAuth"
-                    case .clientAuth: "clientAuth"
-                    case .codeSigning: "codeSigning"
-                    case .ocspSigning: "OCSPSigning"
-                    default: "\(usage)"
+            extendedKeyUsage =
+                try extensions.extendedKeyUsage.map { eku in
+                    eku.map { usage -> String in
+                        switch usage {
+                        case .serverAuth: "serverAuth"
+                        case .clientAuth: "clientAuth"
+                        case .codeSigning: "codeSigning"
+                        case .ocspSigning: "OCSPSigning"
+                        default: "\(usage)"
+                        }
                     }
-                }
-            } ?? []
+                } ?? []
             var names: [String] = []
             var device: String?
             for name in try extensions.subjectAlternativeNames ?? SubjectAlternativeNames() {

@@ -28,7 +28,7 @@ public struct DeviceID: Hashable, Sendable, Comparable, Codable, CustomStringCon
             let isAlphanumeric = (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
             let isAllowed = isAlphanumeric || (index > 0 && (byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")))
             guard isAllowed else {
-                let shown = (0x21...0x7E).contains(byte) ? "'\(Character(Unicode.Scalar(byte)))'" : String(format: "byte 0x%02X", byte)
+                let shown = (0x20...0x7E).contains(byte) ? "'\(Character(Unicode.Scalar(byte)))'" : String(format: "byte 0x%02X", byte)
                 throw PKIError(
                     .invalidIdentity,
                     "device ID has \(shown) at position \(index + 1); IDs use letters, digits, '-' and '.', starting with a letter or digit"

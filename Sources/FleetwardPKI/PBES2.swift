@@ -209,7 +209,8 @@ public enum PBES2 {
                 throw PKIError(.malformedInput, "the key's PBKDF2 key length does not match its cipher")
             }
             guard (1...PBES2.maximumIterations).contains(iterations) else {
-                throw PKIError(.unsupportedEncryption, "the key asks for \(iterations) PBKDF2 iterations; the limit is \(PBES2.maximumIterations)")
+                throw PKIError(
+                    .unsupportedEncryption, "the key asks for \(iterations) PBKDF2 iterations; the limit is \(PBES2.maximumIterations)")
             }
             guard (8...64).contains(salt.count), iv.count == 16, !ciphertext.isEmpty, ciphertext.count % 16 == 0 else {
                 throw PKIError(.malformedInput, "the key's salt, IV or ciphertext has the wrong length")

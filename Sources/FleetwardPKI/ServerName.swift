@@ -1,10 +1,10 @@
 import Foundation
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A name a server certificate covers: a DNS name or an IP address (RFC 5280 §4.2.1.6).
@@ -32,12 +32,14 @@ public enum ServerName: Hashable, Sendable, CustomStringConvertible {
         }
         let name = candidate.lowercased()
         let labels = name.split(separator: ".", omittingEmptySubsequences: false)
-        let isValid = !name.isEmpty && name.utf8.count <= 253 && labels.enumerated().allSatisfy { index, label in
-            if label == "*" { return index == 0 && labels.count > 2 }
-            return (1...63).contains(label.utf8.count)
-                && label.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }
-                && label.first != "-" && label.last != "-"
-        }
+        let isValid =
+            !name.isEmpty && name.utf8.count <= 253
+            && labels.enumerated().allSatisfy { index, label in
+                if label == "*" { return index == 0 && labels.count > 2 }
+                return (1...63).contains(label.utf8.count)
+                    && label.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }
+                    && label.first != "-" && label.last != "-"
+            }
         guard isValid else {
             throw PKIError(.invalidIdentity, "'\(text)' is neither an IP address nor a valid DNS name")
         }

@@ -11,6 +11,8 @@ public enum FleetwardBinary {
             if FileManager.default.isExecutableFile(atPath: candidate) { return try Tool(candidate) }
             directory = directory.deletingLastPathComponent()
         }
-        throw Tool.Missing(description: "the fleetward binary was not found beside \(CommandLine.arguments[0]); run 'swift build' first or set FLEETWARD_BIN")
+        throw Tool.Missing(
+            description:
+                "the fleetward binary was not found beside \(CommandLine.arguments[0]); run 'swift build' first or set FLEETWARD_BIN")
     }
 }

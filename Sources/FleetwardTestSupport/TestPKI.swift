@@ -16,7 +16,9 @@ public struct TestPKI: Sendable {
     public let factoryKey: SigningKey
     public let factory: Certificate
 
-    public init(rootType: KeyType = .p384, intermediateType: KeyType = .p256, rootDays: Int = 7305, intermediateDays: Int = 1826, seed: UInt64 = 1) throws {
+    public init(
+        rootType: KeyType = .p384, intermediateType: KeyType = .p256, rootDays: Int = 7305, intermediateDays: Int = 1826, seed: UInt64 = 1
+    ) throws {
         var rng = SeededRandom(seed: seed)
         rootKey = SigningKey(generating: rootType)
         root = try CACertificateFactory.makeRoot(key: rootKey, organization: "Test Fleet", days: rootDays, now: Self.now, using: &rng)

@@ -15,8 +15,12 @@ import X509
             #expect(ku.keyCertSign && ku.cRLSign && !ku.digitalSignature)
             #expect(certificate.extensions.first { $0.oid == .X509ExtensionID.keyUsage }?.critical == true)
             #expect(certificate.extensions.first { $0.oid == .X509ExtensionID.basicConstraints }?.critical == true)
-            #expect(try certificate.extensions.subjectKeyIdentifier?.keyIdentifier == CACertificateFactory.keyIdentifier(of: certificate.publicKey))
-            #expect(try certificate.extensions.authorityKeyIdentifier?.keyIdentifier == CACertificateFactory.keyIdentifier(of: pki.root.publicKey))
+            #expect(
+                try certificate.extensions.subjectKeyIdentifier?.keyIdentifier
+                    == CACertificateFactory.keyIdentifier(of: certificate.publicKey))
+            #expect(
+                try certificate.extensions.authorityKeyIdentifier?.keyIdentifier
+                    == CACertificateFactory.keyIdentifier(of: pki.root.publicKey))
         }
         #expect(pki.root.issuer == pki.root.subject)
         #expect(pki.root.publicKey.isValidSignature(pki.root.signature, for: pki.root))

@@ -19,7 +19,8 @@ import Testing
         now: Date = TestPKI.now, key: Certificate.PrivateKey? = nil
     ) throws -> (IssuedCertificate, Certificate) {
         var rng = SeededRandom(seed: 99)
-        let issued = try pki.issuer(role).issue(try request(key: key), profile: profile, identity: identity, days: days, now: now, using: &rng)
+        let issued = try pki.issuer(role).issue(
+            try request(key: key), profile: profile, identity: identity, days: days, now: now, using: &rng)
         return (issued, try Certificate(derEncoded: issued.der))
     }
 
@@ -34,9 +35,14 @@ import Testing
         #expect(certificate.extensions.first { $0.oid == .X509ExtensionID.keyUsage }?.critical == true)
         #expect(certificate.extensions.first { $0.oid == .X509ExtensionID.basicConstraints }?.critical == true)
         #expect(try certificate.extensions.extendedKeyUsage == ExtendedKeyUsage([.clientAuth]))
-        #expect(try certificate.extensions.subjectAlternativeNames == SubjectAlternativeNames([.uniformResourceIdentifier("urn:fleetward:device:D-0042")]))
-        #expect(try certificate.extensions.subjectKeyIdentifier?.keyIdentifier == CACertificateFactory.keyIdentifier(of: certificate.publicKey))
-        #expect(try certificate.extensions.authorityKeyIdentifier?.keyIdentifier == CACertificateFactory.keyIdentifier(of: pki.issuing.publicKey))
+        #expect(
+            try certificate.extensions.subjectAlternativeNames
+                == SubjectAlternativeNames([.uniformResourceIdentifier("urn:fleetward:device:D-0042")]))
+        #expect(
+            try certificate.extensions.subjectKeyIdentifier?.keyIdentifier == CACertificateFactory.keyIdentifier(of: certificate.publicKey))
+        #expect(
+            try certificate.extensions.authorityKeyIdentifier?.keyIdentifier
+                == CACertificateFactory.keyIdentifier(of: pki.issuing.publicKey))
         let summary = try CertificateSummary(certificate: certificate, der: issued.der)
         #expect(summary.profile == "device")
         #expect(summary.deviceID == "D-0042")
@@ -90,18 +96,23 @@ import Testing
             },
             privateKey: key,
             attributes: try CertificateSigningRequest.Attributes([
-                .init(ExtensionRequest(extensions: try Certificate.Extensions {
-                    Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
-                    SubjectAlternativeNames([.dnsName("evil.example")])
-                }))
+                .init(
+                    ExtensionRequest(
+                        extensions: try Certificate.Extensions {
+                            Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
+                            SubjectAlternativeNames([.dnsName("evil.example")])
+                        }))
             ]),
             signatureAlgorithm: .ecdsaWithSHA256
         )
         let request = try CertificateRequest(der: try TestPKI.derBytes(csr))
-        let issued = try pki.issuer().issue(request, profile: .device, identity: .device(try DeviceID("D-5")), now: TestPKI.now, using: &rng)
+        let issued = try pki.issuer().issue(
+            request, profile: .device, identity: .device(try DeviceID("D-5")), now: TestPKI.now, using: &rng)
         let certificate = try Certificate(derEncoded: issued.der)
         #expect(try certificate.extensions.basicConstraints == .notCertificateAuthority)
-        #expect(try certificate.extensions.subjectAlternativeNames == SubjectAlternativeNames([.uniformResourceIdentifier("urn:fleetward:device:D-5")]))
+        #expect(
+            try certificate.extensions.subjectAlternativeNames
+                == SubjectAlternativeNames([.uniformResourceIdentifier("urn:fleetward:device:D-5")]))
         #expect(!CertificateSummary.format(certificate.subject).contains("Evil"))
     }
 
@@ -147,13 +158,15 @@ import Testing
     }
 
     @Test func serverCertificateNamesEveryHost() throws {
-        let (_, certificate) = try issue(.server, .server([try ServerName("gw.example.com"), try ServerName("127.0.0.1"), try ServerName("::1")]))
+        let (_, certificate) = try issue(
+            .server, .server([try ServerName("gw.example.com"), try ServerName("127.0.0.1"), try ServerName("::1")]))
         let names = try #require(try certificate.extensions.subjectAlternativeNames)
-        #expect(Array(names) == [
-            .dnsName("gw.example.com"),
-            .ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1])),
-            .ipAddress(ASN1OctetString(contentBytes: ArraySlice([UInt8](repeating: 0, count: 15) + [1]))),
-        ])
+        #expect(
+            Array(names) == [
+                .dnsName("gw.example.com"),
+                .ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1])),
+                .ipAddress(ASN1OctetString(contentBytes: ArraySlice([UInt8](repeating: 0, count: 15) + [1]))),
+            ])
         #expect(try certificate.extensions.extendedKeyUsage == ExtendedKeyUsage([.serverAuth]))
     }
 

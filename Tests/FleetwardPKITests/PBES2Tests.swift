@@ -30,7 +30,8 @@ import X509
 
     @Test func wrongPassphraseIsRefused() throws {
         var rng = SystemRandomNumberGenerator()
-        let encrypted = try PBES2.encrypt(pkcs8: SigningKey(generating: .p256).pkcs8DER, passphrase: passphrase, iterations: 1000, using: &rng)
+        let encrypted = try PBES2.encrypt(
+            pkcs8: SigningKey(generating: .p256).pkcs8DER, passphrase: passphrase, iterations: 1000, using: &rng)
         for attempt in ["", "correct horse batterz", "wrong passphrase", "correct horse battery "] {
             let error = #expect(throws: PKIError.self) { try PBES2.decrypt(encrypted, passphrase: Array(attempt.utf8)) }
             #expect(error?.code == .wrongPassphrase)
@@ -49,7 +50,8 @@ import X509
 
     @Test func everyTruncationAndByteFlipThrowsATypedError() throws {
         var rng = SeededRandom(seed: 7)
-        let encrypted = try PBES2.encrypt(pkcs8: SigningKey(generating: .p256).pkcs8DER, passphrase: passphrase, iterations: 1000, using: &rng)
+        let encrypted = try PBES2.encrypt(
+            pkcs8: SigningKey(generating: .p256).pkcs8DER, passphrase: passphrase, iterations: 1000, using: &rng)
         for length in 0..<encrypted.count {
             #expect(throws: PKIError.self) { try PBES2.decrypt(Array(encrypted.prefix(length)), passphrase: passphrase) }
         }
@@ -99,7 +101,8 @@ import X509
 
     @Test func refusesAFileAskingForAbsurdIterationCounts() throws {
         var rng = SeededRandom(seed: 1)
-        var encrypted = try PBES2.encrypt(pkcs8: SigningKey(generating: .p256).pkcs8DER, passphrase: passphrase, iterations: 1000, using: &rng)
+        var encrypted = try PBES2.encrypt(
+            pkcs8: SigningKey(generating: .p256).pkcs8DER, passphrase: passphrase, iterations: 1000, using: &rng)
         // The iteration count 1000 (0x03E8) is encoded as INTEGER 02 02 03 E8; make it 0x7FE8 → still
         // small; instead swap in a 4-byte count by re-encoding is complex, so check the limit directly.
         let index = encrypted.firstIndex(ofSubsequence: [0x02, 0x02, 0x03, 0xE8])!

@@ -31,7 +31,8 @@ import X509
     }
 
     @Test func rejectsLegacyEncryptedPEMHeaders() {
-        let text = "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END EC PRIVATE KEY-----\n"
+        let text =
+            "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END EC PRIVATE KEY-----\n"
         let error = #expect(throws: PKIError.self) { try PEM.decodeAll(text) }
         #expect(error?.code == .unsupportedEncryption)
     }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
+# and the util-linux/bsdutils tools for terminal tests) if it is missing, then `swift test`.
+# Idempotent; needs root (or sudo) only when something must be installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v script >/dev/null 2>&1 || packages+=(bsdutils)
+command -v setsid >/dev/null 2>&1 || packages+=(util-linux)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "Installing ${packages[*]} with apt-get…" >&2
+  if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}"
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+swift test 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# One plain closing line for any reader: Swift Testing's own summary counts issues, not tests.
+total=$(grep -oE 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+failed=$(grep -cE '^✘ Test .* failed after' "$log" || true)
+echo "$((total - failed)) passed, ${failed} failed"
+exit "$status"
