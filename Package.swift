@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        // Only for its bundled SQLite (module VaporCSQLite): no system library needed.
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.0"),
     ],
     targets: [
         // Pure values and functions: profiles, CSR checks, issuance, serials, PBES2, PEM/DER. No I/O.
@@ -42,6 +44,26 @@ let package = Package(
             dependencies: [
                 "FleetwardPKI",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Devices, lifecycle, tokens, audit chain, the RegistryStore protocol. No I/O.
+        .target(
+            name: "FleetwardRegistry",
+            dependencies: [
+                "FleetwardPKI",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The embedded registry store on SQLite.
+        .target(
+            name: "FleetwardRegistrySQLite",
+            dependencies: [
+                "FleetwardRegistry",
+                "FleetwardPKI",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -51,6 +73,8 @@ let package = Package(
             dependencies: [
                 "FleetwardPKI",
                 "FleetwardKeyCustody",
+                "FleetwardRegistry",
+                "FleetwardRegistrySQLite",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -64,6 +88,7 @@ let package = Package(
                 "FleetwardPKI",
                 "FleetwardKeyCustody",
                 "FleetwardAuthority",
+                "FleetwardRegistry",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -118,6 +143,14 @@ let package = Package(
                 "FleetwardAuthority", "FleetwardKeyCustody", "FleetwardPKI", "FleetwardTestSupport",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FleetwardRegistryTests",
+            dependencies: [
+                "FleetwardRegistry", "FleetwardRegistrySQLite", "FleetwardPKI", "FleetwardTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings

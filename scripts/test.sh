@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
-# and the util-linux/bsdutils tools for terminal tests) if it is missing, then `swift test`.
+# the sqlite3 shell, and the util-linux/bsdutils tools for terminal tests) if it is missing, then
+# `swift test`.
 # Idempotent; needs root (or sudo) only when something must be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=()
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v sqlite3 >/dev/null 2>&1 || packages+=(sqlite3)
 command -v script >/dev/null 2>&1 || packages+=(bsdutils)
 command -v setsid >/dev/null 2>&1 || packages+=(util-linux)
 if [ ${#packages[@]} -gt 0 ]; then

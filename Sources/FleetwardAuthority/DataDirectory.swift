@@ -10,6 +10,8 @@ public import FleetwardPKI
 /// DIR/ca/factory.pem .key   factory CA (birth certificates)
 /// DIR/ca/chain.pem          issuing + root, for servers and clients that need the chain
 /// DIR/tls/gateway.pem .key  the gateway's server certificate (with the issuing CA) and key
+/// DIR/ca/registry.seal      the registry's secret-hashing key, sealed under the passphrase
+/// DIR/registry.sqlite       the embedded registry (devices, tokens, certificates, audit log)
 /// ```
 /// Keys are PBES2-encrypted PKCS#8 PEM with mode 0600; directories are 0700.
 public struct DataDirectory: Sendable {
@@ -26,6 +28,10 @@ public struct DataDirectory: Sendable {
     public var tlsDirectory: String { path + "/tls" }
     public var chainPath: String { caDirectory + "/chain.pem" }
     public var gatewayCertificatePath: String { tlsDirectory + "/gateway.pem" }
+    /// The embedded registry database.
+    public var registryDatabasePath: String { path + "/registry.sqlite" }
+    /// The sealed key the registry hashes secrets with.
+    public var registryKeyPath: String { caDirectory + "/registry.seal" }
 
     /// The certificate path of the CA with `role`.
     public func certificatePath(of role: CARole) -> String { caDirectory + "/\(role.rawValue).pem" }

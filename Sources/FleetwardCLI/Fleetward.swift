@@ -13,7 +13,10 @@ struct Fleetward: AsyncParsableCommand {
             does not exist). Private keys are encrypted with the passphrase from FLEETWARD_PASSPHRASE \
             or, when it is unset, a prompt.
             """,
-        subcommands: [InitCommand.self, ServeCommand.self, CACommand.self, CertCommand.self]
+        subcommands: [
+            InitCommand.self, ServeCommand.self, CACommand.self, CertCommand.self, DevicesCommand.self, TokenCommand.self,
+            AuditCommand.self,
+        ]
     )
 
     /// Runs the command line, printing any failure as one line on stderr.

@@ -1,4 +1,4 @@
-public import Crypto
+import Crypto
 public import FleetwardPKI
 public import Foundation
 public import X509

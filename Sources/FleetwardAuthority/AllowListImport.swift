@@ -1,0 +1,182 @@
+import FleetwardPKI
+public import FleetwardRegistry
+public import Foundation
+import FleetwardKeyCustody
+
+/// Imports an allow-list CSV into the registry (DESIGN: provisioning flow 1).
+///
+/// Two passes over the file. The first reads every row and stops the import, changing nothing,
+/// when any row is malformed (unless `skipInvalid`), naming each bad line. The second hashes the
+/// factory secrets (HMAC-SHA-256 under the registry key) and writes the rows in batches: each
+/// batch is one transaction with one audit entry, so a crash leaves whole batches, and running
+/// the same file again only counts duplicates.
+public struct AllowListImport: Sendable {
+    /// What an import did.
+    public struct Summary: Codable, Sendable, Equatable {
+        public var file: String
+        public var rows: Int
+        public var inserted: Int
+        public var duplicates: Int
+        public var rejected: Int
+        public var errors: [String]
+        public var seconds: Double
+        public var rowsPerSecond: Int
+    }
+
+    /// Progress of the second pass.
+    public struct Progress: Sendable {
+        public var rowsDone: Int
+        public var rowsTotal: Int
+        public var elapsed: Double
+    }
+
+    public static let defaultBatchSize = 10_000
+    /// How many error lines a summary keeps.
+    public static let maximumReportedErrors = 20
+
+    public let path: String
+    public var batchSize = defaultBatchSize
+    public var skipInvalid = false
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    /// Pass 1: counts the rows and collects the malformed ones.
+    public func validate() throws -> (rows: Int, errors: [AllowListRowError], rejected: Int) {
+        var parser = AllowListParser()
+        var rows = 0
+        var rejected = 0
+        var errors: [AllowListRowError] = []
+        try Self.stream(path) { chunk in
+            parser.feed(chunk) { result in
+                switch result {
+                case .success: rows += 1
+                case .failure(let error):
+                    rejected += 1
+                    if errors.count < Self.maximumReportedErrors { errors.append(error) }
+                }
+            }
+        }
+        parser.finish { result in
+            switch result {
+            case .success: rows += 1
+            case .failure(let error):
+                rejected += 1
+                if errors.count < Self.maximumReportedErrors { errors.append(error) }
+            }
+        }
+        return (rows, errors, rejected)
+    }
+
+    /// Runs both passes.
+    ///
+    /// - Throws: ``RegistryError`` `invalidInput` naming the bad lines when the file has malformed
+    ///   rows and `skipInvalid` is false (nothing is written then).
+    public func run(
+        into store: any RegistryStore, hasher: SecretHasher, by actor: Actor, now: @Sendable () -> Date = Date.init,
+        progress: (Progress) -> Void = { _ in }
+    ) async throws -> Summary {
+        let started = Date()
+        let (total, errors, rejected) = try validate()
+        if rejected > 0 && !skipInvalid {
+            let shown = errors.prefix(3).map(\.description).joined(separator: "; ")
+            let more = rejected > 3 ? "; and \(rejected - 3) more" : ""
+            throw RegistryError(
+                .invalidInput,
+                "\(path) has \(rejected) malformed row\(rejected == 1 ? "" : "s") (\(shown)\(more)); nothing was imported (--skip-invalid imports the rest)"
+            )
+        }
+        let source = URL(fileURLWithPath: path).lastPathComponent
+        var parser = AllowListParser()
+        var batch: [Device] = []
+        batch.reserveCapacity(batchSize)
+        var firstLine = 0
+        var lastLine = 0
+        var done = 0
+        var inserted = 0
+        var duplicates = 0
+        let clock = ContinuousClock()
+        let start = clock.now
+        var lastReport = start
+
+        func flush() async throws {
+            guard !batch.isEmpty else { return }
+            let result = try await store.importBatch(batch, source: source, lines: firstLine...lastLine, by: actor, at: now())
+            inserted += result.inserted
+            duplicates += result.duplicates
+            done += batch.count
+            batch.removeAll(keepingCapacity: true)
+            let instant = clock.now
+            if instant - lastReport > .milliseconds(100) || done == total {
+                lastReport = instant
+                progress(Progress(rowsDone: done, rowsTotal: total, elapsed: Self.seconds(instant - start)))
+            }
+        }
+
+        let time = now()
+        var pending: [AllowListRow] = []
+        func take(_ result: Result<AllowListRow, AllowListRowError>) {
+            if case .success(let row) = result { pending.append(row) }
+        }
+        try await Self.streamAsync(path) { chunk in
+            parser.feed(chunk, take)
+            for row in pending {
+                if batch.isEmpty { firstLine = row.line }
+                lastLine = row.line
+                let proof: EnrollmentProof
+                switch row.proof {
+                case .secret(let secret): proof = .secret(hmac: hasher.hash(secret))
+                case .publicKeySHA256(let sha256): proof = .publicKey(sha256: sha256)
+                }
+                batch.append(Device(id: row.id, model: row.model, metadata: row.metadata, proof: proof, createdAt: time))
+                if batch.count == batchSize { try await flush() }
+            }
+            pending.removeAll(keepingCapacity: true)
+        }
+        parser.finish(take)
+        for row in pending {
+            if batch.isEmpty { firstLine = row.line }
+            lastLine = row.line
+            let proof: EnrollmentProof
+            switch row.proof {
+            case .secret(let secret): proof = .secret(hmac: hasher.hash(secret))
+            case .publicKeySHA256(let sha256): proof = .publicKey(sha256: sha256)
+            }
+            batch.append(Device(id: row.id, model: row.model, metadata: row.metadata, proof: proof, createdAt: time))
+        }
+        try await flush()
+        let seconds = Date().timeIntervalSince(started)
+        return Summary(
+            file: path, rows: total + rejected, inserted: inserted, duplicates: duplicates, rejected: rejected,
+            errors: errors.map(\.description), seconds: (seconds * 1000).rounded() / 1000,
+            rowsPerSecond: seconds > 0 ? Int(Double(total) / seconds) : total
+        )
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    static let chunkSize = 1 << 20
+
+    private static func stream(_ path: String, _ body: (ArraySlice<UInt8>) throws -> Void) throws {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw RegistryError(.invalidInput, "cannot read \(path): no such file or no permission")
+        }
+        defer { try? handle.close() }
+        while let data = try handle.read(upToCount: chunkSize), !data.isEmpty {
+            try body(Array(data)[...])
+        }
+    }
+
+    private static func streamAsync(_ path: String, _ body: (ArraySlice<UInt8>) async throws -> Void) async throws {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw RegistryError(.invalidInput, "cannot read \(path): no such file or no permission")
+        }
+        defer { try? handle.close() }
+        while let data = try handle.read(upToCount: chunkSize), !data.isEmpty {
+            try await body(Array(data)[...])
+        }
+    }
+}

@@ -1,0 +1,62 @@
+public import FleetwardKeyCustody
+public import FleetwardRegistry
+import FleetwardRegistrySQLite
+public import Foundation
+import Crypto
+
+/// Opens the registry of a data directory: the embedded SQLite store, migrated.
+public enum RegistryAccess {
+    /// The store for `directory` (SQLite at `DIR/registry.sqlite`), with migrations applied.
+    public static func openStore(_ directory: DataDirectory) async throws -> any RegistryStore {
+        guard FileManager.default.fileExists(atPath: directory.configurationPath) else {
+            throw AuthorityError(
+                .notInitialized,
+                "\(directory.path) holds no Fleetward CA; run 'fleetward init --data \(directory.path)' first"
+            )
+        }
+        let store = try SQLiteRegistryStore(path: directory.registryDatabasePath)
+        _ = try await store.migrate()
+        return store
+    }
+
+    /// The hasher for factory secrets and tokens, opening (or on first use creating) the sealed registry key.
+    public static func openHasher(_ directory: DataDirectory, passphrase: Passphrase) throws -> SecretHasher {
+        SecretHasher(key: try SealedSecretKey.openOrCreate(at: directory.registryKeyPath, passphrase: passphrase))
+    }
+}
+
+/// Creates API tokens: `fwt_<id>_<secret>`, shown once; the registry keeps the ID and an HMAC of the secret.
+public enum APITokens {
+    /// A token as handed to its holder, and the record stored.
+    public struct Created: Sendable {
+        public let token: String
+        public let record: APITokenRecord
+    }
+
+    public static func make(role: Role, owner: String?, hasher: SecretHasher, now: Date = Date()) throws -> Created {
+        if role == .owner {
+            guard let owner, Self.isValidOwner(owner) else {
+                throw RegistryError(.invalidInput, "an owner token needs --owner NAME (1 to 64 letters, digits, '-', '_', '.', '@')")
+            }
+        } else if owner != nil {
+            throw RegistryError(.invalidInput, "--owner applies to owner tokens only")
+        }
+        var rng = SystemRandomNumberGenerator()
+        let id = (0..<8).map { _ in UInt8.random(in: 0...255, using: &rng) }.map { String(format: "%02x", $0) }.joined()
+        let secretBytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let secret = Data(secretBytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let record = APITokenRecord(
+            id: id, secretHMAC: hasher.hash(Array(secret.utf8)), role: role, owner: owner, createdAt: now, expiresAt: nil
+        )
+        return Created(token: "fwt_\(id)_\(secret)", record: record)
+    }
+
+    static func isValidOwner(_ owner: String) -> Bool {
+        (1...64).contains(owner.utf8.count)
+            && owner.utf8.allSatisfy { byte in
+                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                    || [UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "@")].contains(byte)
+            }
+    }
+}

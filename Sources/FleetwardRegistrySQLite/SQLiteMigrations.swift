@@ -1,0 +1,97 @@
+/// The registry schema, one versioned step at a time. Applied steps are recorded in
+/// `schema_migrations` and never edited: a change is a new step.
+enum SQLiteMigrations {
+    struct Migration {
+        var version: Int
+        var sql: String
+    }
+
+    static let all: [Migration] = [
+        Migration(
+            version: 1,
+            sql: """
+                CREATE TABLE devices (
+                    id TEXT PRIMARY KEY,
+                    state TEXT NOT NULL CHECK (state IN ('allowed', 'pending', 'active', 'suspended', 'revoked', 'stolen')),
+                    owner TEXT,
+                    model TEXT NOT NULL,
+                    metadata TEXT NOT NULL DEFAULT '{}',
+                    proof_kind TEXT NOT NULL CHECK (proof_kind IN ('secret', 'public-key', 'none')),
+                    proof BLOB,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX devices_by_state ON devices (state, id);
+                CREATE INDEX devices_by_owner ON devices (owner, id) WHERE owner IS NOT NULL;
+                CREATE INDEX devices_by_model ON devices (model, id);
+
+                CREATE TABLE enrollment_groups (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    ca_certificate BLOB NOT NULL,
+                    ca_sha256 TEXT NOT NULL UNIQUE,
+                    auto_approve INTEGER NOT NULL CHECK (auto_approve IN (0, 1)),
+                    created_at INTEGER NOT NULL
+                );
+
+                CREATE TABLE claim_codes (
+                    device_id TEXT PRIMARY KEY REFERENCES devices (id),
+                    salt BLOB NOT NULL,
+                    hash BLOB NOT NULL,
+                    iterations INTEGER NOT NULL,
+                    claimed_by TEXT,
+                    claimed_at INTEGER
+                );
+
+                CREATE TABLE enrollment_tokens (
+                    secret_hmac BLOB PRIMARY KEY,
+                    device_id TEXT NOT NULL REFERENCES devices (id),
+                    owner TEXT,
+                    expires_at INTEGER NOT NULL,
+                    used_at INTEGER
+                );
+
+                CREATE TABLE certificates (
+                    serial TEXT PRIMARY KEY,
+                    device_id TEXT REFERENCES devices (id),
+                    profile TEXT NOT NULL,
+                    owner TEXT,
+                    not_before INTEGER NOT NULL,
+                    not_after INTEGER NOT NULL,
+                    sha256 TEXT NOT NULL UNIQUE,
+                    issued_at INTEGER NOT NULL
+                );
+                CREATE INDEX certificates_by_device ON certificates (device_id);
+
+                CREATE TABLE revocations (
+                    serial TEXT PRIMARY KEY REFERENCES certificates (serial),
+                    reason INTEGER NOT NULL CHECK (reason BETWEEN 0 AND 10 AND reason <> 7),
+                    revoked_at INTEGER NOT NULL
+                );
+
+                CREATE TABLE api_tokens (
+                    id TEXT PRIMARY KEY,
+                    secret_hmac BLOB NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('admin', 'manufacturer', 'operator', 'owner')),
+                    owner TEXT,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER,
+                    revoked_at INTEGER,
+                    CHECK ((role = 'owner') = (owner IS NOT NULL))
+                );
+
+                CREATE TABLE audit_log (
+                    sequence INTEGER PRIMARY KEY,
+                    time_ms INTEGER NOT NULL,
+                    actor TEXT NOT NULL,
+                    action TEXT NOT NULL,
+                    subject TEXT NOT NULL,
+                    before TEXT,
+                    after TEXT,
+                    previous_hash BLOB NOT NULL,
+                    hash BLOB NOT NULL
+                );
+                """
+        )
+    ]
+}

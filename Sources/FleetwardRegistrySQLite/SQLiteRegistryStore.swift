@@ -1,0 +1,367 @@
+public import FleetwardPKI
+public import FleetwardRegistry
+public import Foundation
+import Synchronization
+
+/// The embedded registry: one SQLite file (WAL mode, full fsync on commit) inside the data directory.
+///
+/// Every call runs under one lock on one connection; several processes may open the same file
+/// (the console and a running server) and SQLite's own locking orders their writes.
+public final class SQLiteRegistryStore: RegistryStore {
+    private let database: Mutex<Connection>
+    public let path: String
+
+    final class Connection: @unchecked Sendable {
+        let db: SQLiteDatabase
+        var statements: [String: SQLiteStatement] = [:]
+
+        init(db: SQLiteDatabase) { self.db = db }
+
+        func statement(_ sql: String) throws -> SQLiteStatement {
+            if let cached = statements[sql] {
+                cached.reset()
+                return cached
+            }
+            let statement = try db.prepare(sql)
+            statements[sql] = statement
+            return statement
+        }
+    }
+
+    /// Opens (creating if needed) the database at `path`. Call ``migrate()`` before use.
+    public init(path: String) throws {
+        self.path = path
+        let db = try SQLiteDatabase(path: path)
+        try db.execute(
+            """
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = FULL;
+            PRAGMA foreign_keys = ON;
+            PRAGMA busy_timeout = 10000;
+            """
+        )
+        database = Mutex(Connection(db: db))
+    }
+
+    private func withConnection<T: Sendable>(_ body: (Connection) throws -> T) throws -> T {
+        try database.withLock { connection in try body(connection) }
+    }
+
+    // MARK: Migrations
+
+    public func migrate() async throws -> [Int] {
+        try withConnection { connection in
+            try connection.db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            var applied: [Int] = []
+            for migration in SQLiteMigrations.all {
+                let done = try connection.db.transaction { () -> Bool in
+                    let check = try connection.statement("SELECT 1 FROM schema_migrations WHERE version = ?")
+                    check.bind(1, Int64(migration.version))
+                    if try check.step() { return false }
+                    try connection.db.execute(migration.sql)
+                    let record = try connection.statement("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                    record.bind(1, Int64(migration.version))
+                    record.bind(2, Int64(Date().timeIntervalSince1970 * 1000))
+                    try record.step()
+                    return true
+                }
+                if done { applied.append(migration.version) }
+            }
+            return applied
+        }
+    }
+
+    // MARK: Devices
+
+    private static let deviceColumns = "id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at"
+
+    public func device(_ id: DeviceID) async throws -> Device? {
+        try withConnection { connection in try Self.readDevice(id, connection) }
+    }
+
+    private static func readDevice(_ id: DeviceID, _ connection: Connection) throws -> Device? {
+        let statement = try connection.statement("SELECT \(deviceColumns) FROM devices WHERE id = ?")
+        statement.bind(1, id.rawValue)
+        guard try statement.step() else { return nil }
+        return try decodeDevice(statement)
+    }
+
+    public func devices(matching filter: DeviceFilter, after cursor: DeviceID?, limit: Int) async throws -> [Device] {
+        try withConnection { connection in
+            var conditions: [String] = []
+            if filter.state != nil { conditions.append("state = ?1") }
+            if filter.owner != nil { conditions.append("owner = ?2") }
+            if filter.model != nil { conditions.append("model = ?3") }
+            if cursor != nil { conditions.append("id > ?4") }
+            let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+            let statement = try connection.statement("SELECT \(Self.deviceColumns) FROM devices \(whereClause) ORDER BY id LIMIT ?5")
+            statement.bind(1, filter.state?.rawValue)
+            statement.bind(2, filter.owner)
+            statement.bind(3, filter.model)
+            statement.bind(4, cursor?.rawValue)
+            statement.bind(5, Int64(max(0, min(limit, 10_000))))
+            var devices: [Device] = []
+            while try statement.step() { devices.append(try Self.decodeDevice(statement)) }
+            return devices
+        }
+    }
+
+    public func deviceCounts() async throws -> [DeviceState: Int] {
+        try withConnection { connection in
+            let statement = try connection.statement("SELECT state, COUNT(*) FROM devices GROUP BY state")
+            var counts: [DeviceState: Int] = [:]
+            while try statement.step() {
+                if let state = statement.text(0).flatMap(DeviceState.init(rawValue:)) { counts[state] = Int(statement.int64(1)) }
+            }
+            return counts
+        }
+    }
+
+    public func insert(_ device: Device, by actor: Actor, at time: Date) async throws {
+        try withConnection { connection in
+            try connection.db.transaction {
+                let statement = try Self.insertStatement(connection, orIgnore: false)
+                Self.bind(device, to: statement)
+                do {
+                    try statement.step()
+                } catch let error as RegistryError where error.code == .duplicate {
+                    throw RegistryError(.duplicate, "device \(device.id) is already registered")
+                }
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "device.create", subject: "device:\(device.id)",
+                    before: nil, after: Self.auditJSON(device)
+                )
+            }
+        }
+    }
+
+    public func importBatch(
+        _ devices: [Device], source: String, lines: ClosedRange<Int>, by actor: Actor, at time: Date
+    ) async throws -> ImportBatchResult {
+        try withConnection { connection in
+            try connection.db.transaction {
+                let statement = try Self.insertStatement(connection, orIgnore: true)
+                var inserted = 0
+                for device in devices {
+                    Self.bind(device, to: statement)
+                    try statement.step()
+                    inserted += connection.db.changes
+                    statement.reset()
+                }
+                let result = ImportBatchResult(inserted: inserted, duplicates: devices.count - inserted)
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "devices.import", subject: "allow-list:\(source)",
+                    before: nil,
+                    after:
+                        "{\"lines\":\"\(lines.lowerBound)-\(lines.upperBound)\",\"inserted\":\(result.inserted),\"duplicates\":\(result.duplicates)}"
+                )
+                return result
+            }
+        }
+    }
+
+    public func apply(_ event: LifecycleStateMachine.Event, to id: DeviceID, by actor: Actor, at time: Date) async throws -> Device {
+        try withConnection { connection in
+            try connection.db.transaction {
+                guard var device = try Self.readDevice(id, connection) else {
+                    throw RegistryError(.notFound, "no device \(id)")
+                }
+                let before = Self.auditJSON(device)
+                device.state = try LifecycleStateMachine.next(from: device.state, on: event, by: actor, deviceOwner: device.owner)
+                device.updatedAt = time
+                let update = try connection.statement("UPDATE devices SET state = ?, updated_at = ? WHERE id = ?")
+                update.bind(1, device.state.rawValue)
+                update.bind(2, Self.milliseconds(time))
+                update.bind(3, id.rawValue)
+                try update.step()
+                if event == .revoke || event == .reportStolen {
+                    // RFC 5280 §5.3.1: keyCompromise (1) for theft, cessationOfOperation (5) for decommissioning.
+                    let revoke = try connection.statement(
+                        "INSERT OR IGNORE INTO revocations (serial, reason, revoked_at) SELECT serial, ?, ? FROM certificates WHERE device_id = ?"
+                    )
+                    revoke.bind(1, Int64(event == .reportStolen ? 1 : 5))
+                    revoke.bind(2, Self.milliseconds(time))
+                    revoke.bind(3, id.rawValue)
+                    try revoke.step()
+                }
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "device.\(event)", subject: "device:\(id)",
+                    before: before, after: Self.auditJSON(device)
+                )
+                return device
+            }
+        }
+    }
+
+    // MARK: Tokens
+
+    public func insert(_ token: APITokenRecord, by actor: Actor, at time: Date) async throws {
+        try withConnection { connection in
+            try connection.db.transaction {
+                let statement = try connection.statement(
+                    "INSERT INTO api_tokens (id, secret_hmac, role, owner, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+                )
+                statement.bind(1, token.id)
+                statement.bind(2, token.secretHMAC)
+                statement.bind(3, token.role.rawValue)
+                statement.bind(4, token.owner)
+                statement.bind(5, Self.milliseconds(token.createdAt))
+                statement.bind(6, token.expiresAt.map(Self.milliseconds))
+                try statement.step()
+                let owner = token.owner.map { ",\"owner\":\"\(Self.jsonEscape($0))\"" } ?? ""
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "token.create", subject: "token:\(token.id)",
+                    before: nil, after: "{\"role\":\"\(token.role)\"\(owner)}"
+                )
+            }
+        }
+    }
+
+    public func apiToken(id: String) async throws -> APITokenRecord? {
+        try withConnection { connection in
+            let statement = try connection.statement(
+                "SELECT id, secret_hmac, role, owner, created_at, expires_at FROM api_tokens WHERE id = ? AND revoked_at IS NULL"
+            )
+            statement.bind(1, id)
+            guard try statement.step() else { return nil }
+            guard let role = statement.text(2).flatMap(Role.init(rawValue:)), let hmac = statement.blob(1), let tokenID = statement.text(0)
+            else {
+                throw RegistryError(.storage, "api token \(id) has a malformed row")
+            }
+            return APITokenRecord(
+                id: tokenID, secretHMAC: hmac, role: role, owner: statement.text(3),
+                createdAt: Self.date(statement.int64(4)), expiresAt: statement.isNull(5) ? nil : Self.date(statement.int64(5))
+            )
+        }
+    }
+
+    // MARK: Audit
+
+    public func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry] {
+        try withConnection { connection in
+            let statement = try connection.statement(
+                "SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash FROM audit_log WHERE sequence >= ? ORDER BY sequence LIMIT ?"
+            )
+            statement.bind(1, sequence)
+            statement.bind(2, Int64(limit))
+            var entries: [AuditEntry] = []
+            while try statement.step() {
+                entries.append(
+                    AuditEntry(
+                        sequence: statement.int64(0), timeMilliseconds: statement.int64(1), actor: statement.text(2) ?? "",
+                        action: statement.text(3) ?? "", subject: statement.text(4) ?? "", before: statement.text(5),
+                        after: statement.text(6), previousHash: statement.blob(7) ?? [], hash: statement.blob(8) ?? []
+                    )
+                )
+            }
+            return entries
+        }
+    }
+
+    /// Appends an audit entry inside the caller's transaction, chained to the current last one.
+    private static func appendAudit(
+        _ connection: Connection, time: Date, actor: Actor, action: String, subject: String, before: String?, after: String?
+    ) throws {
+        let last = try connection.statement("SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1")
+        var previous: (sequence: Int64, hash: [UInt8])?
+        if try last.step() { previous = (last.int64(0), last.blob(1) ?? []) }
+        last.reset()
+        let entry = AuditEntry(
+            following: previous, time: time, actor: actor.description, action: action, subject: subject, before: before, after: after
+        )
+        let insert = try connection.statement(
+            "INSERT INTO audit_log (sequence, time_ms, actor, action, subject, before, after, previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        insert.bind(1, entry.sequence)
+        insert.bind(2, entry.timeMilliseconds)
+        insert.bind(3, entry.actor)
+        insert.bind(4, entry.action)
+        insert.bind(5, entry.subject)
+        insert.bind(6, entry.before)
+        insert.bind(7, entry.after)
+        insert.bind(8, entry.previousHash)
+        insert.bind(9, entry.hash)
+        try insert.step()
+    }
+
+    // MARK: Encoding
+
+    private static func insertStatement(_ connection: Connection, orIgnore: Bool) throws -> SQLiteStatement {
+        try connection.statement(
+            "INSERT \(orIgnore ? "OR IGNORE " : "")INTO devices (\(deviceColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+    }
+
+    private static func bind(_ device: Device, to statement: SQLiteStatement) {
+        statement.bind(1, device.id.rawValue)
+        statement.bind(2, device.state.rawValue)
+        statement.bind(3, device.owner)
+        statement.bind(4, device.model)
+        statement.bind(5, metadataJSON(device.metadata))
+        statement.bind(6, device.proof.kind)
+        switch device.proof {
+        case .secret(let hmac): statement.bind(7, hmac)
+        case .publicKey(let sha256): statement.bind(7, sha256)
+        case .none: statement.bind(7, nil as [UInt8]?)
+        }
+        statement.bind(8, milliseconds(device.createdAt))
+        statement.bind(9, milliseconds(device.updatedAt))
+    }
+
+    private static func decodeDevice(_ statement: SQLiteStatement) throws -> Device {
+        guard let idText = statement.text(0), let id = try? DeviceID(idText),
+            let state = statement.text(1).flatMap(DeviceState.init(rawValue:)), let model = statement.text(3)
+        else {
+            throw RegistryError(.storage, "a device row is malformed")
+        }
+        let proof: EnrollmentProof
+        switch statement.text(5) {
+        case "secret": proof = .secret(hmac: statement.blob(6) ?? [])
+        case "public-key": proof = .publicKey(sha256: statement.blob(6) ?? [])
+        default: proof = .none
+        }
+        var metadata: [String: String] = [:]
+        if let json = statement.text(4), json != "{}" {
+            metadata = (try? JSONDecoder().decode([String: String].self, from: Data(json.utf8))) ?? [:]
+        }
+        return Device(
+            id: id, state: state, owner: statement.text(2), model: model, metadata: metadata, proof: proof,
+            createdAt: date(statement.int64(7)), updatedAt: date(statement.int64(8))
+        )
+    }
+
+    /// A JSON object with sorted keys. Written by hand: a JSONEncoder per row costs more than the insert.
+    static func metadataJSON(_ metadata: [String: String]) -> String {
+        guard !metadata.isEmpty else { return "{}" }
+        var out = "{"
+        for (index, key) in metadata.keys.sorted().enumerated() {
+            if index > 0 { out += "," }
+            out += "\"" + jsonEscape(key) + "\":\"" + jsonEscape(metadata[key]!) + "\""
+        }
+        return out + "}"
+    }
+
+    /// What the audit log records of a device: no proof material.
+    static func auditJSON(_ device: Device) -> String {
+        let owner = device.owner.map { "\"\(jsonEscape($0))\"" } ?? "null"
+        return
+            "{\"state\":\"\(device.state)\",\"owner\":\(owner),\"model\":\"\(jsonEscape(device.model))\",\"proof\":\"\(device.proof.kind)\"}"
+    }
+
+    static func jsonEscape(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
+    static func date(_ milliseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
+}

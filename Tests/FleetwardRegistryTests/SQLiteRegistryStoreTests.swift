@@ -1,0 +1,168 @@
+import Crypto
+import FleetwardPKI
+import FleetwardRegistry
+import FleetwardRegistrySQLite
+import FleetwardTestSupport
+import Foundation
+import Testing
+
+@Suite struct SQLiteRegistryStoreTests {
+    static let now = Date(timeIntervalSince1970: 1_767_225_600)
+
+    func makeStore(_ dir: TemporaryDirectory) async throws -> SQLiteRegistryStore {
+        let store = try SQLiteRegistryStore(path: dir.file("registry.sqlite"))
+        try await store.migrate()
+        return store
+    }
+
+    func device(_ id: String, state: DeviceState = .allowed, owner: String? = nil) throws -> Device {
+        Device(
+            id: try DeviceID(id), state: state, owner: owner, model: "sensor", metadata: ["site": "a"], proof: .secret(hmac: [1, 2, 3]),
+            createdAt: Self.now)
+    }
+
+    @Test func migrationsRunOnceAndAgainAreNoOps() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try SQLiteRegistryStore(path: dir.file("registry.sqlite"))
+        #expect(try await store.migrate() == [1])
+        #expect(try await store.migrate() == [])
+        let reopened = try SQLiteRegistryStore(path: dir.file("registry.sqlite"))
+        #expect(try await reopened.migrate() == [])
+    }
+
+    @Test func insertsReadsAndRefusesDuplicates() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try await makeStore(dir)
+        let d1 = try device("D-1")
+        try await store.insert(d1, by: .console, at: Self.now)
+        #expect(try await store.device(try DeviceID("D-1")) == d1)
+        #expect(try await store.device(try DeviceID("D-2")) == nil)
+        let error = await #expect(throws: RegistryError.self) { try await store.insert(d1, by: .console, at: Self.now) }
+        #expect(error?.code == .duplicate)
+        #expect(try await store.auditEntries(from: 1, limit: 10).count == 1, "a refused insert left an audit entry")
+    }
+
+    @Test func importCountsDuplicatesAndAuditsEachBatch() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try await makeStore(dir)
+        let batch = try (0..<100).map { try device(String(format: "D-%03d", $0)) }
+        #expect(
+            try await store.importBatch(batch, source: "a.csv", lines: 2...101, by: .console, at: Self.now)
+                == ImportBatchResult(inserted: 100, duplicates: 0))
+        #expect(
+            try await store.importBatch(
+                Array(batch[50...]) + [try device("E-1")], source: "a.csv", lines: 2...52, by: .console, at: Self.now)
+                == ImportBatchResult(inserted: 1, duplicates: 50))
+        #expect(try await store.deviceCounts() == [.allowed: 101])
+        let audit = try await store.auditEntries(from: 1, limit: 10)
+        #expect(audit.map(\.action) == ["devices.import", "devices.import"])
+        #expect(audit[1].after == "{\"lines\":\"2-52\",\"inserted\":1,\"duplicates\":50}")
+    }
+
+    @Test func listsWithFiltersAndCursor() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try await makeStore(dir)
+        let devices = try (0..<25).map { try device(String(format: "D-%03d", $0), owner: $0 % 2 == 0 ? "alice" : nil) }
+        _ = try await store.importBatch(devices, source: "t", lines: 1...25, by: .console, at: Self.now)
+        var seen: [String] = []
+        var cursor: DeviceID?
+        repeat {
+            let page = try await store.devices(matching: DeviceFilter(), after: cursor, limit: 10)
+            seen += page.map(\.id.rawValue)
+            cursor = page.count == 10 ? page.last?.id : nil
+        } while cursor != nil
+        #expect(seen == devices.map(\.id.rawValue))
+        #expect(try await store.devices(matching: DeviceFilter(owner: "alice"), after: nil, limit: 100).count == 13)
+        #expect(try await store.devices(matching: DeviceFilter(state: .active), after: nil, limit: 100).isEmpty)
+        #expect(try await store.devices(matching: DeviceFilter(model: "x' OR '1'='1"), after: nil, limit: 100).isEmpty)
+    }
+
+    @Test func transitionsAreCheckedRecordedAndChangeNothingWhenRefused() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try await makeStore(dir)
+        let id = try DeviceID("D-1")
+        try await store.insert(try device("D-1", state: .active), by: .console, at: Self.now)
+        let later = Self.now.addingTimeInterval(60)
+        #expect(try await store.apply(.suspend, to: id, by: .console, at: later).state == .suspended)
+        #expect(try await store.apply(.resume, to: id, by: .console, at: later).state == .active)
+        #expect(try await store.apply(.revoke, to: id, by: .console, at: later).state == .revoked)
+        let before = try await store.auditEntries(from: 1, limit: 100)
+        let error = await #expect(throws: RegistryError.self) { try await store.apply(.resume, to: id, by: .console, at: later) }
+        #expect(error?.message == "a device cannot go from revoked to active (resume)")
+        #expect(try await store.device(id)?.state == .revoked)
+        #expect(try await store.auditEntries(from: 1, limit: 100) == before)
+        #expect(before.map(\.action) == ["device.create", "device.suspend", "device.resume", "device.revoke"])
+        #expect(before[1].before?.contains("\"state\":\"active\"") == true)
+        #expect(before[1].after?.contains("\"state\":\"suspended\"") == true)
+        let missing = await #expect(throws: RegistryError.self) {
+            try await store.apply(.suspend, to: try DeviceID("D-404"), by: .console, at: later)
+        }
+        #expect(missing?.code == .notFound)
+        #expect(try await store.verifyAudit() == .intact(entries: 4))
+    }
+
+    @Test func auditVerificationCatchesARowEditedBehindTheStoresBack() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try await makeStore(dir)
+        for index in 0..<5 { try await store.insert(try device("D-\(index)"), by: .console, at: Self.now) }
+        #expect(try await store.verifyAudit() == .intact(entries: 5))
+        let sqlite = try Tool("sqlite3")
+        let edit = try sqlite.run([dir.file("registry.sqlite"), "UPDATE audit_log SET actor = 'admin:someone-else' WHERE sequence = 3"])
+        #expect(edit.succeeded, "\(edit)")
+        guard case .broken(let sequence, let reason) = try await store.verifyAudit() else {
+            Issue.record("the edited audit row was not caught")
+            return
+        }
+        #expect(sequence == 3)
+        #expect(reason.contains("altered"))
+        let delete = try sqlite.run([
+            dir.file("registry.sqlite"),
+            "UPDATE audit_log SET actor = 'admin:console' WHERE sequence = 3; DELETE FROM audit_log WHERE sequence = 2",
+        ])
+        #expect(delete.succeeded)
+        guard case .broken(let removed, _) = try await store.verifyAudit() else {
+            Issue.record("the deleted audit row was not caught")
+            return
+        }
+        #expect(removed == 2)
+    }
+
+    @Test func tokensRoundTripWithoutTheirSecret() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try await makeStore(dir)
+        let hasher = SecretHasher(key: SymmetricKey(size: .bits256))
+        let record = APITokenRecord(
+            id: "0011223344556677", secretHMAC: hasher.hash(Array("the-secret".utf8)), role: .owner, owner: "alice", createdAt: Self.now,
+            expiresAt: nil)
+        try await store.insert(record, by: .console, at: Self.now)
+        let read = try #require(try await store.apiToken(id: "0011223344556677"))
+        #expect(read == record)
+        #expect(hasher.matches(Array("the-secret".utf8), stored: read.secretHMAC))
+        #expect(!hasher.matches(Array("the-secret!".utf8), stored: read.secretHMAC))
+        let database = try Data(contentsOf: URL(fileURLWithPath: dir.file("registry.sqlite")))
+        #expect(database.range(of: Data("the-secret".utf8)) == nil)
+        let bad = APITokenRecord(id: "x", secretHMAC: [1], role: .owner, owner: nil, createdAt: Self.now, expiresAt: nil)
+        await #expect(throws: RegistryError.self) { try await store.insert(bad, by: .console, at: Self.now) }
+    }
+}
+
+@Suite struct MetadataEncodingTests {
+    @Test func metadataRoundTripsThroughTheStoreWithAwkwardCharacters() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try SQLiteRegistryStore(path: dir.file("r.sqlite"))
+        try await store.migrate()
+        let metadata = ["b": "quote \" and backslash \\", "a": "ünïcode ✓", "c": "tab\there", "d": ""]
+        let device = Device(
+            id: try DeviceID("M-1"), model: "m", metadata: metadata, proof: .none, createdAt: Date(timeIntervalSince1970: 0))
+        try await store.insert(device, by: .console, at: Date(timeIntervalSince1970: 0))
+        #expect(try await store.device(try DeviceID("M-1"))?.metadata == metadata)
+    }
+}
