@@ -4,7 +4,7 @@
 # secret, batched transactions of 10,000 rows with an audit entry each, full fsync on commit.
 # Beside it, in the same run: the sqlite3 shell's own `.import` of the same file into a table of
 # the same shape with the same indexes (no validation, no hashing, no audit): the raw floor.
-# Then the same file again (all duplicates). Usage: bench/import.sh [rows]
+# Medians of 3 runs each; then the same file again (all duplicates). Usage: bench/import.sh [rows]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-1000000}
@@ -18,35 +18,45 @@ fleetward=$PWD/.build/release/fleetward
 
 echo "Writing ${rows} rows…" >&2
 python3 bench/make_allowlist.py "$rows" "$work/allow.csv"
-"$fleetward" init --data "$work/data" --kdf-iterations 100000 >/dev/null 2>&1
 
-echo "Importing…" >&2
-start=$(date +%s.%N)
-"$fleetward" devices import --data "$work/data" "$work/allow.csv" --json > "$work/first.json"
-end=$(date +%s.%N)
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b-a}'; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+runs=()
+for run in 1 2 3; do
+  echo "Import run ${run}/3…" >&2
+  "$fleetward" init --data "$work/data$run" --kdf-iterations 100000 >/dev/null 2>&1
+  start=$(date +%s.%N)
+  "$fleetward" devices import --data "$work/data$run" "$work/allow.csv" --json > "$work/run$run.json"
+  end=$(date +%s.%N)
+  runs+=("$(elapsed "$start" "$end")")
+done
 again_start=$(date +%s.%N)
-"$fleetward" devices import --data "$work/data" "$work/allow.csv" --json > "$work/second.json"
-again_end=$(date +%s.%N)
+"$fleetward" devices import --data "$work/data1" "$work/allow.csv" --json > "$work/again.json"
+again=$(elapsed "$again_start" "$(date +%s.%N)")
+grep -q '"duplicates" : '"$rows" "$work/again.json" || { echo "bench/import.sh: the second import did not count every row as a duplicate" >&2; exit 1; }
 
-peer="n/a"
+peer_runs=()
 if command -v sqlite3 >/dev/null; then
-  sqlite3 "$work/peer.sqlite" "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
-    CREATE TABLE devices (id TEXT PRIMARY KEY, secret TEXT, key_sha256 TEXT, model TEXT NOT NULL, metadata TEXT) WITHOUT ROWID;
-    CREATE INDEX devices_by_model ON devices (model, id);" >/dev/null
-  peer_start=$(date +%s.%N)
-  sqlite3 "$work/peer.sqlite" ".mode csv" ".import --skip 1 $work/allow.csv devices"
-  peer_end=$(date +%s.%N)
-  peer=$(awk -v a="$peer_start" -v b="$peer_end" 'BEGIN {printf "%.2f", b-a}')
+  for run in 1 2 3; do
+    sqlite3 "$work/peer$run.sqlite" "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+      CREATE TABLE devices (id TEXT PRIMARY KEY, secret TEXT, key_sha256 TEXT, model TEXT NOT NULL, metadata TEXT) WITHOUT ROWID;
+      CREATE INDEX devices_by_model ON devices (model, id);" >/dev/null
+    start=$(date +%s.%N)
+    sqlite3 "$work/peer$run.sqlite" ".mode csv" ".import --skip 1 $work/allow.csv devices"
+    peer_runs+=("$(elapsed "$start" "$(date +%s.%N)")")
+  done
 fi
 
-seconds=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.2f", b-a}')
-again=$(awk -v a="$again_start" -v b="$again_end" 'BEGIN {printf "%.2f", b-a}')
+median_import=$(printf '%s\n' "${runs[@]}" | median)
+median_peer=$(printf '%s\n' "${peer_runs[@]:-n/a}" | median)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 echo
 echo "date:      $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "machine:   ${cpu}, $(nproc) cores"
-echo "fleetward devices import, ${rows} new rows:   ${seconds} s wall  $(grep -oE '"rowsPerSecond" : [0-9]+' "$work/first.json")"
-echo "  summary: $(tr -d '\n ' < "$work/first.json" | cut -c1-200)"
-echo "same file again (all duplicates):        ${again} s wall"
-echo "sqlite3 .import of the same CSV (floor): ${peer} s wall"
-echo "database size: $(du -h "$work/data/registry.sqlite" | cut -f1)"
+echo "fleetward devices import, ${rows} new rows:  median ${median_import} s  (runs: ${runs[*]})  $(awk -v r="$rows" -v s="$median_import" 'BEGIN {printf "%d rows/s", r/s}')"
+echo "  summary: $(tr -d '\n ' < "$work/run1.json" | cut -c1-220)"
+echo "same file again (all duplicates):        ${again} s"
+echo "sqlite3 .import of the same CSV (floor): median ${median_peer} s  (runs: ${peer_runs[*]:-n/a})"
+echo "fleetward / floor: $(awk -v a="$median_import" -v b="$median_peer" 'BEGIN {printf "%.2f", a/b}')"
+echo "database size: $(du -h "$work/data1/registry.sqlite" | cut -f1)"

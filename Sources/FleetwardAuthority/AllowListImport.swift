@@ -88,64 +88,79 @@ public struct AllowListImport: Sendable {
             )
         }
         let source = URL(fileURLWithPath: path).lastPathComponent
-        var parser = AllowListParser()
-        var batch: [Device] = []
-        batch.reserveCapacity(batchSize)
-        var firstLine = 0
-        var lastLine = 0
+        let time = now()
+        let clock = ContinuousClock()
+        let start = clock.now
+
+        // Pass 2: one task parses and hashes into batches, this one writes them; the queue holds
+        // at most two batches so memory stays flat whatever the file size.
+        struct Batch: Sendable {
+            var devices: [Device]
+            var lines: ClosedRange<Int>
+        }
+        let queue = BoundedQueue<Batch>(capacity: 2)
+        let path = self.path
+        let batchSize = self.batchSize
+        let producer = Task {
+            do {
+                var parser = AllowListParser()
+                var devices: [Device] = []
+                devices.reserveCapacity(batchSize)
+                var firstLine = 0
+                var lastLine = 0
+                func add(_ result: Result<AllowListRow, AllowListRowError>) {
+                    guard case .success(let row) = result else { return }
+                    if devices.isEmpty { firstLine = row.line }
+                    lastLine = row.line
+                    let proof: EnrollmentProof
+                    switch row.proof {
+                    case .secret(let secret): proof = .secret(hmac: hasher.hash(secret))
+                    case .publicKeySHA256(let sha256): proof = .publicKey(sha256: sha256)
+                    }
+                    devices.append(Device(id: row.id, model: row.model, metadata: row.metadata, proof: proof, createdAt: time))
+                }
+                try await Self.streamAsync(path) { chunk in
+                    var ready: [Batch] = []
+                    parser.feed(chunk) { result in
+                        add(result)
+                        if devices.count == batchSize {
+                            ready.append(Batch(devices: devices, lines: firstLine...lastLine))
+                            devices.removeAll(keepingCapacity: true)
+                        }
+                    }
+                    for batch in ready {
+                        guard await queue.send(batch) else { return }
+                    }
+                }
+                parser.finish(add)
+                if !devices.isEmpty { await queue.send(Batch(devices: devices, lines: firstLine...lastLine)) }
+                await queue.finish()
+            } catch {
+                await queue.finish(throwing: error)
+            }
+        }
+
         var done = 0
         var inserted = 0
         var duplicates = 0
-        let clock = ContinuousClock()
-        let start = clock.now
         var lastReport = start
-
-        func flush() async throws {
-            guard !batch.isEmpty else { return }
-            let result = try await store.importBatch(batch, source: source, lines: firstLine...lastLine, by: actor, at: now())
-            inserted += result.inserted
-            duplicates += result.duplicates
-            done += batch.count
-            batch.removeAll(keepingCapacity: true)
-            let instant = clock.now
-            if instant - lastReport > .milliseconds(100) || done == total {
-                lastReport = instant
-                progress(Progress(rowsDone: done, rowsTotal: total, elapsed: Self.seconds(instant - start)))
-            }
-        }
-
-        let time = now()
-        var pending: [AllowListRow] = []
-        func take(_ result: Result<AllowListRow, AllowListRowError>) {
-            if case .success(let row) = result { pending.append(row) }
-        }
-        try await Self.streamAsync(path) { chunk in
-            parser.feed(chunk, take)
-            for row in pending {
-                if batch.isEmpty { firstLine = row.line }
-                lastLine = row.line
-                let proof: EnrollmentProof
-                switch row.proof {
-                case .secret(let secret): proof = .secret(hmac: hasher.hash(secret))
-                case .publicKeySHA256(let sha256): proof = .publicKey(sha256: sha256)
+        do {
+            while let batch = try await queue.next() {
+                let result = try await store.importBatch(batch.devices, source: source, lines: batch.lines, by: actor, at: now())
+                inserted += result.inserted
+                duplicates += result.duplicates
+                done += batch.devices.count
+                let instant = clock.now
+                if instant - lastReport > .milliseconds(100) || done == total {
+                    lastReport = instant
+                    progress(Progress(rowsDone: done, rowsTotal: total, elapsed: Self.seconds(instant - start)))
                 }
-                batch.append(Device(id: row.id, model: row.model, metadata: row.metadata, proof: proof, createdAt: time))
-                if batch.count == batchSize { try await flush() }
             }
-            pending.removeAll(keepingCapacity: true)
+        } catch {
+            await queue.finish(throwing: error)
+            producer.cancel()
+            throw error
         }
-        parser.finish(take)
-        for row in pending {
-            if batch.isEmpty { firstLine = row.line }
-            lastLine = row.line
-            let proof: EnrollmentProof
-            switch row.proof {
-            case .secret(let secret): proof = .secret(hmac: hasher.hash(secret))
-            case .publicKeySHA256(let sha256): proof = .publicKey(sha256: sha256)
-            }
-            batch.append(Device(id: row.id, model: row.model, metadata: row.metadata, proof: proof, createdAt: time))
-        }
-        try await flush()
         let seconds = Date().timeIntervalSince(started)
         return Summary(
             file: path, rows: total + rejected, inserted: inserted, duplicates: duplicates, rejected: rejected,
