@@ -23,8 +23,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
         // Only for its bundled SQLite (module VaporCSQLite): no system library needed.
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         // Pure values and functions: profiles, CSR checks, issuance, serials, PBES2, PEM/DER. No I/O.
@@ -67,6 +69,18 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The registry store on PostgreSQL, for several nodes sharing one database.
+        .target(
+            name: "FleetwardRegistryPostgres",
+            dependencies: [
+                "FleetwardRegistry",
+                "FleetwardPKI",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // Use cases over the CA: create the hierarchy, load it, issue.
         .target(
             name: "FleetwardAuthority",
@@ -75,6 +89,7 @@ let package = Package(
                 "FleetwardKeyCustody",
                 "FleetwardRegistry",
                 "FleetwardRegistrySQLite",
+                "FleetwardRegistryPostgres",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -150,7 +165,7 @@ let package = Package(
         .testTarget(
             name: "FleetwardRegistryTests",
             dependencies: [
-                "FleetwardRegistry", "FleetwardRegistrySQLite", "FleetwardPKI", "FleetwardTestSupport",
+                "FleetwardRegistry", "FleetwardRegistrySQLite", "FleetwardRegistryPostgres", "FleetwardPKI", "FleetwardTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings

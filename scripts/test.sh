@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
-# the sqlite3 shell, and the util-linux/bsdutils tools for terminal tests) if it is missing, then
-# `swift test`.
+# postgresql, the sqlite3 shell, and the util-linux/bsdutils tools for terminal tests) if it is
+# missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
+# `swift test`, and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ cd "$(dirname "$0")/.."
 packages=()
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 command -v sqlite3 >/dev/null 2>&1 || packages+=(sqlite3)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
 command -v script >/dev/null 2>&1 || packages+=(bsdutils)
 command -v setsid >/dev/null 2>&1 || packages+=(util-linux)
 if [ ${#packages[@]} -gt 0 ]; then
@@ -19,7 +23,15 @@ if [ ${#packages[@]} -gt 0 ]; then
 fi
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+cluster=""
+cleanup() {
+  if [ -n "$cluster" ]; then scripts/postgres-cluster.sh stop "$cluster"; fi
+  rm -f "$log"
+}
+trap cleanup EXIT
+eval "$(scripts/postgres-cluster.sh start)"
+cluster=$FLEETWARD_TEST_POSTGRES_DIR
+echo "PostgreSQL test cluster running under $cluster" >&2
 set +e
 swift test 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

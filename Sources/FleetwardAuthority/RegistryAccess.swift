@@ -1,20 +1,27 @@
 public import FleetwardKeyCustody
 public import FleetwardRegistry
+import FleetwardRegistryPostgres
 import FleetwardRegistrySQLite
 public import Foundation
 import Crypto
 
 /// Opens the registry of a data directory: the embedded SQLite store, migrated.
 public enum RegistryAccess {
-    /// The store for `directory` (SQLite at `DIR/registry.sqlite`), with migrations applied.
-    public static func openStore(_ directory: DataDirectory) async throws -> any RegistryStore {
+    /// The store for `directory`, with migrations applied: PostgreSQL at `databaseURL` when given,
+    /// else SQLite at `DIR/registry.sqlite`.
+    public static func openStore(_ directory: DataDirectory, databaseURL: String? = nil) async throws -> any RegistryStore {
         guard FileManager.default.fileExists(atPath: directory.configurationPath) else {
             throw AuthorityError(
                 .notInitialized,
                 "\(directory.path) holds no Fleetward CA; run 'fleetward init --data \(directory.path)' first"
             )
         }
-        let store = try SQLiteRegistryStore(path: directory.registryDatabasePath)
+        let store: any RegistryStore
+        if let databaseURL {
+            store = try PostgresRegistryStore(url: databaseURL)
+        } else {
+            store = try SQLiteRegistryStore(path: directory.registryDatabasePath)
+        }
         _ = try await store.migrate()
         return store
     }

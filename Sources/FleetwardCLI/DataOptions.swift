@@ -10,6 +10,20 @@ struct DataOptions: ParsableArguments {
     )
     var data: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The registry database: postgres://user:password@host:port/db (default: $FLEETWARD_DATABASE, else SQLite inside the data directory).",
+            valueName: "url"
+        )
+    )
+    var database: String?
+
+    /// The PostgreSQL URL, when one is chosen.
+    var databaseURL: String? {
+        database ?? ProcessInfo.processInfo.environment["FLEETWARD_DATABASE"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
     var directory: DataDirectory {
         DataDirectory(path: data ?? ProcessInfo.processInfo.environment["FLEETWARD_DATA"] ?? "fleetward-data")
     }

@@ -40,7 +40,7 @@ struct DevicesCommand: AsyncParsableCommand {
         func run() async throws {
             guard (1...1_000_000).contains(batch) else { throw ValidationError("--batch must be 1 to 1000000") }
             let directory = dataOptions.directory
-            let store = try await RegistryAccess.openStore(directory)
+            let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
             let passphrase = try PassphraseSource.read(purpose: "for the registry key", confirm: false)
             let hasher = try RegistryAccess.openHasher(directory, passphrase: passphrase)
             var job = AllowListImport(path: file)
@@ -84,7 +84,7 @@ struct DevicesCommand: AsyncParsableCommand {
             }
             guard (1...10_000).contains(limit) else { throw ValidationError("--limit must be 1 to 10000") }
             let cursor = try after.map(DeviceID.init)
-            let store = try await RegistryAccess.openStore(dataOptions.directory)
+            let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
             let devices = try await store.devices(matching: filter, after: cursor, limit: limit)
             if output.json {
                 struct Page: Encodable {
@@ -111,7 +111,7 @@ struct DevicesCommand: AsyncParsableCommand {
 
         func run() async throws {
             let deviceID = try DeviceID(id)
-            let store = try await RegistryAccess.openStore(dataOptions.directory)
+            let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
             guard let device = try await store.device(deviceID) else {
                 throw RegistryError(.notFound, "no device \(deviceID)")
             }
@@ -133,7 +133,7 @@ struct DevicesCommand: AsyncParsableCommand {
     enum Transition {
         static func run(_ event: LifecycleStateMachine.Event, id: String, dataOptions: DataOptions, output: OutputOptions) async throws {
             let deviceID = try DeviceID(id)
-            let store = try await RegistryAccess.openStore(dataOptions.directory)
+            let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
             let device = try await store.apply(event, to: deviceID, by: .console, at: Date())
             if output.json {
                 try Output.printJSON(device.publicView)

@@ -27,7 +27,7 @@ struct TokenCommand: AsyncParsableCommand {
                 throw ValidationError("unknown role '\(self.role)'; use admin, manufacturer, operator or owner")
             }
             let directory = dataOptions.directory
-            let store = try await RegistryAccess.openStore(directory)
+            let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
             let passphrase = try PassphraseSource.read(purpose: "for the registry key", confirm: false)
             let hasher = try RegistryAccess.openHasher(directory, passphrase: passphrase)
             let created = try APITokens.make(role: role, owner: owner, hasher: hasher)
@@ -65,7 +65,7 @@ struct AuditCommand: AsyncParsableCommand {
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
-            let store = try await RegistryAccess.openStore(dataOptions.directory)
+            let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
             let outcome = try await store.verifyAudit()
             switch outcome {
             case .intact(let entries):

@@ -130,7 +130,7 @@ public final class SQLiteRegistryStore: RegistryStore {
                 }
                 try Self.appendAudit(
                     connection, time: time, actor: actor, action: "device.create", subject: "device:\(device.id)",
-                    before: nil, after: Self.auditJSON(device)
+                    before: nil, after: RegistryEncoding.auditJSON(device)
                 )
             }
         }
@@ -167,27 +167,26 @@ public final class SQLiteRegistryStore: RegistryStore {
                 guard var device = try Self.readDevice(id, connection) else {
                     throw RegistryError(.notFound, "no device \(id)")
                 }
-                let before = Self.auditJSON(device)
+                let before = RegistryEncoding.auditJSON(device)
                 device.state = try LifecycleStateMachine.next(from: device.state, on: event, by: actor, deviceOwner: device.owner)
                 device.updatedAt = time
                 let update = try connection.statement("UPDATE devices SET state = ?, updated_at = ? WHERE id = ?")
                 update.bind(1, device.state.rawValue)
-                update.bind(2, Self.milliseconds(time))
+                update.bind(2, RegistryEncoding.milliseconds(time))
                 update.bind(3, id.rawValue)
                 try update.step()
-                if event == .revoke || event == .reportStolen {
-                    // RFC 5280 §5.3.1: keyCompromise (1) for theft, cessationOfOperation (5) for decommissioning.
+                if let reason = RegistryEncoding.revocationReason(for: event) {
                     let revoke = try connection.statement(
                         "INSERT OR IGNORE INTO revocations (serial, reason, revoked_at) SELECT serial, ?, ? FROM certificates WHERE device_id = ?"
                     )
-                    revoke.bind(1, Int64(event == .reportStolen ? 1 : 5))
-                    revoke.bind(2, Self.milliseconds(time))
+                    revoke.bind(1, reason)
+                    revoke.bind(2, RegistryEncoding.milliseconds(time))
                     revoke.bind(3, id.rawValue)
                     try revoke.step()
                 }
                 try Self.appendAudit(
                     connection, time: time, actor: actor, action: "device.\(event)", subject: "device:\(id)",
-                    before: before, after: Self.auditJSON(device)
+                    before: before, after: RegistryEncoding.auditJSON(device)
                 )
                 return device
             }
@@ -206,13 +205,12 @@ public final class SQLiteRegistryStore: RegistryStore {
                 statement.bind(2, token.secretHMAC)
                 statement.bind(3, token.role.rawValue)
                 statement.bind(4, token.owner)
-                statement.bind(5, Self.milliseconds(token.createdAt))
-                statement.bind(6, token.expiresAt.map(Self.milliseconds))
+                statement.bind(5, RegistryEncoding.milliseconds(token.createdAt))
+                statement.bind(6, token.expiresAt.map(RegistryEncoding.milliseconds))
                 try statement.step()
-                let owner = token.owner.map { ",\"owner\":\"\(Self.jsonEscape($0))\"" } ?? ""
                 try Self.appendAudit(
                     connection, time: time, actor: actor, action: "token.create", subject: "token:\(token.id)",
-                    before: nil, after: "{\"role\":\"\(token.role)\"\(owner)}"
+                    before: nil, after: RegistryEncoding.tokenJSON(token)
                 )
             }
         }
@@ -231,7 +229,8 @@ public final class SQLiteRegistryStore: RegistryStore {
             }
             return APITokenRecord(
                 id: tokenID, secretHMAC: hmac, role: role, owner: statement.text(3),
-                createdAt: Self.date(statement.int64(4)), expiresAt: statement.isNull(5) ? nil : Self.date(statement.int64(5))
+                createdAt: RegistryEncoding.date(statement.int64(4)),
+                expiresAt: statement.isNull(5) ? nil : RegistryEncoding.date(statement.int64(5))
             )
         }
     }
@@ -298,15 +297,15 @@ public final class SQLiteRegistryStore: RegistryStore {
         statement.bind(2, device.state.rawValue)
         statement.bind(3, device.owner)
         statement.bind(4, device.model)
-        statement.bind(5, metadataJSON(device.metadata))
+        statement.bind(5, RegistryEncoding.metadataJSON(device.metadata))
         statement.bind(6, device.proof.kind)
         switch device.proof {
         case .secret(let hmac): statement.bind(7, hmac)
         case .publicKey(let sha256): statement.bind(7, sha256)
         case .none: statement.bind(7, nil as [UInt8]?)
         }
-        statement.bind(8, milliseconds(device.createdAt))
-        statement.bind(9, milliseconds(device.updatedAt))
+        statement.bind(8, RegistryEncoding.milliseconds(device.createdAt))
+        statement.bind(9, RegistryEncoding.milliseconds(device.updatedAt))
     }
 
     private static func decodeDevice(_ statement: SQLiteStatement) throws -> Device {
@@ -321,47 +320,11 @@ public final class SQLiteRegistryStore: RegistryStore {
         case "public-key": proof = .publicKey(sha256: statement.blob(6) ?? [])
         default: proof = .none
         }
-        var metadata: [String: String] = [:]
-        if let json = statement.text(4), json != "{}" {
-            metadata = (try? JSONDecoder().decode([String: String].self, from: Data(json.utf8))) ?? [:]
-        }
+        let metadata = RegistryEncoding.metadata(fromJSON: statement.text(4) ?? "{}")
         return Device(
             id: id, state: state, owner: statement.text(2), model: model, metadata: metadata, proof: proof,
-            createdAt: date(statement.int64(7)), updatedAt: date(statement.int64(8))
+            createdAt: RegistryEncoding.date(statement.int64(7)), updatedAt: RegistryEncoding.date(statement.int64(8))
         )
     }
 
-    /// A JSON object with sorted keys. Written by hand: a JSONEncoder per row costs more than the insert.
-    static func metadataJSON(_ metadata: [String: String]) -> String {
-        guard !metadata.isEmpty else { return "{}" }
-        var out = "{"
-        for (index, key) in metadata.keys.sorted().enumerated() {
-            if index > 0 { out += "," }
-            out += "\"" + jsonEscape(key) + "\":\"" + jsonEscape(metadata[key]!) + "\""
-        }
-        return out + "}"
-    }
-
-    /// What the audit log records of a device: no proof material.
-    static func auditJSON(_ device: Device) -> String {
-        let owner = device.owner.map { "\"\(jsonEscape($0))\"" } ?? "null"
-        return
-            "{\"state\":\"\(device.state)\",\"owner\":\(owner),\"model\":\"\(jsonEscape(device.model))\",\"proof\":\"\(device.proof.kind)\"}"
-    }
-
-    static func jsonEscape(_ text: String) -> String {
-        var out = ""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out
-    }
-
-    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
-    static func date(_ milliseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
 }

@@ -76,6 +76,38 @@ import Testing
         #expect(audit.stdout == "Audit log intact: 3 entries.\n", "\(audit)")
     }
 
+    @Test func theSameCommandsWorkOnPostgreSQL() throws {
+        let cli = try CLI()
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let data = try initialized(cli, dir)
+        let database = try TestPostgres.makeDatabase()
+        defer { database.drop() }
+        try Self.writeAllowList(dir.file("allow.csv"), count: 2500)
+        let db = ["--database", database.url]
+        let first = try json(try cli.run(["devices", "import", "--data", data, dir.file("allow.csv"), "--json", "--batch", "1000"] + db))
+        #expect(first["inserted"] as? Int == 2500)
+        let again = try json(try cli.run(["devices", "import", "--data", data, dir.file("allow.csv"), "--json"] + db))
+        #expect(again["duplicates"] as? Int == 2500)
+        #expect(try database.psql("SELECT count(*) FROM devices") == "2500")
+        #expect(!FileManager.default.fileExists(atPath: data + "/registry.sqlite"), "SQLite was used despite --database")
+
+        #expect(try cli.run(["devices", "revoke", "--data", data, "DEV-0000007"] + db).stdout == "DEV-0000007 is now revoked\n")
+        cli.expectOneLineError(
+            try cli.run(["devices", "resume", "--data", data, "DEV-0000007"] + db), containing: "cannot go from revoked to active")
+        let shown = try json(try cli.run(["devices", "show", "--data", data, "DEV-0000007", "--json"] + db))
+        #expect(shown["state"] as? String == "revoked")
+        #expect(try cli.run(["token", "create", "--data", data, "--role", "manufacturer"] + db).succeeded)
+        #expect(try cli.run(["audit", "verify", "--data", data] + db).stdout == "Audit log intact: 6 entries.\n")
+        try database.psql("UPDATE audit_log SET subject = 'device:DEV-0000008' WHERE action = 'device.revoke'")
+        cli.expectOneLineError(
+            try cli.run(["audit", "verify", "--data", data] + db), containing: "audit log broken at entry 5: entry 5 was altered")
+
+        cli.expectOneLineError(
+            try cli.run(["devices", "list", "--data", data, "--database", "mysql://x"]),
+            containing: "the database URL must look like postgres://")
+    }
+
     @Test func aMalformedFileImportsNothingAndNamesItsLines() throws {
         let cli = try CLI()
         let dir = try TemporaryDirectory()

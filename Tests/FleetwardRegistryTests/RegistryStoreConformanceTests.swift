@@ -1,19 +1,60 @@
 import Crypto
 import FleetwardPKI
 import FleetwardRegistry
+import FleetwardRegistryPostgres
 import FleetwardRegistrySQLite
 import FleetwardTestSupport
 import Foundation
 import Testing
 
-@Suite struct SQLiteRegistryStoreTests {
-    static let now = Date(timeIntervalSince1970: 1_767_225_600)
+/// The stores under test: every conformance test runs against each.
+enum StoreKind: String, CaseIterable, CustomStringConvertible {
+    case sqlite, postgres
+    var description: String { rawValue }
+}
 
-    func makeStore(_ dir: TemporaryDirectory) async throws -> SQLiteRegistryStore {
-        let store = try SQLiteRegistryStore(path: dir.file("registry.sqlite"))
+/// A store of one kind in a fresh database, with a way to edit rows behind its back.
+struct StoreUnderTest {
+    let store: any RegistryStore
+    let kind: StoreKind
+    let directory: TemporaryDirectory
+    let database: TestPostgres.Database?
+
+    init(_ kind: StoreKind) async throws {
+        self.kind = kind
+        directory = try TemporaryDirectory()
+        switch kind {
+        case .sqlite:
+            database = nil
+            store = try SQLiteRegistryStore(path: directory.file("registry.sqlite"))
+        case .postgres:
+            let database = try TestPostgres.makeDatabase()
+            self.database = database
+            store = try PostgresRegistryStore(url: database.url)
+        }
         try await store.migrate()
-        return store
     }
+
+    /// Runs SQL with the database's own shell (sqlite3 or psql), not through the store.
+    func sql(_ statement: String) throws {
+        switch kind {
+        case .sqlite:
+            let result = try Tool("sqlite3").run([directory.file("registry.sqlite"), statement])
+            #expect(result.succeeded, "\(result)")
+        case .postgres:
+            try database!.psql(statement)
+        }
+    }
+
+    func close() {
+        (store as? PostgresRegistryStore)?.shutdown()
+        database?.drop()
+        directory.remove()
+    }
+}
+
+@Suite struct RegistryStoreConformanceTests {
+    static let now = Date(timeIntervalSince1970: 1_767_225_600)
 
     func device(_ id: String, state: DeviceState = .allowed, owner: String? = nil) throws -> Device {
         Device(
@@ -21,20 +62,25 @@ import Testing
             createdAt: Self.now)
     }
 
-    @Test func migrationsRunOnceAndAgainAreNoOps() async throws {
-        let dir = try TemporaryDirectory()
-        defer { dir.remove() }
-        let store = try SQLiteRegistryStore(path: dir.file("registry.sqlite"))
-        #expect(try await store.migrate() == [1])
-        #expect(try await store.migrate() == [])
-        let reopened = try SQLiteRegistryStore(path: dir.file("registry.sqlite"))
+    @Test(arguments: StoreKind.allCases)
+    func migrationsRunOnceAndAgainAreNoOps(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        #expect(try await subject.store.migrate() == [])
+        let reopened: any RegistryStore
+        switch kind {
+        case .sqlite: reopened = try SQLiteRegistryStore(path: subject.directory.file("registry.sqlite"))
+        case .postgres: reopened = try PostgresRegistryStore(url: subject.database!.url)
+        }
         #expect(try await reopened.migrate() == [])
+        (reopened as? PostgresRegistryStore)?.shutdown()
     }
 
-    @Test func insertsReadsAndRefusesDuplicates() async throws {
-        let dir = try TemporaryDirectory()
-        defer { dir.remove() }
-        let store = try await makeStore(dir)
+    @Test(arguments: StoreKind.allCases)
+    func insertsReadsAndRefusesDuplicates(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
         let d1 = try device("D-1")
         try await store.insert(d1, by: .console, at: Self.now)
         #expect(try await store.device(try DeviceID("D-1")) == d1)
@@ -44,10 +90,11 @@ import Testing
         #expect(try await store.auditEntries(from: 1, limit: 10).count == 1, "a refused insert left an audit entry")
     }
 
-    @Test func importCountsDuplicatesAndAuditsEachBatch() async throws {
-        let dir = try TemporaryDirectory()
-        defer { dir.remove() }
-        let store = try await makeStore(dir)
+    @Test(arguments: StoreKind.allCases)
+    func importCountsDuplicatesAndAuditsEachBatch(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
         let batch = try (0..<100).map { try device(String(format: "D-%03d", $0)) }
         #expect(
             try await store.importBatch(batch, source: "a.csv", lines: 2...101, by: .console, at: Self.now)
@@ -62,10 +109,11 @@ import Testing
         #expect(audit[1].after == "{\"lines\":\"2-52\",\"inserted\":1,\"duplicates\":50}")
     }
 
-    @Test func listsWithFiltersAndCursor() async throws {
-        let dir = try TemporaryDirectory()
-        defer { dir.remove() }
-        let store = try await makeStore(dir)
+    @Test(arguments: StoreKind.allCases)
+    func listsWithFiltersAndCursor(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
         let devices = try (0..<25).map { try device(String(format: "D-%03d", $0), owner: $0 % 2 == 0 ? "alice" : nil) }
         _ = try await store.importBatch(devices, source: "t", lines: 1...25, by: .console, at: Self.now)
         var seen: [String] = []
@@ -81,10 +129,11 @@ import Testing
         #expect(try await store.devices(matching: DeviceFilter(model: "x' OR '1'='1"), after: nil, limit: 100).isEmpty)
     }
 
-    @Test func transitionsAreCheckedRecordedAndChangeNothingWhenRefused() async throws {
-        let dir = try TemporaryDirectory()
-        defer { dir.remove() }
-        let store = try await makeStore(dir)
+    @Test(arguments: StoreKind.allCases)
+    func transitionsAreCheckedRecordedAndChangeNothingWhenRefused(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
         let id = try DeviceID("D-1")
         try await store.insert(try device("D-1", state: .active), by: .console, at: Self.now)
         let later = Self.now.addingTimeInterval(60)
@@ -106,26 +155,21 @@ import Testing
         #expect(try await store.verifyAudit() == .intact(entries: 4))
     }
 
-    @Test func auditVerificationCatchesARowEditedBehindTheStoresBack() async throws {
-        let dir = try TemporaryDirectory()
-        defer { dir.remove() }
-        let store = try await makeStore(dir)
+    @Test(arguments: StoreKind.allCases)
+    func auditVerificationCatchesARowEditedBehindTheStoresBack(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
         for index in 0..<5 { try await store.insert(try device("D-\(index)"), by: .console, at: Self.now) }
         #expect(try await store.verifyAudit() == .intact(entries: 5))
-        let sqlite = try Tool("sqlite3")
-        let edit = try sqlite.run([dir.file("registry.sqlite"), "UPDATE audit_log SET actor = 'admin:someone-else' WHERE sequence = 3"])
-        #expect(edit.succeeded, "\(edit)")
+        try subject.sql("UPDATE audit_log SET actor = 'admin:someone-else' WHERE sequence = 3")
         guard case .broken(let sequence, let reason) = try await store.verifyAudit() else {
             Issue.record("the edited audit row was not caught")
             return
         }
         #expect(sequence == 3)
         #expect(reason.contains("altered"))
-        let delete = try sqlite.run([
-            dir.file("registry.sqlite"),
-            "UPDATE audit_log SET actor = 'admin:console' WHERE sequence = 3; DELETE FROM audit_log WHERE sequence = 2",
-        ])
-        #expect(delete.succeeded)
+        try subject.sql("UPDATE audit_log SET actor = 'admin:console' WHERE sequence = 3; DELETE FROM audit_log WHERE sequence = 2")
         guard case .broken(let removed, _) = try await store.verifyAudit() else {
             Issue.record("the deleted audit row was not caught")
             return
@@ -133,10 +177,38 @@ import Testing
         #expect(removed == 2)
     }
 
-    @Test func tokensRoundTripWithoutTheirSecret() async throws {
-        let dir = try TemporaryDirectory()
-        defer { dir.remove() }
-        let store = try await makeStore(dir)
+    @Test(arguments: StoreKind.allCases)
+    func twoNodesWritingAtOnceKeepOneUnbrokenAuditChain(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let second: any RegistryStore
+        switch kind {
+        case .sqlite: second = try SQLiteRegistryStore(path: subject.directory.file("registry.sqlite"))
+        case .postgres: second = try PostgresRegistryStore(url: subject.database!.url)
+        }
+        defer { (second as? PostgresRegistryStore)?.shutdown() }
+        let first = subject.store
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for node in 0..<2 {
+                let store = node == 0 ? first : second
+                group.addTask {
+                    for index in 0..<40 {
+                        try await store.insert(
+                            try self.device("N\(node)-\(index)"), by: Actor(role: .admin, name: "node-\(node)"), at: Self.now)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await first.verifyAudit() == .intact(entries: 80))
+        #expect(try await second.deviceCounts() == [.allowed: 80])
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func tokensRoundTripWithoutTheirSecret(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
         let hasher = SecretHasher(key: SymmetricKey(size: .bits256))
         let record = APITokenRecord(
             id: "0011223344556677", secretHMAC: hasher.hash(Array("the-secret".utf8)), role: .owner, owner: "alice", createdAt: Self.now,
@@ -146,19 +218,21 @@ import Testing
         #expect(read == record)
         #expect(hasher.matches(Array("the-secret".utf8), stored: read.secretHMAC))
         #expect(!hasher.matches(Array("the-secret!".utf8), stored: read.secretHMAC))
-        let database = try Data(contentsOf: URL(fileURLWithPath: dir.file("registry.sqlite")))
-        #expect(database.range(of: Data("the-secret".utf8)) == nil)
+        if kind == .sqlite {
+            let database = try Data(contentsOf: URL(fileURLWithPath: subject.directory.file("registry.sqlite")))
+            #expect(database.range(of: Data("the-secret".utf8)) == nil)
+        }
         let bad = APITokenRecord(id: "x", secretHMAC: [1], role: .owner, owner: nil, createdAt: Self.now, expiresAt: nil)
         await #expect(throws: RegistryError.self) { try await store.insert(bad, by: .console, at: Self.now) }
     }
 }
 
 @Suite struct MetadataEncodingTests {
-    @Test func metadataRoundTripsThroughTheStoreWithAwkwardCharacters() async throws {
-        let dir = try TemporaryDirectory()
-        defer { dir.remove() }
-        let store = try SQLiteRegistryStore(path: dir.file("r.sqlite"))
-        try await store.migrate()
+    @Test(arguments: StoreKind.allCases)
+    func metadataRoundTripsThroughTheStoreWithAwkwardCharacters(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
         let metadata = ["b": "quote \" and backslash \\", "a": "ünïcode ✓", "c": "tab\there", "d": ""]
         let device = Device(
             id: try DeviceID("M-1"), model: "m", metadata: metadata, proof: .none, createdAt: Date(timeIntervalSince1970: 0))

@@ -1,0 +1,105 @@
+/// The registry schema for PostgreSQL, one versioned step at a time (the same model as SQLite's).
+enum PostgresMigrations {
+    struct Migration {
+        var version: Int
+        var statements: [String]
+    }
+
+    static let all: [Migration] = [
+        Migration(
+            version: 1,
+            statements: [
+                """
+                CREATE TABLE devices (
+                    id TEXT PRIMARY KEY,
+                    state TEXT NOT NULL CHECK (state IN ('allowed', 'pending', 'active', 'suspended', 'revoked', 'stolen')),
+                    owner TEXT,
+                    model TEXT NOT NULL,
+                    metadata TEXT NOT NULL DEFAULT '{}',
+                    proof_kind TEXT NOT NULL CHECK (proof_kind IN ('secret', 'public-key', 'none')),
+                    proof BYTEA,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX devices_by_state ON devices (state, id)",
+                "CREATE INDEX devices_by_owner ON devices (owner, id) WHERE owner IS NOT NULL",
+                "CREATE INDEX devices_by_model ON devices (model, id)",
+                """
+                CREATE TABLE enrollment_groups (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    ca_certificate BYTEA NOT NULL,
+                    ca_sha256 TEXT NOT NULL UNIQUE,
+                    auto_approve BOOLEAN NOT NULL,
+                    created_at BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE claim_codes (
+                    device_id TEXT PRIMARY KEY REFERENCES devices (id),
+                    salt BYTEA NOT NULL,
+                    hash BYTEA NOT NULL,
+                    iterations INTEGER NOT NULL,
+                    claimed_by TEXT,
+                    claimed_at BIGINT
+                )
+                """,
+                """
+                CREATE TABLE enrollment_tokens (
+                    secret_hmac BYTEA PRIMARY KEY,
+                    device_id TEXT NOT NULL REFERENCES devices (id),
+                    owner TEXT,
+                    expires_at BIGINT NOT NULL,
+                    used_at BIGINT
+                )
+                """,
+                """
+                CREATE TABLE certificates (
+                    serial TEXT PRIMARY KEY,
+                    device_id TEXT REFERENCES devices (id),
+                    profile TEXT NOT NULL,
+                    owner TEXT,
+                    not_before BIGINT NOT NULL,
+                    not_after BIGINT NOT NULL,
+                    sha256 TEXT NOT NULL UNIQUE,
+                    issued_at BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX certificates_by_device ON certificates (device_id)",
+                """
+                CREATE TABLE revocations (
+                    serial TEXT PRIMARY KEY REFERENCES certificates (serial),
+                    reason INTEGER NOT NULL CHECK (reason BETWEEN 0 AND 10 AND reason <> 7),
+                    revoked_at BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE api_tokens (
+                    id TEXT PRIMARY KEY,
+                    secret_hmac BYTEA NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('admin', 'manufacturer', 'operator', 'owner')),
+                    owner TEXT,
+                    created_at BIGINT NOT NULL,
+                    expires_at BIGINT,
+                    revoked_at BIGINT,
+                    CHECK ((role = 'owner') = (owner IS NOT NULL))
+                )
+                """,
+                """
+                CREATE TABLE audit_log (
+                    sequence BIGINT PRIMARY KEY,
+                    time_ms BIGINT NOT NULL,
+                    actor TEXT NOT NULL,
+                    action TEXT NOT NULL,
+                    subject TEXT NOT NULL,
+                    before TEXT,
+                    after TEXT,
+                    previous_hash BYTEA NOT NULL,
+                    hash BYTEA NOT NULL
+                )
+                """,
+            ]
+        )
+    ]
+}
