@@ -27,6 +27,7 @@ let package = Package(
         // Only for its bundled SQLite (module VaporCSQLite): no system library needed.
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
     ],
     targets: [
         // Pure values and functions: profiles, CSR checks, issuance, serials, PBES2, PEM/DER. No I/O.
@@ -56,6 +57,7 @@ let package = Package(
             dependencies: [
                 "FleetwardPKI",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings
         ),
@@ -66,6 +68,7 @@ let package = Package(
                 "FleetwardRegistry",
                 "FleetwardPKI",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -97,6 +100,24 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The listeners: the management API (HTTP, loopback by default).
+        .target(
+            name: "FleetwardServer",
+            dependencies: [
+                "FleetwardPKI",
+                "FleetwardKeyCustody",
+                "FleetwardRegistry",
+                "FleetwardAuthority",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "FleetwardCLI",
             dependencies: [
@@ -104,6 +125,7 @@ let package = Package(
                 "FleetwardKeyCustody",
                 "FleetwardAuthority",
                 "FleetwardRegistry",
+                "FleetwardServer",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -166,6 +188,17 @@ let package = Package(
             name: "FleetwardRegistryTests",
             dependencies: [
                 "FleetwardRegistry", "FleetwardRegistrySQLite", "FleetwardRegistryPostgres", "FleetwardPKI", "FleetwardTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FleetwardServerTests",
+            dependencies: [
+                "FleetwardServer", "FleetwardAuthority", "FleetwardRegistry", "FleetwardKeyCustody", "FleetwardPKI",
+                "FleetwardTestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings

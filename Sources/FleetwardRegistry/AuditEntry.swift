@@ -90,6 +90,12 @@ public struct AuditEntry: Sendable, Equatable, Codable {
 public struct AuditChainVerifier: Sendable {
     /// The outcome of a walk.
     public enum Outcome: Sendable, Equatable {
+        /// Whether every entry checked out.
+        public var isIntact: Bool {
+            if case .intact = self { return true }
+            return false
+        }
+
         /// Every entry checked out.
         case intact(entries: Int64)
         /// `sequence` is the first entry that does not; `reason` says how.

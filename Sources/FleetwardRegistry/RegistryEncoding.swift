@@ -38,6 +38,23 @@ package enum RegistryEncoding {
         return "{\"role\":\"\(token.role)\"\(owner)}"
     }
 
+    /// The audit payload of an owner.
+    package static func ownerJSON(_ owner: Owner) -> String {
+        let name = owner.name.map { "\"\(jsonEscape($0))\"" } ?? "null"
+        return "{\"id\":\"\(jsonEscape(owner.id))\",\"name\":\(name)}"
+    }
+
+    /// The audit payload of an enrollment group: its name, CA fingerprint and policy.
+    package static func groupJSON(_ group: EnrollmentGroup) -> String {
+        "{\"name\":\"\(jsonEscape(group.name))\",\"caSHA256\":\"\(group.caSHA256)\",\"autoApprove\":\(group.autoApprove)}"
+    }
+
+    /// The audit payload of a new enrollment token: its expiry and owner, never its secret.
+    package static func enrollmentTokenJSON(_ token: EnrollmentTokenRecord) -> String {
+        let owner = token.owner.map { "\"\(jsonEscape($0))\"" } ?? "null"
+        return "{\"owner\":\(owner),\"expiresAt\":\(milliseconds(token.expiresAt))}"
+    }
+
     package static func jsonEscape(_ text: String) -> String {
         var out = ""
         for scalar in text.unicodeScalars {

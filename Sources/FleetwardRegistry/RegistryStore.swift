@@ -68,8 +68,63 @@ public protocol RegistryStore: Sendable {
     /// The token with `id`, or nil.
     func apiToken(id: String) async throws -> APITokenRecord?
 
+    /// Every API token not revoked, in ID order (records only; secrets are never stored).
+    func apiTokens() async throws -> [APITokenRecord]
+
+    /// Revokes an API token. - Throws: ``RegistryError`` `notFound`.
+    func revokeAPIToken(_ id: String, by actor: Actor, at time: Date) async throws
+
     /// Audit entries with sequence ≥ `sequence`, in order, at most `limit`.
     func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry]
+
+    // MARK: Owners
+
+    /// Registers an owner. - Throws: ``RegistryError`` `duplicate`.
+    func insert(_ owner: Owner, by actor: Actor, at time: Date) async throws
+
+    /// The owner with `id`, or nil.
+    func owner(_ id: String) async throws -> Owner?
+
+    /// Owners in ID order after `cursor`, at most `limit`.
+    func owners(after cursor: String?, limit: Int) async throws -> [Owner]
+
+    /// Hands a device to another registered owner (checked by ``OwnershipRules``).
+    func transfer(_ id: DeviceID, to newOwner: String, by actor: Actor, at time: Date) async throws -> Device
+
+    // MARK: Claim codes
+
+    /// Sets (or replaces, while unclaimed) the claim code of a device.
+    func setClaimCode(_ record: ClaimCodeRecord, by actor: Actor, at time: Date) async throws
+
+    /// The claim code record of a device, or nil.
+    func claimCode(for id: DeviceID) async throws -> ClaimCodeRecord?
+
+    /// Binds a device to the actor's owner after the caller checked the typed code against the
+    /// record whose hash is `verifiedHash`; fails if that record changed or was used meanwhile.
+    func claim(_ id: DeviceID, verifiedHash: [UInt8], by actor: Actor, at time: Date) async throws -> Device
+
+    // MARK: Enrollment tokens
+
+    /// Stores a one-time enrollment token.
+    func insert(_ token: EnrollmentTokenRecord, by actor: Actor, at time: Date) async throws
+
+    /// Marks the unused, unexpired token with `secretHMAC` for device `id` used and returns it.
+    /// - Throws: ``RegistryError`` `forbidden` when there is no such token, or it was used or expired.
+    func redeemEnrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord
+
+    // MARK: Enrollment groups
+
+    /// Registers an enrollment group. - Throws: ``RegistryError`` `duplicate` for a known CA or name.
+    func insert(_ group: EnrollmentGroup, by actor: Actor, at time: Date) async throws
+
+    /// The group with `id`, or nil.
+    func enrollmentGroup(_ id: String) async throws -> EnrollmentGroup?
+
+    /// Every group, by name.
+    func enrollmentGroups() async throws -> [EnrollmentGroup]
+
+    /// Removes a group (devices it registered stay). - Throws: ``RegistryError`` `notFound`.
+    func deleteEnrollmentGroup(_ id: String, by actor: Actor, at time: Date) async throws
 }
 
 extension RegistryStore {

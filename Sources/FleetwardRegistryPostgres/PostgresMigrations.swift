@@ -100,6 +100,21 @@ enum PostgresMigrations {
                 )
                 """,
             ]
-        )
+        ),
+        Migration(
+            version: 2,
+            statements: [
+                "CREATE TABLE owners (id TEXT PRIMARY KEY, name TEXT, created_at BIGINT NOT NULL)",
+                """
+                INSERT INTO owners (id, name, created_at)
+                SELECT DISTINCT owner, NULL::text, (extract(epoch FROM now()) * 1000)::bigint FROM api_tokens WHERE owner IS NOT NULL
+                UNION
+                SELECT DISTINCT owner, NULL::text, (extract(epoch FROM now()) * 1000)::bigint FROM devices WHERE owner IS NOT NULL
+                ON CONFLICT (id) DO NOTHING
+                """,
+                "CREATE UNIQUE INDEX enrollment_groups_by_name ON enrollment_groups (name)",
+                "CREATE INDEX enrollment_tokens_by_device ON enrollment_tokens (device_id)",
+            ]
+        ),
     ]
 }

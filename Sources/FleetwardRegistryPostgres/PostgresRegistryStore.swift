@@ -12,9 +12,9 @@ import PostgresNIO
 /// time whatever the number of nodes. Allow-list batches go in with COPY into a temporary table
 /// and one `INSERT … ON CONFLICT DO NOTHING`.
 public final class PostgresRegistryStore: RegistryStore {
-    private let client: PostgresClient
+    let client: PostgresClient
     private let runner: Task<Void, Never>
-    private let logger: Logger
+    let logger: Logger
 
     /// The advisory lock key that serialises audited writes (any constant; "FLWD").
     static let auditLockKey: Int64 = 0x464C_5744
@@ -54,7 +54,7 @@ public final class PostgresRegistryStore: RegistryStore {
         runner.cancel()
     }
 
-    private func transaction<T: Sendable>(audited: Bool, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func transaction<T: Sendable>(audited: Bool, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         do {
             return try await client.withTransaction(logger: logger) { connection in
                 if audited {
@@ -129,7 +129,7 @@ public final class PostgresRegistryStore: RegistryStore {
         }
     }
 
-    private static func readDevice(_ id: DeviceID, _ connection: PostgresConnection, _ logger: Logger) async throws -> Device? {
+    static func readDevice(_ id: DeviceID, _ connection: PostgresConnection, _ logger: Logger) async throws -> Device? {
         let rows = try await connection.query(
             "SELECT id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at FROM devices WHERE id = \(id.rawValue) FOR UPDATE",
             logger: logger
@@ -289,6 +289,12 @@ public final class PostgresRegistryStore: RegistryStore {
                 """,
                 logger: logger
             )
+            if let owner = token.owner, try await Self.insertOwner(try Owner(id: owner, createdAt: time), connection, logger) {
+                try await Self.appendAudit(
+                    connection, logger, time: time, actor: actor, action: "owner.create", subject: "owner:\(owner)", before: nil,
+                    after: RegistryEncoding.ownerJSON(try Owner(id: owner, createdAt: time))
+                )
+            }
             try await Self.appendAudit(
                 connection, logger, time: time, actor: actor, action: "token.create", subject: "token:\(token.id)",
                 before: nil, after: RegistryEncoding.tokenJSON(token)
@@ -344,7 +350,7 @@ public final class PostgresRegistryStore: RegistryStore {
     }
 
     /// Appends an audit entry in the caller's transaction, which holds the audit advisory lock.
-    private static func appendAudit(
+    static func appendAudit(
         _ connection: PostgresConnection, _ logger: Logger, time: Date, actor: Actor, action: String, subject: String,
         before: String?, after: String?
     ) async throws {

@@ -92,6 +92,22 @@ enum SQLiteMigrations {
                     hash BLOB NOT NULL
                 );
                 """
-        )
+        ),
+        Migration(
+            version: 2,
+            sql: """
+                CREATE TABLE owners (
+                    id TEXT PRIMARY KEY,
+                    name TEXT,
+                    created_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                INSERT OR IGNORE INTO owners (id, name, created_at)
+                    SELECT DISTINCT owner, NULL, CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM api_tokens WHERE owner IS NOT NULL;
+                INSERT OR IGNORE INTO owners (id, name, created_at)
+                    SELECT DISTINCT owner, NULL, CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM devices WHERE owner IS NOT NULL;
+                CREATE UNIQUE INDEX enrollment_groups_by_name ON enrollment_groups (name);
+                CREATE INDEX enrollment_tokens_by_device ON enrollment_tokens (device_id);
+                """
+        ),
     ]
 }

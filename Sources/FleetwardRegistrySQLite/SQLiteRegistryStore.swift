@@ -1,6 +1,7 @@
 public import FleetwardPKI
 public import FleetwardRegistry
 public import Foundation
+import NIOPosix
 import Synchronization
 
 /// The embedded registry: one SQLite file (WAL mode, full fsync on commit) inside the data directory.
@@ -9,6 +10,7 @@ import Synchronization
 /// (the console and a running server) and SQLite's own locking orders their writes.
 public final class SQLiteRegistryStore: RegistryStore {
     private let database: Mutex<Connection>
+
     public let path: String
 
     final class Connection: @unchecked Sendable {
@@ -43,14 +45,18 @@ public final class SQLiteRegistryStore: RegistryStore {
         database = Mutex(Connection(db: db))
     }
 
-    private func withConnection<T: Sendable>(_ body: (Connection) throws -> T) throws -> T {
-        try database.withLock { connection in try body(connection) }
+    /// Runs `body` on the connection, on a thread of NIO's blocking pool: SQLite calls block
+    /// (and a commit waits for fsync), so they never run on an event loop or the cooperative pool.
+    func withConnection<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive {
+            try self.database.withLock { connection in try body(connection) }
+        }
     }
 
     // MARK: Migrations
 
     public func migrate() async throws -> [Int] {
-        try withConnection { connection in
+        try await withConnection { connection in
             try connection.db.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
             var applied: [Int] = []
@@ -77,10 +83,10 @@ public final class SQLiteRegistryStore: RegistryStore {
     private static let deviceColumns = "id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at"
 
     public func device(_ id: DeviceID) async throws -> Device? {
-        try withConnection { connection in try Self.readDevice(id, connection) }
+        try await withConnection { connection in try Self.readDevice(id, connection) }
     }
 
-    private static func readDevice(_ id: DeviceID, _ connection: Connection) throws -> Device? {
+    static func readDevice(_ id: DeviceID, _ connection: Connection) throws -> Device? {
         let statement = try connection.statement("SELECT \(deviceColumns) FROM devices WHERE id = ?")
         statement.bind(1, id.rawValue)
         guard try statement.step() else { return nil }
@@ -88,7 +94,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func devices(matching filter: DeviceFilter, after cursor: DeviceID?, limit: Int) async throws -> [Device] {
-        try withConnection { connection in
+        try await withConnection { connection in
             var conditions: [String] = []
             if filter.state != nil { conditions.append("state = ?1") }
             if filter.owner != nil { conditions.append("owner = ?2") }
@@ -108,7 +114,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func deviceCounts() async throws -> [DeviceState: Int] {
-        try withConnection { connection in
+        try await withConnection { connection in
             let statement = try connection.statement("SELECT state, COUNT(*) FROM devices GROUP BY state")
             var counts: [DeviceState: Int] = [:]
             while try statement.step() {
@@ -119,7 +125,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func insert(_ device: Device, by actor: Actor, at time: Date) async throws {
-        try withConnection { connection in
+        try await withConnection { connection in
             try connection.db.transaction {
                 let statement = try Self.insertStatement(connection, orIgnore: false)
                 Self.bind(device, to: statement)
@@ -139,7 +145,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     public func importBatch(
         _ devices: [Device], source: String, lines: ClosedRange<Int>, by actor: Actor, at time: Date
     ) async throws -> ImportBatchResult {
-        try withConnection { connection in
+        try await withConnection { connection in
             try connection.db.transaction {
                 let statement = try Self.insertStatement(connection, orIgnore: true)
                 var inserted = 0
@@ -162,7 +168,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func apply(_ event: LifecycleStateMachine.Event, to id: DeviceID, by actor: Actor, at time: Date) async throws -> Device {
-        try withConnection { connection in
+        try await withConnection { connection in
             try connection.db.transaction {
                 guard var device = try Self.readDevice(id, connection) else {
                     throw RegistryError(.notFound, "no device \(id)")
@@ -196,7 +202,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     // MARK: Tokens
 
     public func insert(_ token: APITokenRecord, by actor: Actor, at time: Date) async throws {
-        try withConnection { connection in
+        try await withConnection { connection in
             try connection.db.transaction {
                 let statement = try connection.statement(
                     "INSERT INTO api_tokens (id, secret_hmac, role, owner, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -208,6 +214,12 @@ public final class SQLiteRegistryStore: RegistryStore {
                 statement.bind(5, RegistryEncoding.milliseconds(token.createdAt))
                 statement.bind(6, token.expiresAt.map(RegistryEncoding.milliseconds))
                 try statement.step()
+                if let owner = token.owner, try Self.insertOwner(try Owner(id: owner, createdAt: time), connection) {
+                    try Self.appendAudit(
+                        connection, time: time, actor: actor, action: "owner.create", subject: "owner:\(owner)", before: nil,
+                        after: RegistryEncoding.ownerJSON(try Owner(id: owner, createdAt: time))
+                    )
+                }
                 try Self.appendAudit(
                     connection, time: time, actor: actor, action: "token.create", subject: "token:\(token.id)",
                     before: nil, after: RegistryEncoding.tokenJSON(token)
@@ -217,7 +229,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func apiToken(id: String) async throws -> APITokenRecord? {
-        try withConnection { connection in
+        try await withConnection { connection in
             let statement = try connection.statement(
                 "SELECT id, secret_hmac, role, owner, created_at, expires_at FROM api_tokens WHERE id = ? AND revoked_at IS NULL"
             )
@@ -238,7 +250,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     // MARK: Audit
 
     public func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry] {
-        try withConnection { connection in
+        try await withConnection { connection in
             let statement = try connection.statement(
                 "SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash FROM audit_log WHERE sequence >= ? ORDER BY sequence LIMIT ?"
             )
@@ -259,7 +271,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     /// Appends an audit entry inside the caller's transaction, chained to the current last one.
-    private static func appendAudit(
+    static func appendAudit(
         _ connection: Connection, time: Date, actor: Actor, action: String, subject: String, before: String?, after: String?
     ) throws {
         let last = try connection.statement("SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1")
@@ -308,7 +320,7 @@ public final class SQLiteRegistryStore: RegistryStore {
         statement.bind(9, RegistryEncoding.milliseconds(device.updatedAt))
     }
 
-    private static func decodeDevice(_ statement: SQLiteStatement) throws -> Device {
+    static func decodeDevice(_ statement: SQLiteStatement) throws -> Device {
         guard let idText = statement.text(0), let id = try? DeviceID(idText),
             let state = statement.text(1).flatMap(DeviceState.init(rawValue:)), let model = statement.text(3)
         else {

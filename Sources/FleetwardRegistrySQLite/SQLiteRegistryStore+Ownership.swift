@@ -1,0 +1,327 @@
+public import FleetwardPKI
+public import FleetwardRegistry
+public import Foundation
+
+// Owners, transfers, claim codes, enrollment tokens, enrollment groups and token management.
+extension SQLiteRegistryStore {
+    // MARK: API tokens
+
+    public func apiTokens() async throws -> [APITokenRecord] {
+        try await withConnection { connection in
+            let statement = try connection.statement(
+                "SELECT id, secret_hmac, role, owner, created_at, expires_at FROM api_tokens WHERE revoked_at IS NULL ORDER BY id"
+            )
+            var tokens: [APITokenRecord] = []
+            while try statement.step() {
+                guard let id = statement.text(0), let role = statement.text(2).flatMap(Role.init(rawValue:)) else {
+                    throw RegistryError(.storage, "an api token row is malformed")
+                }
+                tokens.append(
+                    APITokenRecord(
+                        id: id, secretHMAC: statement.blob(1) ?? [], role: role, owner: statement.text(3),
+                        createdAt: RegistryEncoding.date(statement.int64(4)),
+                        expiresAt: statement.isNull(5) ? nil : RegistryEncoding.date(statement.int64(5))
+                    )
+                )
+            }
+            return tokens
+        }
+    }
+
+    public func revokeAPIToken(_ id: String, by actor: Actor, at time: Date) async throws {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                let statement = try connection.statement("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                statement.bind(1, RegistryEncoding.milliseconds(time))
+                statement.bind(2, id)
+                try statement.step()
+                guard connection.db.changes == 1 else { throw RegistryError(.notFound, "no API token \(id)") }
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "token.revoke", subject: "token:\(id)", before: nil, after: nil
+                )
+            }
+        }
+    }
+
+    // MARK: Owners
+
+    public func insert(_ owner: Owner, by actor: Actor, at time: Date) async throws {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                guard try Self.insertOwner(owner, connection) else { throw RegistryError(.duplicate, "owner \(owner.id) exists") }
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "owner.create", subject: "owner:\(owner.id)", before: nil,
+                    after: RegistryEncoding.ownerJSON(owner)
+                )
+            }
+        }
+    }
+
+    /// Inserts an owner unless one with its ID exists; true when inserted.
+    static func insertOwner(_ owner: Owner, _ connection: Connection) throws -> Bool {
+        let statement = try connection.statement("INSERT OR IGNORE INTO owners (id, name, created_at) VALUES (?, ?, ?)")
+        statement.bind(1, owner.id)
+        statement.bind(2, owner.name)
+        statement.bind(3, RegistryEncoding.milliseconds(owner.createdAt))
+        try statement.step()
+        return connection.db.changes == 1
+    }
+
+    public func owner(_ id: String) async throws -> Owner? {
+        try await withConnection { connection in
+            let statement = try connection.statement("SELECT id, name, created_at FROM owners WHERE id = ?")
+            statement.bind(1, id)
+            guard try statement.step() else { return nil }
+            return try Self.decodeOwner(statement)
+        }
+    }
+
+    public func owners(after cursor: String?, limit: Int) async throws -> [Owner] {
+        try await withConnection { connection in
+            let statement = try connection.statement(
+                "SELECT id, name, created_at FROM owners WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2")
+            statement.bind(1, cursor)
+            statement.bind(2, Int64(max(0, min(limit, 10_000))))
+            var owners: [Owner] = []
+            while try statement.step() { owners.append(try Self.decodeOwner(statement)) }
+            return owners
+        }
+    }
+
+    private static func decodeOwner(_ statement: SQLiteStatement) throws -> Owner {
+        guard let id = statement.text(0),
+            let owner = try? Owner(id: id, name: statement.text(1), createdAt: RegistryEncoding.date(statement.int64(2)))
+        else { throw RegistryError(.storage, "an owner row is malformed") }
+        return owner
+    }
+
+    public func transfer(_ id: DeviceID, to newOwner: String, by actor: Actor, at time: Date) async throws -> Device {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                guard var device = try Self.readDevice(id, connection) else { throw RegistryError(.notFound, "no device \(id)") }
+                try OwnershipRules.checkTransfer(of: device, to: newOwner, by: actor)
+                let exists = try connection.statement("SELECT 1 FROM owners WHERE id = ?")
+                exists.bind(1, newOwner)
+                guard try exists.step() else { throw RegistryError(.notFound, "no owner \(newOwner)") }
+                let before = RegistryEncoding.auditJSON(device)
+                device.owner = newOwner
+                device.updatedAt = time
+                try Self.updateOwner(device, connection)
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "device.transfer", subject: "device:\(id)", before: before,
+                    after: RegistryEncoding.auditJSON(device)
+                )
+                return device
+            }
+        }
+    }
+
+    private static func updateOwner(_ device: Device, _ connection: Connection) throws {
+        let update = try connection.statement("UPDATE devices SET owner = ?, updated_at = ? WHERE id = ?")
+        update.bind(1, device.owner)
+        update.bind(2, RegistryEncoding.milliseconds(device.updatedAt))
+        update.bind(3, device.id.rawValue)
+        try update.step()
+    }
+
+    // MARK: Claim codes
+
+    public func setClaimCode(_ record: ClaimCodeRecord, by actor: Actor, at time: Date) async throws {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                guard let device = try Self.readDevice(record.deviceID, connection) else {
+                    throw RegistryError(.notFound, "no device \(record.deviceID)")
+                }
+                guard device.owner == nil else {
+                    throw RegistryError(.duplicate, "device \(device.id) is already claimed")
+                }
+                let statement = try connection.statement(
+                    """
+                    INSERT INTO claim_codes (device_id, salt, hash, iterations, claimed_by, claimed_at) VALUES (?, ?, ?, ?, NULL, NULL)
+                    ON CONFLICT (device_id) DO UPDATE SET salt = excluded.salt, hash = excluded.hash,
+                        iterations = excluded.iterations, claimed_by = NULL, claimed_at = NULL
+                    """
+                )
+                statement.bind(1, record.deviceID.rawValue)
+                statement.bind(2, record.salt)
+                statement.bind(3, record.hash)
+                statement.bind(4, Int64(record.iterations))
+                try statement.step()
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "device.claim-code", subject: "device:\(device.id)", before: nil,
+                    after: nil
+                )
+            }
+        }
+    }
+
+    public func claimCode(for id: DeviceID) async throws -> ClaimCodeRecord? {
+        try await withConnection { connection in
+            let statement = try connection.statement(
+                "SELECT salt, hash, iterations, claimed_by, claimed_at FROM claim_codes WHERE device_id = ?")
+            statement.bind(1, id.rawValue)
+            guard try statement.step() else { return nil }
+            return ClaimCodeRecord(
+                deviceID: id, salt: statement.blob(0) ?? [], hash: statement.blob(1) ?? [], iterations: Int(statement.int64(2)),
+                claimedBy: statement.text(3), claimedAt: statement.isNull(4) ? nil : RegistryEncoding.date(statement.int64(4))
+            )
+        }
+    }
+
+    public func claim(_ id: DeviceID, verifiedHash: [UInt8], by actor: Actor, at time: Date) async throws -> Device {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                guard var device = try Self.readDevice(id, connection) else { throw RegistryError(.notFound, "no device \(id)") }
+                let owner = try OwnershipRules.checkClaim(of: device, by: actor)
+                let use = try connection.statement(
+                    "UPDATE claim_codes SET claimed_by = ?, claimed_at = ? WHERE device_id = ? AND hash = ? AND claimed_by IS NULL")
+                use.bind(1, owner)
+                use.bind(2, RegistryEncoding.milliseconds(time))
+                use.bind(3, id.rawValue)
+                use.bind(4, verifiedHash)
+                try use.step()
+                guard connection.db.changes == 1 else {
+                    throw RegistryError(.forbidden, "the claim code of device \(id) is not valid")
+                }
+                _ = try Self.insertOwner(try Owner(id: owner, createdAt: time), connection)
+                let before = RegistryEncoding.auditJSON(device)
+                device.owner = owner
+                device.updatedAt = time
+                try Self.updateOwner(device, connection)
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "device.claim", subject: "device:\(id)", before: before,
+                    after: RegistryEncoding.auditJSON(device)
+                )
+                return device
+            }
+        }
+    }
+
+    // MARK: Enrollment tokens
+
+    public func insert(_ token: EnrollmentTokenRecord, by actor: Actor, at time: Date) async throws {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                guard try Self.readDevice(token.deviceID, connection) != nil else {
+                    throw RegistryError(.notFound, "no device \(token.deviceID)")
+                }
+                let statement = try connection.statement(
+                    "INSERT INTO enrollment_tokens (secret_hmac, device_id, owner, expires_at, used_at) VALUES (?, ?, ?, ?, NULL)")
+                statement.bind(1, token.secretHMAC)
+                statement.bind(2, token.deviceID.rawValue)
+                statement.bind(3, token.owner)
+                statement.bind(4, RegistryEncoding.milliseconds(token.expiresAt))
+                try statement.step()
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "device.enrollment-token", subject: "device:\(token.deviceID)",
+                    before: nil, after: RegistryEncoding.enrollmentTokenJSON(token)
+                )
+            }
+        }
+    }
+
+    public func redeemEnrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                let now = RegistryEncoding.milliseconds(time)
+                let use = try connection.statement(
+                    """
+                    UPDATE enrollment_tokens SET used_at = ?1
+                    WHERE secret_hmac = ?2 AND device_id = ?3 AND used_at IS NULL AND expires_at > ?1
+                    RETURNING owner, expires_at
+                    """
+                )
+                use.bind(1, now)
+                use.bind(2, secretHMAC)
+                use.bind(3, id.rawValue)
+                guard try use.step() else {
+                    throw RegistryError(.forbidden, "the enrollment token for device \(id) is not valid, used or expired")
+                }
+                let record = EnrollmentTokenRecord(
+                    secretHMAC: secretHMAC, deviceID: id, owner: use.text(0), expiresAt: RegistryEncoding.date(use.int64(1)),
+                    usedAt: time
+                )
+                use.reset()
+                try Self.appendAudit(
+                    connection, time: time, actor: Actor(role: .owner, name: "device:\(id)", owner: record.owner),
+                    action: "enrollment-token.redeem", subject: "device:\(id)", before: nil, after: nil
+                )
+                return record
+            }
+        }
+    }
+
+    // MARK: Enrollment groups
+
+    private static let groupColumns = "id, name, ca_certificate, ca_sha256, auto_approve, created_at"
+
+    public func insert(_ group: EnrollmentGroup, by actor: Actor, at time: Date) async throws {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                let statement = try connection.statement("INSERT INTO enrollment_groups (\(Self.groupColumns)) VALUES (?, ?, ?, ?, ?, ?)")
+                statement.bind(1, group.id)
+                statement.bind(2, group.name)
+                statement.bind(3, group.caCertificateDER)
+                statement.bind(4, group.caSHA256)
+                statement.bind(5, Int64(group.autoApprove ? 1 : 0))
+                statement.bind(6, RegistryEncoding.milliseconds(group.createdAt))
+                do {
+                    try statement.step()
+                } catch let error as RegistryError where error.code == .duplicate {
+                    throw RegistryError(.duplicate, "an enrollment group with this name or CA exists")
+                }
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "group.create", subject: "group:\(group.id)", before: nil,
+                    after: RegistryEncoding.groupJSON(group)
+                )
+            }
+        }
+    }
+
+    public func enrollmentGroup(_ id: String) async throws -> EnrollmentGroup? {
+        try await withConnection { connection in
+            let statement = try connection.statement("SELECT \(Self.groupColumns) FROM enrollment_groups WHERE id = ?")
+            statement.bind(1, id)
+            guard try statement.step() else { return nil }
+            return try Self.decodeGroup(statement)
+        }
+    }
+
+    public func enrollmentGroups() async throws -> [EnrollmentGroup] {
+        try await withConnection { connection in
+            let statement = try connection.statement("SELECT \(Self.groupColumns) FROM enrollment_groups ORDER BY name")
+            var groups: [EnrollmentGroup] = []
+            while try statement.step() { groups.append(try Self.decodeGroup(statement)) }
+            return groups
+        }
+    }
+
+    public func deleteEnrollmentGroup(_ id: String, by actor: Actor, at time: Date) async throws {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                let read = try connection.statement("SELECT \(Self.groupColumns) FROM enrollment_groups WHERE id = ?")
+                read.bind(1, id)
+                guard try read.step() else { throw RegistryError(.notFound, "no enrollment group \(id)") }
+                let group = try Self.decodeGroup(read)
+                read.reset()
+                let delete = try connection.statement("DELETE FROM enrollment_groups WHERE id = ?")
+                delete.bind(1, id)
+                try delete.step()
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "group.delete", subject: "group:\(id)",
+                    before: RegistryEncoding.groupJSON(group), after: nil
+                )
+            }
+        }
+    }
+
+    private static func decodeGroup(_ statement: SQLiteStatement) throws -> EnrollmentGroup {
+        guard let id = statement.text(0), let name = statement.text(1), let der = statement.blob(2), let sha = statement.text(3) else {
+            throw RegistryError(.storage, "an enrollment group row is malformed")
+        }
+        return EnrollmentGroup(
+            id: id, name: name, caCertificateDER: der, caSHA256: sha, autoApprove: statement.int64(4) == 1,
+            createdAt: RegistryEncoding.date(statement.int64(5))
+        )
+    }
+}

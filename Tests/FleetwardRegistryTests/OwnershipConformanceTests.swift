@@ -1,0 +1,169 @@
+import FleetwardPKI
+import FleetwardRegistry
+import FleetwardTestSupport
+import Foundation
+import Testing
+
+/// Owners, transfers, claim codes, enrollment tokens, groups and token management: the same
+/// behaviour on every store.
+@Suite struct OwnershipConformanceTests {
+    static let now = Date(timeIntervalSince1970: 1_767_225_600)
+    let admin = Actor.console
+    let alice = Actor(role: .owner, name: "t-alice", owner: "alice")
+    let bob = Actor(role: .owner, name: "t-bob", owner: "bob")
+
+    func device(_ id: String, owner: String? = nil) throws -> Device {
+        Device(id: try DeviceID(id), owner: owner, model: "sensor", proof: .secret(hmac: [1]), createdAt: Self.now)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func ownersAreCreatedListedAndUnique(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        try await store.insert(try Owner(id: "bob", name: "Bob B", createdAt: Self.now), by: admin, at: Self.now)
+        try await store.insert(try Owner(id: "alice", createdAt: Self.now), by: admin, at: Self.now)
+        await #expect(throws: RegistryError(.duplicate, "")) {
+            try await store.insert(try Owner(id: "bob", createdAt: Self.now), by: admin, at: Self.now)
+        }
+        #expect(try await store.owner("bob")?.name == "Bob B")
+        #expect(try await store.owner("nobody") == nil)
+        #expect(try await store.owners(after: nil, limit: 10).map(\.id) == ["alice", "bob"])
+        #expect(try await store.owners(after: "alice", limit: 10).map(\.id) == ["bob"])
+        #expect(throws: RegistryError(.invalidInput, "")) { try Owner(id: "bob'; DROP TABLE owners; --", createdAt: Self.now) }
+        #expect(try await store.verifyAudit().isIntact)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func ownerTokensRegisterTheirOwner(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let token = APITokenRecord(id: "0011", secretHMAC: [9], role: .owner, owner: "carol", createdAt: Self.now, expiresAt: nil)
+        try await subject.store.insert(token, by: admin, at: Self.now)
+        #expect(try await subject.store.owner("carol") != nil)
+        #expect(try await subject.store.apiTokens().map(\.id) == ["0011"])
+        try await subject.store.revokeAPIToken("0011", by: admin, at: Self.now)
+        #expect(try await subject.store.apiToken(id: "0011") == nil)
+        #expect(try await subject.store.apiTokens().isEmpty)
+        await #expect(throws: RegistryError(.notFound, "")) { try await subject.store.revokeAPIToken("0011", by: admin, at: Self.now) }
+        let actions = try await subject.store.auditEntries(from: 1, limit: 10).map(\.action)
+        #expect(actions == ["owner.create", "token.create", "token.revoke"])
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func claimBindsOnceWithTheRightCode(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        try await store.insert(try device("C-1"), by: admin, at: Self.now)
+        let code = ClaimCodes.generate()
+        let record = try ClaimCodes.record(for: code, device: try DeviceID("C-1"), iterations: ClaimCodes.minimumIterations)
+        try await store.setClaimCode(record, by: Actor(role: .manufacturer, name: "m"), at: Self.now)
+        let stored = try #require(try await store.claimCode(for: try DeviceID("C-1")))
+        #expect(stored.hash == record.hash && stored.claimedBy == nil)
+        #expect(ClaimCodes.matches(code.lowercased(), stored))
+        #expect(!ClaimCodes.matches("0000-0000-0000", stored))
+
+        // Only an owner claims, and only with the hash that was checked.
+        await #expect(throws: RegistryError(.forbidden, "")) {
+            _ = try await store.claim(try DeviceID("C-1"), verifiedHash: stored.hash, by: admin, at: Self.now)
+        }
+        await #expect(throws: RegistryError(.forbidden, "")) {
+            _ = try await store.claim(try DeviceID("C-1"), verifiedHash: [0, 1], by: alice, at: Self.now)
+        }
+        let claimed = try await store.claim(try DeviceID("C-1"), verifiedHash: stored.hash, by: alice, at: Self.now)
+        #expect(claimed.owner == "alice")
+        #expect(try await store.owner("alice") != nil)
+        #expect(try await store.claimCode(for: try DeviceID("C-1"))?.claimedBy == "alice")
+        // A second claim, by anyone, fails; the code cannot be reset on an owned device.
+        await #expect(throws: RegistryError(.duplicate, "")) {
+            _ = try await store.claim(try DeviceID("C-1"), verifiedHash: stored.hash, by: bob, at: Self.now)
+        }
+        await #expect(throws: RegistryError(.duplicate, "")) { try await store.setClaimCode(record, by: admin, at: Self.now) }
+        #expect(try await store.device(try DeviceID("C-1"))?.owner == "alice")
+        #expect(try await store.verifyAudit().isIntact)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func transferNeedsTheCurrentOwner(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        try await store.insert(try device("T-1", owner: "alice"), by: admin, at: Self.now)
+        try await store.insert(try Owner(id: "alice", createdAt: Self.now), by: admin, at: Self.now)
+        try await store.insert(try Owner(id: "bob", createdAt: Self.now), by: admin, at: Self.now)
+        let id = try DeviceID("T-1")
+        await #expect(throws: RegistryError(.forbidden, "")) { _ = try await store.transfer(id, to: "bob", by: bob, at: Self.now) }
+        await #expect(throws: RegistryError(.forbidden, "")) {
+            _ = try await store.transfer(id, to: "bob", by: Actor(role: .operator, name: "op"), at: Self.now)
+        }
+        await #expect(throws: RegistryError(.notFound, "")) { _ = try await store.transfer(id, to: "zed", by: alice, at: Self.now) }
+        #expect(try await store.transfer(id, to: "bob", by: alice, at: Self.now).owner == "bob")
+        await #expect(throws: RegistryError(.forbidden, "")) { _ = try await store.transfer(id, to: "alice", by: alice, at: Self.now) }
+        _ = try await store.apply(.reportStolen, to: id, by: bob, at: Self.now)
+        await #expect(throws: RegistryError(.illegalTransition, "")) {
+            _ = try await store.transfer(id, to: "alice", by: admin, at: Self.now)
+        }
+        let last = try #require(try await store.auditEntries(from: 1, limit: 100).last(where: { $0.action == "device.transfer" }))
+        #expect(last.before?.contains("\"alice\"") == true && last.after?.contains("\"bob\"") == true)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func enrollmentTokensAreSingleUseAndExpire(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        try await store.insert(try device("E-1", owner: "alice"), by: admin, at: Self.now)
+        try await store.insert(try device("E-2"), by: admin, at: Self.now)
+        let id = try DeviceID("E-1")
+        let token = EnrollmentTokenRecord(secretHMAC: [7, 7], deviceID: id, owner: "alice", expiresAt: Self.now.addingTimeInterval(600))
+        try await store.insert(token, by: alice, at: Self.now)
+        await #expect(throws: RegistryError(.notFound, "")) {
+            try await store.insert(
+                EnrollmentTokenRecord(secretHMAC: [8], deviceID: try DeviceID("NOPE"), owner: nil, expiresAt: Self.now), by: admin,
+                at: Self.now)
+        }
+        // Wrong device, wrong secret, then after expiry: refused.
+        await #expect(throws: RegistryError(.forbidden, "")) {
+            _ = try await store.redeemEnrollmentToken(secretHMAC: [7, 7], for: try DeviceID("E-2"), at: Self.now)
+        }
+        await #expect(throws: RegistryError(.forbidden, "")) {
+            _ = try await store.redeemEnrollmentToken(secretHMAC: [7, 8], for: id, at: Self.now)
+        }
+        await #expect(throws: RegistryError(.forbidden, "")) {
+            _ = try await store.redeemEnrollmentToken(secretHMAC: [7, 7], for: id, at: Self.now.addingTimeInterval(601))
+        }
+        let redeemed = try await store.redeemEnrollmentToken(secretHMAC: [7, 7], for: id, at: Self.now.addingTimeInterval(5))
+        #expect(redeemed.owner == "alice")
+        await #expect(throws: RegistryError(.forbidden, "")) {
+            _ = try await store.redeemEnrollmentToken(secretHMAC: [7, 7], for: id, at: Self.now.addingTimeInterval(6))
+        }
+        #expect(try await store.verifyAudit().isIntact)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func enrollmentGroupsAreUniqueByNameAndCA(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        let group = EnrollmentGroup(
+            id: "g1", name: "acme", caCertificateDER: [0x30, 0x00], caSHA256: "aa", autoApprove: false, createdAt: Self.now)
+        try await store.insert(group, by: admin, at: Self.now)
+        var sameName = group
+        sameName.id = "g2"
+        sameName.caSHA256 = "bb"
+        await #expect(throws: RegistryError(.duplicate, "")) { try await store.insert(sameName, by: admin, at: Self.now) }
+        var sameCA = group
+        sameCA.id = "g3"
+        sameCA.name = "other"
+        await #expect(throws: RegistryError(.duplicate, "")) { try await store.insert(sameCA, by: admin, at: Self.now) }
+        #expect(try await store.enrollmentGroup("g1") == group)
+        #expect(try await store.enrollmentGroups() == [group])
+        try await store.deleteEnrollmentGroup("g1", by: admin, at: Self.now)
+        #expect(try await store.enrollmentGroups().isEmpty)
+        await #expect(throws: RegistryError(.notFound, "")) { try await store.deleteEnrollmentGroup("g1", by: admin, at: Self.now) }
+        let actions = try await store.auditEntries(from: 1, limit: 10).map(\.action)
+        #expect(actions == ["group.create", "group.delete"])
+        #expect(try await store.verifyAudit().isIntact)
+    }
+}
