@@ -195,7 +195,7 @@ let package = Package(
         .testTarget(
             name: "FleetwardServerTests",
             dependencies: [
-                "FleetwardServer", "FleetwardAuthority", "FleetwardRegistry", "FleetwardKeyCustody", "FleetwardPKI",
+                "FleetwardServer", "FleetwardAuthority", "FleetwardRegistry", "FleetwardRegistrySQLite", "FleetwardKeyCustody", "FleetwardPKI",
                 "FleetwardTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

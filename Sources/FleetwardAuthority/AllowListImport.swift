@@ -169,6 +169,62 @@ public struct AllowListImport: Sendable {
         )
     }
 
+    /// Imports an allow-list held in memory (the management API's `POST /devices/import`):
+    /// all rows are checked first and nothing is written when any is malformed; then batches
+    /// of ``defaultBatchSize`` rows, each one transaction with its audit entry.
+    public static func importCSV(
+        _ bytes: [UInt8], source: String, into store: any RegistryStore, hasher: SecretHasher, by actor: Actor,
+        now: @Sendable () -> Date = Date.init
+    ) async throws -> Summary {
+        let started = Date()
+        var parser = AllowListParser()
+        var rows: [AllowListRow] = []
+        var errors: [AllowListRowError] = []
+        var rejected = 0
+        func add(_ result: Result<AllowListRow, AllowListRowError>) {
+            switch result {
+            case .success(let row): rows.append(row)
+            case .failure(let error):
+                rejected += 1
+                if errors.count < maximumReportedErrors { errors.append(error) }
+            }
+        }
+        parser.feed(bytes[...], add)
+        parser.finish(add)
+        if rejected > 0 {
+            let shown = errors.prefix(3).map(\.description).joined(separator: "; ")
+            let more = rejected > 3 ? "; and \(rejected - 3) more" : ""
+            throw RegistryError(
+                .invalidInput,
+                "the allow-list has \(rejected) malformed row\(rejected == 1 ? "" : "s") (\(shown)\(more)); nothing was imported")
+        }
+        guard !rows.isEmpty else { throw RegistryError(.invalidInput, "the allow-list has no rows") }
+        let time = now()
+        var inserted = 0
+        var duplicates = 0
+        var start = rows.startIndex
+        while start < rows.endIndex {
+            let end = min(start + defaultBatchSize, rows.endIndex)
+            let batch = rows[start..<end].map { row in
+                let proof: EnrollmentProof
+                switch row.proof {
+                case .secret(let secret): proof = .secret(hmac: hasher.hash(secret))
+                case .publicKeySHA256(let sha256): proof = .publicKey(sha256: sha256)
+                }
+                return Device(id: row.id, model: row.model, metadata: row.metadata, proof: proof, createdAt: time)
+            }
+            let result = try await store.importBatch(
+                batch, source: source, lines: rows[start].line...rows[end - 1].line, by: actor, at: now())
+            inserted += result.inserted
+            duplicates += result.duplicates
+            start = end
+        }
+        let seconds = Date().timeIntervalSince(started)
+        return Summary(
+            file: source, rows: rows.count, inserted: inserted, duplicates: duplicates, rejected: 0, errors: [],
+            seconds: (seconds * 1000).rounded() / 1000, rowsPerSecond: seconds > 0 ? Int(Double(rows.count) / seconds) : rows.count)
+    }
+
     static func seconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }

@@ -48,22 +48,13 @@ public enum APITokens {
         } else if owner != nil {
             throw RegistryError(.invalidInput, "--owner applies to owner tokens only")
         }
-        var rng = SystemRandomNumberGenerator()
-        let id = (0..<8).map { _ in UInt8.random(in: 0...255, using: &rng) }.map { String(format: "%02x", $0) }.joined()
-        let secretBytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
-        let secret = Data(secretBytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let id = RandomText.hex(bytes: 8)
+        let secret = RandomText.base64URL(bytes: 32)
         let record = APITokenRecord(
             id: id, secretHMAC: hasher.hash(Array(secret.utf8)), role: role, owner: owner, createdAt: now, expiresAt: nil
         )
         return Created(token: "fwt_\(id)_\(secret)", record: record)
     }
 
-    static func isValidOwner(_ owner: String) -> Bool {
-        (1...64).contains(owner.utf8.count)
-            && owner.utf8.allSatisfy { byte in
-                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
-                    || [UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "@")].contains(byte)
-            }
-    }
+    static func isValidOwner(_ owner: String) -> Bool { Owner.isValidID(owner) }
 }

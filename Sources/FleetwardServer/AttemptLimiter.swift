@@ -1,0 +1,58 @@
+public import Foundation
+import Synchronization
+
+/// Counts failed attempts per key (a device ID, an address) in a sliding window and refuses
+/// further attempts once a key reaches its limit, until the window has passed.
+///
+/// In memory, per process: with several nodes each node applies its own limit.
+public final class AttemptLimiter: Sendable {
+    public struct Rule: Sendable {
+        public var maximumFailures: Int
+        public var window: TimeInterval
+
+        public init(maximumFailures: Int, window: TimeInterval) {
+            self.maximumFailures = maximumFailures
+            self.window = window
+        }
+    }
+
+    private let rule: Rule
+    private let failures = Mutex<[String: [Date]]>([:])
+    /// Keys kept at most; beyond it the oldest entries are dropped first.
+    private let capacity: Int
+
+    public init(_ rule: Rule, capacity: Int = 100_000) {
+        self.rule = rule
+        self.capacity = capacity
+    }
+
+    /// Seconds until `key` may try again, or nil when it may now.
+    public func retryAfter(_ key: String, now: Date = Date()) -> Int? {
+        failures.withLock { table in
+            guard let times = table[key] else { return nil }
+            let recent = times.filter { now.timeIntervalSince($0) < rule.window }
+            table[key] = recent.isEmpty ? nil : recent
+            guard recent.count >= rule.maximumFailures, let oldest = recent.first else { return nil }
+            return max(1, Int((rule.window - now.timeIntervalSince(oldest)).rounded(.up)))
+        }
+    }
+
+    /// Records one failure for `key`.
+    public func recordFailure(_ key: String, now: Date = Date()) {
+        failures.withLock { table in
+            if table.count >= capacity, table[key] == nil {
+                let cutoff = now.addingTimeInterval(-rule.window)
+                table = table.filter { $0.value.last.map { $0 > cutoff } ?? false }
+                if table.count >= capacity { table.removeAll(keepingCapacity: true) }
+            }
+            var times = table[key, default: []].filter { now.timeIntervalSince($0) < rule.window }
+            times.append(now)
+            table[key] = Array(times.suffix(rule.maximumFailures))
+        }
+    }
+
+    /// Forgets `key`'s failures (after a success).
+    public func reset(_ key: String) {
+        _ = failures.withLock { $0.removeValue(forKey: key) }
+    }
+}

@@ -1,0 +1,53 @@
+import FleetwardRegistry
+import Logging
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Authenticates every management API request but the OpenAPI document: `Authorization: Bearer
+/// fwt_<id>_<secret>`, looked up by ID and compared by HMAC in constant time. Tokens that are
+/// unknown, revoked or expired all get the same 401; an address that keeps failing gets 429.
+struct BearerAuthenticator: RouterMiddleware {
+    typealias Context = APIRequestContext
+
+    let store: any RegistryStore
+    let hasher: SecretHasher
+    let limiter: AttemptLimiter
+    let now: @Sendable () -> Date
+    /// Paths served without a token.
+    let publicPaths: Set<String>
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if publicPaths.contains(request.uri.path) { return try await next(request, context) }
+        let addressKey = "auth:" + (context.remoteIP ?? "local")
+        if let wait = limiter.retryAfter(addressKey, now: now()) {
+            throw APIProblem(.tooManyRequests, "too many failed sign-ins from this address", headers: [.retryAfter: "\(wait)"])
+        }
+        guard let actor = try await authenticate(request.headers[.authorization]) else {
+            limiter.recordFailure(addressKey, now: now())
+            throw APIProblem(
+                .unauthorized, "a valid bearer token is required (Authorization: Bearer fwt_…)",
+                headers: [.wwwAuthenticate: "Bearer realm=\"fleetward\""])
+        }
+        var context = context
+        context.actor = actor
+        context.logger[metadataKey: "fleetward.actor"] = "\(actor.role):\(actor.name)"
+        return try await next(request, context)
+    }
+
+    private func authenticate(_ header: String?) async throws -> Actor? {
+        guard let header, header.count < 512 else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        // fwt_<16 hex>_<secret>
+        let fields = token.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
+        guard fields.count == 3, fields[0] == "fwt", fields[1].count == 16,
+            fields[1].utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }), !fields[2].isEmpty
+        else { return nil }
+        guard let record = try await store.apiToken(id: String(fields[1])) else { return nil }
+        if let expiry = record.expiresAt, expiry <= now() { return nil }
+        guard hasher.matches(Array(fields[2].utf8), stored: record.secretHMAC) else { return nil }
+        return Actor(role: record.role, name: record.id, owner: record.owner)
+    }
+}

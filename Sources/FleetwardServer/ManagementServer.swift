@@ -1,0 +1,59 @@
+public import FleetwardRegistry
+public import Foundation
+public import Hummingbird
+public import Logging
+import NIOCore
+
+/// A `HOST:PORT` listen address (`127.0.0.1:8080`, `[::1]:8080`, `localhost:0`).
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `HOST:PORT`; IPv6 hosts in brackets.
+    public init(parsing text: String) throws {
+        let host: Substring
+        let port: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                throw RegistryError(.invalidInput, "'\(text)' is not HOST:PORT (IPv6 as [ADDR]:PORT)")
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { throw RegistryError(.invalidInput, "'\(text)' is not HOST:PORT") }
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, let number = Int(port), (0...65535).contains(number) else {
+            throw RegistryError(.invalidInput, "'\(text)' is not HOST:PORT with a port from 0 to 65535")
+        }
+        self.init(host: String(host), port: number)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// The management API as a runnable HTTP/1.1 service.
+public enum ManagementServer {
+    /// An application serving `api` on `address`; `onListening` gets the bound address (the real
+    /// port when 0 was asked) once it accepts connections.
+    public static func application(
+        _ api: ManagementAPI, address: ListenAddress, logger: Logger,
+        onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        Application(
+            router: api.router(),
+            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
+            onServerRunning: { channel in
+                let bound = channel.localAddress
+                await onListening(ListenAddress(host: bound?.ipAddress ?? address.host, port: bound?.port ?? address.port))
+            },
+            logger: logger
+        )
+    }
+}

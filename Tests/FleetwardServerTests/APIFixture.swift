@@ -1,0 +1,106 @@
+import Crypto
+import FleetwardAuthority
+import FleetwardPKI
+import FleetwardRegistry
+import FleetwardRegistrySQLite
+import FleetwardServer
+import FleetwardTestSupport
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+/// A registry on SQLite in a temp directory, the management API over it, a token per role, and
+/// a few known rows: device `D-ALICE` (owned by alice), `D-FREE` (unowned, with claim code
+/// ``freeCode``), owners alice, bob, carol, an enrollment group and a spare admin token.
+struct APIFixture {
+    static let roles = ["admin", "manufacturer", "operator", "alice", "bob"]
+
+    let directory: TemporaryDirectory
+    let store: SQLiteRegistryStore
+    let api: ManagementAPI
+    let tokens: [String: String]
+    let spareTokenID: String
+    let groupID: String
+    let freeCode: String
+    let caPEM: String
+
+    /// - Parameter aliceState: the state `D-ALICE` starts in.
+    static func make(aliceState: DeviceState = .active) async throws -> APIFixture {
+        let directory = try TemporaryDirectory()
+        let store = try SQLiteRegistryStore(path: directory.file("registry.sqlite"))
+        try await store.migrate()
+        let hasher = SecretHasher(key: SymmetricKey(size: .bits256))
+        var api = ManagementAPI(store: store, hasher: hasher)
+        api.claimCodeIterations = ClaimCodes.minimumIterations
+        let now = Date()
+        var tokens: [String: String] = [:]
+        for (name, role, owner) in [
+            ("admin", Role.admin, nil), ("manufacturer", .manufacturer, nil), ("operator", .operator, nil),
+            ("alice", .owner, "alice"), ("bob", .owner, "bob"),
+        ] as [(String, Role, String?)] {
+            let created = try APITokens.make(role: role, owner: owner, hasher: hasher)
+            try await store.insert(created.record, by: .console, at: now)
+            tokens[name] = created.token
+        }
+        let spare = try APITokens.make(role: .admin, owner: nil, hasher: hasher)
+        try await store.insert(spare.record, by: .console, at: now)
+        try await store.insert(try Owner(id: "carol", createdAt: now), by: .console, at: now)
+        try await store.insert(
+            Device(
+                id: try DeviceID("D-ALICE"), state: aliceState, owner: "alice", model: "sensor",
+                proof: .secret(hmac: hasher.hash(Array("s".utf8))),
+                createdAt: now), by: .console, at: now)
+        try await store.insert(
+            Device(id: try DeviceID("D-FREE"), model: "sensor", proof: .secret(hmac: [1]), createdAt: now), by: .console, at: now)
+        let freeCode = ClaimCodes.generate()
+        try await store.setClaimCode(
+            try ClaimCodes.record(for: freeCode, device: try DeviceID("D-FREE"), iterations: ClaimCodes.minimumIterations), by: .console,
+            at: now)
+        let pki = try TestPKI()
+        let caPEM = PEM.encode(try TestPKI.derBytes(pki.factory), label: "CERTIFICATE")
+        let group = try EnrollmentGroups.make(name: "acme", caCertificate: Array(caPEM.utf8), autoApprove: true)
+        try await store.insert(group, by: .console, at: now)
+        let otherCA = PEM.encode(try TestPKI.derBytes(pki.issuing), label: "CERTIFICATE")
+        return APIFixture(
+            directory: directory, store: store, api: api, tokens: tokens, spareTokenID: spare.record.id, groupID: group.id,
+            freeCode: freeCode, caPEM: otherCA)
+    }
+
+    func close() { directory.remove() }
+
+    /// Runs `body` against the router in process.
+    func test<Value: Sendable>(
+        api: ManagementAPI? = nil, _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Value
+    ) async throws -> Value {
+        let application = Application(router: (api ?? self.api).router())
+        return try await application.test(.router) { client in try await body(client) }
+    }
+
+    func headers(_ role: String?, json: Bool = true) -> HTTPFields {
+        var fields: HTTPFields = [:]
+        if let role { fields[.authorization] = "Bearer \(tokens[role] ?? role)" }
+        if json { fields[.contentType] = "application/json" }
+        return fields
+    }
+
+    /// Rows that every refused request must leave as they were.
+    func snapshot() async throws -> String {
+        let devices = try await store.devices(matching: DeviceFilter(), after: nil, limit: 1000)
+        let audit = try await store.auditEntries(from: 1, limit: 10_000)
+        return "\(devices.map { "\($0.id)|\($0.state)|\($0.owner ?? "-")" })|audit:\(audit.count)"
+    }
+}
+
+extension ByteBuffer {
+    var text: String { String(buffer: self) }
+}
+
+extension TestResponse {
+    /// The JSON body as a dictionary (empty when it is not one).
+    var json: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any] ?? [:]
+    }
+}
