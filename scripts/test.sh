@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
-# postgresql, the sqlite3 shell, and the util-linux/bsdutils tools for terminal tests) if it is
-# missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
+# postgresql, the sqlite3 shell, curl, the util-linux/bsdutils tools for terminal tests, and
+# openapi-spec-validator from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
 # `swift test`, and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
 set -euo pipefail
@@ -15,11 +15,18 @@ command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 command -v script >/dev/null 2>&1 || packages+=(bsdutils)
 command -v setsid >/dev/null 2>&1 || packages+=(util-linux)
+command -v curl >/dev/null 2>&1 || packages+=(curl)
+python3 -c 'import pip' >/dev/null 2>&1 || packages+=(python3-pip)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "Installing ${packages[*]} with apt-get…" >&2
   if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}"
+fi
+if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+  echo "Installing openapi-spec-validator with pip…" >&2
+  python3 -m pip install -q --break-system-packages openapi-spec-validator 2>/dev/null \
+    || python3 -m pip install -q openapi-spec-validator
 fi
 
 log=$(mktemp)

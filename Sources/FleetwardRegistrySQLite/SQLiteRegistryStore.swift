@@ -19,14 +19,27 @@ public final class SQLiteRegistryStore: RegistryStore {
 
         init(db: SQLiteDatabase) { self.db = db }
 
+        /// Statements handed out during the current call; reset when it ends.
+        var used: [SQLiteStatement] = []
+
         func statement(_ sql: String) throws -> SQLiteStatement {
             if let cached = statements[sql] {
                 cached.reset()
+                used.append(cached)
                 return cached
             }
             let statement = try db.prepare(sql)
             statements[sql] = statement
+            used.append(statement)
             return statement
+        }
+
+        /// Resets every statement the call used. A statement left mid-result keeps its read
+        /// transaction open, pinning this connection to an old snapshot: it would not see other
+        /// processes' writes (the console's, while `serve` runs) and could not write ("database is locked").
+        func finishCall() {
+            for statement in used { statement.reset() }
+            used.removeAll(keepingCapacity: true)
         }
     }
 
@@ -49,7 +62,10 @@ public final class SQLiteRegistryStore: RegistryStore {
     /// (and a commit waits for fsync), so they never run on an event loop or the cooperative pool.
     func withConnection<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
         try await NIOThreadPool.singleton.runIfActive {
-            try self.database.withLock { connection in try body(connection) }
+            try self.database.withLock { connection in
+                defer { connection.finishCall() }
+                return try body(connection)
+            }
         }
     }
 

@@ -249,12 +249,18 @@ import Testing
         let cli = try CLI()
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let first = try cli.run(["serve", "--data", dir.file("data")])
-        #expect(first.succeeded, "\(first)")
+        func serve() throws -> RunningServer {
+            try RunningServer(
+                executable: cli.fleetward.executable, arguments: ["serve", "--data", dir.file("data"), "--api-listen", "127.0.0.1:0"],
+                environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: dir.path)
+        }
+        let first = try serve()
         #expect(first.stdout.contains("Fleetward CA for Fleetward in"))
         #expect(dir.exists("data/ca/root.key"))
-        let second = try cli.run(["serve", "--data", dir.file("data")])
-        #expect(second.succeeded)
+        #expect(first.stop() == 0, "\(first.stderr)")
+        let second = try serve()
+        #expect(second.listeners["management API"] != nil)
+        #expect(second.stop() == 0, "\(second.stderr)")
         cli.expectOneLineError(
             try cli.run(["serve", "--data", dir.file("data")], passphrase: "wrong passphrase!"), containing: "wrong passphrase for")
 

@@ -2,6 +2,8 @@ import FleetwardPKI
 import FleetwardRegistry
 import FleetwardTestSupport
 import Foundation
+import FleetwardRegistryPostgres
+import FleetwardRegistrySQLite
 import Testing
 
 /// Owners, transfers, claim codes, enrollment tokens, groups and token management: the same
@@ -165,5 +167,32 @@ import Testing
         let actions = try await store.auditEntries(from: 1, limit: 10).map(\.action)
         #expect(actions == ["group.create", "group.delete"])
         #expect(try await store.verifyAudit().isIntact)
+    }
+
+    /// Two processes on one database (the console while `serve` runs): each sees the other's
+    /// writes at once and can write after reading.
+    @Test(arguments: StoreKind.allCases)
+    func aSecondStoreOnTheSameDatabaseSeesWritesAtOnce(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let other: any RegistryStore
+        switch kind {
+        case .sqlite: other = try SQLiteRegistryStore(path: subject.directory.file("registry.sqlite"))
+        case .postgres: other = try PostgresRegistryStore(url: subject.database!.url)
+        }
+        defer { (other as? PostgresRegistryStore)?.shutdown() }
+        try await subject.store.insert(try device("S-1"), by: admin, at: Self.now)
+        try await subject.store.insert(try device("S-2"), by: admin, at: Self.now)
+        let token = APITokenRecord(id: "00aa", secretHMAC: [1], role: .admin, owner: nil, createdAt: Self.now, expiresAt: nil)
+        try await subject.store.insert(token, by: admin, at: Self.now)
+        // Reads that return after one row (as every API request's token lookup does) …
+        #expect(try await subject.store.device(try DeviceID("S-1"))?.state == .allowed)
+        #expect(try await subject.store.apiToken(id: "00aa") != nil)
+        // … must not pin the connection to the snapshot they read.
+        _ = try await other.apply(.revoke, to: try DeviceID("S-1"), by: admin, at: Self.now)
+        #expect(try await subject.store.device(try DeviceID("S-1"))?.state == .revoked)
+        _ = try await subject.store.apply(.revoke, to: try DeviceID("S-2"), by: admin, at: Self.now)
+        #expect(try await other.device(try DeviceID("S-2"))?.state == .revoked)
+        #expect(try await other.verifyAudit().isIntact)
     }
 }

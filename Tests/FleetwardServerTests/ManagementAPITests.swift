@@ -142,7 +142,7 @@ struct RouteCase: Sendable, CustomStringConvertible {
         let fixture = try await APIFixture.make()
         defer { fixture.close() }
         var api = fixture.api
-        api.authenticationLimiter = AttemptLimiter(.init(maximumFailures: 3, window: 60))
+        api.authenticationLimiter = AttemptLimiter(.init(maximumFailures: 3, window: 3600))
         let statuses = try await fixture.test(api: api) { client in
             var statuses: [Int] = []
             for _ in 0..<5 {
