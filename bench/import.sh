@@ -6,7 +6,7 @@
 # the same shape with the same indexes (no validation, no hashing, no audit): the raw floor.
 # Medians of 3 runs each; then the same file again (all duplicates).
 # With PostgreSQL installed, the same again into a private cluster (`--database postgres://…`,
-# COPY per batch) beside psql's `\copy` of the same CSV. Usage: bench/import.sh [rows]
+# COPY per batch) beside psql's `\copy` of the same CSV. Usage: [FLEETWARD_BIN=…] bench/import.sh [rows]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-1000000}
@@ -14,9 +14,14 @@ work=$(mktemp -d /tmp/fleetward-import-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 export FLEETWARD_PASSPHRASE=${FLEETWARD_PASSPHRASE:-bench-passphrase-not-secret}
 
-echo "Building fleetward (release)…" >&2
-swift build -c release --product fleetward >&2
-fleetward=$PWD/.build/release/fleetward
+# FLEETWARD_BIN=/path/to/fleetward measures another build (e.g. the one before a change) instead.
+if [ -n "${FLEETWARD_BIN:-}" ]; then
+  fleetward=$FLEETWARD_BIN
+else
+  echo "Building fleetward (release)…" >&2
+  swift build -c release --product fleetward >&2
+  fleetward=$PWD/.build/release/fleetward
+fi
 
 echo "Writing ${rows} rows…" >&2
 python3 bench/make_allowlist.py "$rows" "$work/allow.csv"
