@@ -41,6 +41,8 @@ paths["/api/v1/devices/import"] = {"post": op("Import an allow-list CSV (all row
      {"200": resp("What the import did", S("ImportSummary")), **errors(*common, "413", "415")}, tag="devices",
      body={"required": True, "content": {"text/csv": {"schema": {"type": "string", "description": "Header `id,secret,key_sha256,model,metadata`"}}}})}
 paths["/api/v1/devices/{id}"] = {"get": op("Show a device", "all; an owner only their own", {"200": resp("The device", S("Device")), **errors(*common)}, params=[device_id], tag="devices")}
+paths["/api/v1/devices/{id}/certificates"] = {"get": op("The certificates issued to a device, newest first, with their revocation", "all; an owner only their own",
+     {"200": resp("The certificates", S("CertificateList")), **errors(*common)}, params=[device_id], tag="devices")}
 roles = {"suspend": "admin, operator", "resume": "admin, operator", "revoke": "admin, operator", "approve": "admin, operator",
          "report-stolen": "admin, owner (own devices)", "recover": "admin, owner (own devices)"}
 summaries = {"suspend": "Suspend an active device", "resume": "Resume a suspended device",
@@ -112,6 +114,11 @@ schemas = {
     "owner": {"type": "string"}, "createdAt": ts, "expiresAt": ts, "token": {"type": "string", "description": "Only when created"}}},
  "TokenRequest": {"type": "object", "additionalProperties": False, "required": ["role"], "properties": {"role": {"type": "string", "enum": ["admin", "manufacturer", "operator", "owner"]}, "owner": {"type": "string"}}},
  "TokenList": {"type": "object", "required": ["tokens"], "properties": {"tokens": {"type": "array", "items": S("Token")}}},
+ "Certificate": {"type": "object", "required": ["serial", "profile", "notBefore", "notAfter", "sha256", "issuedAt", "revoked"], "properties": {
+    "serial": {"type": "string"}, "device": {"type": "string"}, "profile": {"type": "string", "enum": ["device", "birth", "server", "ocsp"]},
+    "owner": {"type": "string"}, "notBefore": ts, "notAfter": ts, "sha256": {"type": "string"}, "issuedAt": ts, "revoked": {"type": "boolean"},
+    "revocationReason": {"type": "integer", "description": "RFC 5280 CRLReason"}, "revokedAt": ts}},
+ "CertificateList": {"type": "object", "required": ["certificates"], "properties": {"certificates": {"type": "array", "items": S("Certificate")}}},
  "AuditEntry": {"type": "object", "required": ["sequence", "time", "actor", "action", "subject", "hash"], "properties": {"sequence": {"type": "integer"}, "time": ts,
     "actor": {"type": "string"}, "action": {"type": "string"}, "subject": {"type": "string"}, "before": {"type": "string"}, "after": {"type": "string"}, "hash": {"type": "string"}}},
  "AuditPage": {"type": "object", "required": ["entries", "next"], "properties": {"entries": {"type": "array", "items": S("AuditEntry")}, "next": {"type": ["integer", "null"]}}},

@@ -2,6 +2,7 @@ import ArgumentParser
 import FleetwardAuthority
 import FleetwardKeyCustody
 import FleetwardPKI
+import FleetwardRegistry
 import Foundation
 
 /// `fleetward cert …`: issue and inspect certificates.
@@ -13,7 +14,7 @@ struct CertCommand: ParsableCommand {
     )
 
     /// `fleetward cert issue`: sign a CSR under a profile.
-    struct Issue: ParsableCommand {
+    struct Issue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a certificate from a PKCS#10 CSR (PEM or DER) under a profile.",
             discussion: """
@@ -49,7 +50,7 @@ struct CertCommand: ParsableCommand {
         @Option(help: ArgumentHelp("Write the certificate here (PEM) instead of stdout.", valueName: "file"))
         var out: String?
 
-        func run() throws {
+        func run() async throws {
             guard let profile = CertificateProfile(rawValue: profile) else {
                 throw ValidationError("unknown profile '\(self.profile)'; use device, birth, server or ocsp")
             }
@@ -69,6 +70,7 @@ struct CertCommand: ParsableCommand {
                 hierarchy: hierarchy, custodian: EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase)
             )
             let issued = try authority.issue(request, profile: profile, identity: identity, issuerRole: issuerRole, days: days)
+            try await record(issued, in: directory)
             if let out {
                 try AtomicFile.write(Array(issued.pem.utf8), to: out, permissions: 0o644)
             }
@@ -79,6 +81,20 @@ struct CertCommand: ParsableCommand {
             } else {
                 Output.progress("Issued \(profile) certificate \(issued.serialNumber.hexString) to \(out!)")
             }
+        }
+
+        /// Records the certificate in the registry (and its audit log), linked to its device when
+        /// the device is registered, so revoking the device revokes it too.
+        func record(_ issued: IssuedCertificate, in directory: DataDirectory) async throws {
+            let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
+            var device: Device?
+            if case .device(let id) = issued.identity { device = try await store.device(id) }
+            let now = Date()
+            try await store.insert(
+                CertificateRecord(
+                    serial: issued.serialNumber.hexString, deviceID: device?.id, profile: issued.profile.rawValue, owner: device?.owner,
+                    notBefore: issued.notValidBefore, notAfter: issued.notValidAfter, sha256: issued.sha256Fingerprint, issuedAt: now),
+                by: .console, at: now)
         }
 
         func makeIdentity(_ profile: CertificateProfile) throws -> CertificateIdentity {

@@ -55,6 +55,13 @@ package enum RegistryEncoding {
         return "{\"owner\":\(owner),\"expiresAt\":\(milliseconds(token.expiresAt))}"
     }
 
+    /// The audit payload of an issued certificate.
+    package static func certificateJSON(_ certificate: CertificateRecord) -> String {
+        let device = certificate.deviceID.map { "\"\($0)\"" } ?? "null"
+        return
+            "{\"device\":\(device),\"profile\":\"\(jsonEscape(certificate.profile))\",\"notAfter\":\(milliseconds(certificate.notAfter)),\"sha256\":\"\(certificate.sha256)\"}"
+    }
+
     package static func jsonEscape(_ text: String) -> String {
         var out = ""
         for scalar in text.unicodeScalars {

@@ -77,6 +77,15 @@ public protocol RegistryStore: Sendable {
     /// Audit entries with sequence ≥ `sequence`, in order, at most `limit`.
     func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry]
 
+    // MARK: Certificates
+
+    /// Records an issued certificate (linked to its device when `deviceID` is set).
+    /// - Throws: ``RegistryError`` `notFound` when the device is not registered, `duplicate` for a known serial.
+    func insert(_ certificate: CertificateRecord, by actor: Actor, at time: Date) async throws
+
+    /// The certificates issued to a device, newest first, with their revocation.
+    func certificates(for id: DeviceID) async throws -> [CertificateRecord]
+
     // MARK: Owners
 
     /// Registers an owner. - Throws: ``RegistryError`` `duplicate`.

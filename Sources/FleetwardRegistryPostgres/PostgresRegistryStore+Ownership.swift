@@ -337,3 +337,58 @@ extension PostgresRegistryStore {
         )
     }
 }
+
+// Certificates issued.
+extension PostgresRegistryStore {
+    public func insert(_ certificate: CertificateRecord, by actor: Actor, at time: Date) async throws {
+        let logger = self.logger
+        do {
+            try await transaction(audited: true) { connection in
+                if let id = certificate.deviceID, try await Self.readDevice(id, connection, logger) == nil {
+                    throw RegistryError(.notFound, "no device \(id)")
+                }
+                try await connection.query(
+                    """
+                    INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
+                    VALUES (\(certificate.serial), \(certificate.deviceID?.rawValue), \(certificate.profile), \(certificate.owner),
+                            \(RegistryEncoding.milliseconds(certificate.notBefore)), \(RegistryEncoding.milliseconds(certificate.notAfter)),
+                            \(certificate.sha256), \(RegistryEncoding.milliseconds(certificate.issuedAt)))
+                    """,
+                    logger: logger
+                )
+                try await Self.appendAudit(
+                    connection, logger, time: time, actor: actor, action: "certificate.issue", subject: "certificate:\(certificate.serial)",
+                    before: nil, after: RegistryEncoding.certificateJSON(certificate)
+                )
+            }
+        } catch let error as RegistryError where error.code == .duplicate {
+            throw RegistryError(.duplicate, "certificate \(certificate.serial) is already recorded")
+        }
+    }
+
+    public func certificates(for id: DeviceID) async throws -> [CertificateRecord] {
+        do {
+            let rows = try await client.query(
+                """
+                SELECT c.serial, c.profile, c.owner, c.not_before, c.not_after, c.sha256, c.issued_at, r.reason, r.revoked_at
+                FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial
+                WHERE c.device_id = \(id.rawValue) ORDER BY c.issued_at DESC, c.serial
+                """,
+                logger: logger
+            )
+            var records: [CertificateRecord] = []
+            for try await row in rows.decode((String, String, String?, Int64, Int64, String, Int64, Int32?, Int64?).self) {
+                records.append(
+                    CertificateRecord(
+                        serial: row.0, deviceID: id, profile: row.1, owner: row.2, notBefore: RegistryEncoding.date(row.3),
+                        notAfter: RegistryEncoding.date(row.4), sha256: row.5, issuedAt: RegistryEncoding.date(row.6),
+                        revocation: row.7.map { CertificateRecord.Revocation(reason: Int($0), time: RegistryEncoding.date(row.8 ?? 0)) }
+                    )
+                )
+            }
+            return records
+        } catch {
+            throw Self.mapped(error)
+        }
+    }
+}

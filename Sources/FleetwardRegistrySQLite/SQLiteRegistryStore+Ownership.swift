@@ -325,3 +325,69 @@ extension SQLiteRegistryStore {
         )
     }
 }
+
+// Certificates issued.
+extension SQLiteRegistryStore {
+    public func insert(_ certificate: CertificateRecord, by actor: Actor, at time: Date) async throws {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                if let id = certificate.deviceID, try Self.readDevice(id, connection) == nil {
+                    throw RegistryError(.notFound, "no device \(id)")
+                }
+                let statement = try connection.statement(
+                    """
+                    INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """
+                )
+                statement.bind(1, certificate.serial)
+                statement.bind(2, certificate.deviceID?.rawValue)
+                statement.bind(3, certificate.profile)
+                statement.bind(4, certificate.owner)
+                statement.bind(5, RegistryEncoding.milliseconds(certificate.notBefore))
+                statement.bind(6, RegistryEncoding.milliseconds(certificate.notAfter))
+                statement.bind(7, certificate.sha256)
+                statement.bind(8, RegistryEncoding.milliseconds(certificate.issuedAt))
+                do {
+                    try statement.step()
+                } catch let error as RegistryError where error.code == .duplicate {
+                    throw RegistryError(.duplicate, "certificate \(certificate.serial) is already recorded")
+                }
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "certificate.issue", subject: "certificate:\(certificate.serial)",
+                    before: nil, after: RegistryEncoding.certificateJSON(certificate)
+                )
+            }
+        }
+    }
+
+    public func certificates(for id: DeviceID) async throws -> [CertificateRecord] {
+        try await withConnection { connection in
+            let statement = try connection.statement(
+                """
+                SELECT c.serial, c.profile, c.owner, c.not_before, c.not_after, c.sha256, c.issued_at, r.reason, r.revoked_at
+                FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial
+                WHERE c.device_id = ? ORDER BY c.issued_at DESC, c.serial
+                """
+            )
+            statement.bind(1, id.rawValue)
+            var records: [CertificateRecord] = []
+            while try statement.step() {
+                guard let serial = statement.text(0), let profile = statement.text(1), let sha = statement.text(5) else {
+                    throw RegistryError(.storage, "a certificate row is malformed")
+                }
+                records.append(
+                    CertificateRecord(
+                        serial: serial, deviceID: id, profile: profile, owner: statement.text(2),
+                        notBefore: RegistryEncoding.date(statement.int64(3)), notAfter: RegistryEncoding.date(statement.int64(4)),
+                        sha256: sha, issuedAt: RegistryEncoding.date(statement.int64(6)),
+                        revocation: statement.isNull(7)
+                            ? nil
+                            : CertificateRecord.Revocation(reason: Int(statement.int64(7)), time: RegistryEncoding.date(statement.int64(8)))
+                    )
+                )
+            }
+            return records
+        }
+    }
+}

@@ -158,3 +158,7 @@ struct AuditPage: Encodable {
     }
     enum CodingKeys: String, CodingKey { case entries, next }
 }
+
+struct CertificateList: Encodable {
+    var certificates: [CertificateRecord.PublicView]
+}

@@ -55,6 +55,11 @@ public struct ManagementAPI: Sendable {
             let actor = try authorize(.readDevices, context)
             return JSONResponse.make(try await visibleDevice(context, actor).publicView)
         }
+        api.get("devices/{id}/certificates") { _, context in
+            let actor = try authorize(.readDevices, context)
+            let device = try await visibleDevice(context, actor)
+            return JSONResponse.make(CertificateList(certificates: try await store.certificates(for: device.id).map(\.publicView)))
+        }
         for event in LifecycleStateMachine.Event.allCases where event != .activate {
             api.post("devices/{id}/\(event.rawValue)") { _, context in
                 let actor = try authorize(.transition(event), context)

@@ -447,6 +447,88 @@ enum OpenAPIDocument {
                 ]
               }
             },
+            "/api/v1/devices/{id}/certificates": {
+              "get": {
+                "summary": "The certificates issued to a device, newest first, with their revocation",
+                "description": "Roles: all; an owner only their own.",
+                "responses": {
+                  "200": {
+                    "description": "The certificates",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/CertificateList"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "description": "Malformed input",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "401": {
+                    "description": "Missing or invalid bearer token",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "403": {
+                    "description": "The token's role may not do this",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "404": {
+                    "description": "No such resource (or not yours)",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "503": {
+                    "description": "The registry database is unavailable",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  }
+                },
+                "tags": [
+                  "devices"
+                ],
+                "parameters": [
+                  {
+                    "name": "id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "pattern": "^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$"
+                    }
+                  }
+                ]
+              }
+            },
             "/api/v1/devices/{id}/suspend": {
               "post": {
                 "summary": "Suspend an active device",
@@ -2738,6 +2820,78 @@ enum OpenAPIDocument {
                     "type": "array",
                     "items": {
                       "$ref": "#/components/schemas/Token"
+                    }
+                  }
+                }
+              },
+              "Certificate": {
+                "type": "object",
+                "required": [
+                  "serial",
+                  "profile",
+                  "notBefore",
+                  "notAfter",
+                  "sha256",
+                  "issuedAt",
+                  "revoked"
+                ],
+                "properties": {
+                  "serial": {
+                    "type": "string"
+                  },
+                  "device": {
+                    "type": "string"
+                  },
+                  "profile": {
+                    "type": "string",
+                    "enum": [
+                      "device",
+                      "birth",
+                      "server",
+                      "ocsp"
+                    ]
+                  },
+                  "owner": {
+                    "type": "string"
+                  },
+                  "notBefore": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "notAfter": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "sha256": {
+                    "type": "string"
+                  },
+                  "issuedAt": {
+                    "type": "string",
+                    "format": "date-time"
+                  },
+                  "revoked": {
+                    "type": "boolean"
+                  },
+                  "revocationReason": {
+                    "type": "integer",
+                    "description": "RFC 5280 CRLReason"
+                  },
+                  "revokedAt": {
+                    "type": "string",
+                    "format": "date-time"
+                  }
+                }
+              },
+              "CertificateList": {
+                "type": "object",
+                "required": [
+                  "certificates"
+                ],
+                "properties": {
+                  "certificates": {
+                    "type": "array",
+                    "items": {
+                      "$ref": "#/components/schemas/Certificate"
                     }
                   }
                 }

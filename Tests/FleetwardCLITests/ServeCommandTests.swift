@@ -62,10 +62,26 @@ import Testing
         #expect(!created.body.contains("0123456789abcdef0123"))
         #expect(try request("POST", base + "/api/v1/devices/SN-1/revoke", token: manufacturer).status == 403)
 
+        // A certificate issued at the console is recorded against the registered device.
+        try cli.openssl([
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", directory.file("sn1.key"),
+            "-subj", "/", "-out", directory.file("sn1.csr"),
+        ])
+        let issued = try cli.run([
+            "cert", "issue", "--data", data, "--profile", "device", "--id", "SN-1", "--csr", directory.file("sn1.csr"), "--out",
+            directory.file("sn1.pem"),
+        ])
+        #expect(issued.succeeded, "\(issued)")
+        let serial = try cli.openssl(["x509", "-in", directory.file("sn1.pem"), "-noout", "-serial"]).stdout
+            .replacingOccurrences(of: "serial=", with: "").trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+
         // The console and the server share the data directory: a change at the console shows at once.
         #expect(try cli.run(["devices", "revoke", "--data", data, "SN-1"]).succeeded)
         let shown = try request("GET", base + "/api/v1/devices/SN-1", token: admin)
         #expect(shown.status == 200 && shown.body.contains("\"state\":\"revoked\""), "\(shown)")
+        let certificates = try request("GET", base + "/api/v1/devices/SN-1/certificates", token: manufacturer)
+        #expect(certificates.body.contains("\"serial\":\"\(serial)\""), "\(certificates) (openssl says \(serial))")
+        #expect(certificates.body.contains("\"revocationReason\":5"), "revoking a device revokes its certificates: \(certificates)")
 
         // An oversized body is refused without reading it all.
         try directory.write("big.json", "{\"id\":\"" + String(repeating: "A", count: 200_000) + "\"}")

@@ -195,4 +195,36 @@ import Testing
         #expect(try await other.device(try DeviceID("S-2"))?.state == .revoked)
         #expect(try await other.verifyAudit().isIntact)
     }
+
+    @Test(arguments: StoreKind.allCases)
+    func certificatesAreRecordedAndRevokedWithTheirDevice(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        try await store.insert(try device("K-1", owner: "alice"), by: admin, at: Self.now)
+        let id = try DeviceID("K-1")
+        func record(_ serial: String, _ device: DeviceID?, issued: TimeInterval) -> CertificateRecord {
+            CertificateRecord(
+                serial: serial, deviceID: device, profile: "device", owner: "alice", notBefore: Self.now,
+                notAfter: Self.now.addingTimeInterval(86_400), sha256: String(repeating: String(serial.prefix(2)), count: 32),
+                issuedAt: Self.now.addingTimeInterval(issued))
+        }
+        try await store.insert(record("4a01", id, issued: 1), by: admin, at: Self.now)
+        try await store.insert(record("4b02", id, issued: 2), by: admin, at: Self.now)
+        try await store.insert(record("4c03", nil, issued: 3), by: admin, at: Self.now)
+        await #expect(throws: RegistryError(.duplicate, "")) {
+            try await store.insert(record("4a01", id, issued: 4), by: admin, at: Self.now)
+        }
+        await #expect(throws: RegistryError(.notFound, "")) {
+            try await store.insert(record("4d04", try DeviceID("NOPE"), issued: 5), by: admin, at: Self.now)
+        }
+        #expect(try await store.certificates(for: id).map(\.serial) == ["4b02", "4a01"])
+        #expect(try await store.certificates(for: id).allSatisfy { $0.revocation == nil })
+        _ = try await store.apply(.reportStolen, to: id, by: Actor(role: .owner, name: "t", owner: "alice"), at: Self.now)
+        let revoked = try await store.certificates(for: id)
+        #expect(revoked.count == 2 && revoked.allSatisfy { $0.revocation?.reason == 1 }, "keyCompromise for a stolen device")
+        let actions = try await store.auditEntries(from: 1, limit: 10).map(\.action)
+        #expect(actions == ["device.create", "certificate.issue", "certificate.issue", "certificate.issue", "device.report-stolen"])
+        #expect(try await store.verifyAudit().isIntact)
+    }
 }
