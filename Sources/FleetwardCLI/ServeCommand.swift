@@ -6,6 +6,8 @@ import FleetwardServer
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
+import UnixSignals
 
 /// `fleetward serve`: run Fleetward on a data directory, creating it first when it does not exist.
 struct ServeCommand: AsyncParsableCommand {
@@ -15,9 +17,10 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
             Creates or opens the CA hierarchy, checks that the passphrase opens the issuing and factory \
             keys, opens the registry (SQLite inside the data directory, or --database) and serves the \
-            management API (bearer tokens from 'fleetward token create'). It prints one line per \
-            listener once it accepts connections, and stops cleanly on SIGINT or SIGTERM. The EST and \
-            gateway listeners are not part of this build yet.
+            management API (bearer tokens from 'fleetward token create') and EST enrollment (RFC 7030, \
+            HTTPS with the data directory's server certificate). It prints one line per listener once \
+            it accepts connections, and stops cleanly on SIGINT or SIGTERM. The gateway listener is \
+            not part of this build yet.
             """
     )
 
@@ -30,9 +33,16 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var apiListen = "127.0.0.1:8080"
 
+    @Option(
+        name: .customLong("est-listen"),
+        help: ArgumentHelp("Where EST enrollment (HTTPS) listens (port 0 picks a free one).", valueName: "host:port")
+    )
+    var estListen = "127.0.0.1:8443"
+
     func run() async throws {
         let logger = Logger(label: "fleetward.serve")
         let apiAddress = try ListenAddress(parsing: apiListen)
+        let estAddress = try ListenAddress(parsing: estListen)
         let directory = dataOptions.directory
         let hierarchy: CAHierarchy
         let passphrase: Passphrase
@@ -63,14 +73,27 @@ struct ServeCommand: AsyncParsableCommand {
 
         let api = ManagementAPI(store: store, hasher: hasher)
         let json = output.json
-        let application = ManagementServer.application(api, address: apiAddress, logger: logger) { bound in
+        @Sendable func announce(_ name: String, _ url: String, _ extra: String) {
             if json {
-                try? Output.printJSON(["listener": "api", "url": "http://\(bound)"])
+                try? Output.printJSON(["listener": name, "url": url])
             } else {
-                let line = "management API listening on http://\(bound) (OpenAPI: http://\(bound)\(ManagementAPI.openAPIPath))\n"
-                FileHandle.standardOutput.write(Data(line.utf8))
+                FileHandle.standardOutput.write(Data("\(name) listening on \(url)\(extra)\n".utf8))
             }
         }
-        try await application.runService()
+        let apiApplication = ManagementServer.application(api, address: apiAddress, logger: logger) { bound in
+            announce("management API", "http://\(bound)", " (OpenAPI: http://\(bound)\(ManagementAPI.openAPIPath))")
+        }
+        let est = ESTService(authority: authority, store: store, hasher: hasher)
+        let estApplication = try ESTServer.application(
+            est, address: estAddress, certificateChainPEM: try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20),
+            privateKeyPKCS8: try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER, logger: logger
+        ) { bound in
+            announce("EST", "https://\(bound)", " (\(ESTService.prefix)/)")
+        }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: apiApplication), .init(service: estApplication)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
     }
 }

@@ -28,6 +28,10 @@ public struct CertificateRequest: Sendable {
     /// The subjectPublicKey BIT STRING's key bytes, for the subjectKeyIdentifier.
     let subjectPublicKeyBits: ArraySlice<UInt8>
 
+    /// SHA-256 of the DER SubjectPublicKeyInfo: the key fingerprint an allow-list row may register
+    /// (`openssl pkey -pubout -outform DER | sha256sum`).
+    public var subjectPublicKeySHA256: [UInt8] { Array(SHA256.hash(data: subjectPublicKeyInfo)) }
+
     /// Parses and checks a CSR given as DER or PEM (`CERTIFICATE REQUEST` or `NEW CERTIFICATE REQUEST`).
     ///
     /// - Throws: ``PKIError`` with `inputTooLarge`, `malformedInput`, `unsupportedAlgorithm`,

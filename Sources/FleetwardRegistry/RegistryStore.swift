@@ -83,6 +83,13 @@ public protocol RegistryStore: Sendable {
     /// - Throws: ``RegistryError`` `notFound` when the device is not registered, `duplicate` for a known serial.
     func insert(_ certificate: CertificateRecord, by actor: Actor, at time: Date) async throws
 
+    /// Records an enrollment (``EnrollmentRules``): registers the device if it may be, makes it
+    /// active, binds the owner, records the certificate, appends the audit entry; all or nothing.
+    func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device
+
+    /// The certificate with `serial` (lowercase hex), or nil.
+    func certificate(serial: String) async throws -> CertificateRecord?
+
     /// The certificates issued to a device, newest first, with their revocation.
     func certificates(for id: DeviceID) async throws -> [CertificateRecord]
 

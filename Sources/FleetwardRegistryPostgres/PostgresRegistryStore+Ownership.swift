@@ -392,3 +392,73 @@ extension PostgresRegistryStore {
         }
     }
 }
+
+// Enrollment.
+extension PostgresRegistryStore {
+    public func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device {
+        let logger = self.logger
+        return try await transaction(audited: true) { connection in
+            let stored = try await Self.readDevice(record.device.id, connection, logger)
+            let (device, isNew) = try EnrollmentRules.apply(record, to: stored, at: time)
+            let now = RegistryEncoding.milliseconds(time)
+            if isNew {
+                try await connection.query(
+                    """
+                    INSERT INTO devices (id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at)
+                    VALUES (\(device.id.rawValue), \(device.state.rawValue), \(device.owner), \(device.model),
+                            \(RegistryEncoding.metadataJSON(device.metadata)), \(device.proof.kind), NULL,
+                            \(RegistryEncoding.milliseconds(device.createdAt)), \(now))
+                    """,
+                    logger: logger
+                )
+            } else {
+                try await connection.query(
+                    """
+                    UPDATE devices SET state = \(device.state.rawValue), owner = \(device.owner), updated_at = \(now)
+                    WHERE id = \(device.id.rawValue)
+                    """,
+                    logger: logger
+                )
+            }
+            if let owner = device.owner { _ = try await Self.insertOwner(try Owner(id: owner, createdAt: time), connection, logger) }
+            let certificate = record.certificate
+            try await connection.query(
+                """
+                INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
+                VALUES (\(certificate.serial), \(device.id.rawValue), \(certificate.profile), \(device.owner),
+                        \(RegistryEncoding.milliseconds(certificate.notBefore)), \(RegistryEncoding.milliseconds(certificate.notAfter)),
+                        \(certificate.sha256), \(RegistryEncoding.milliseconds(certificate.issuedAt)))
+                """,
+                logger: logger
+            )
+            try await Self.appendAudit(
+                connection, logger, time: time, actor: actor, action: "device.enroll", subject: "device:\(device.id)",
+                before: stored.map(RegistryEncoding.auditJSON), after: EnrollmentRules.auditJSON(record, device)
+            )
+            return device
+        }
+    }
+
+    public func certificate(serial: String) async throws -> CertificateRecord? {
+        do {
+            let rows = try await client.query(
+                """
+                SELECT c.serial, c.device_id, c.profile, c.owner, c.not_before, c.not_after, c.sha256, c.issued_at, r.reason, r.revoked_at
+                FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial WHERE c.serial = \(serial)
+                """,
+                logger: logger
+            )
+            for try await row in rows.decode((String, String?, String, String?, Int64, Int64, String, Int64, Int32?, Int64?).self) {
+                return CertificateRecord(
+                    serial: row.0, deviceID: row.1.flatMap { try? DeviceID($0) }, profile: row.2, owner: row.3,
+                    notBefore: RegistryEncoding.date(row.4), notAfter: RegistryEncoding.date(row.5), sha256: row.6,
+                    issuedAt: RegistryEncoding.date(row.7),
+                    revocation: row.8.map { CertificateRecord.Revocation(reason: Int($0), time: RegistryEncoding.date(row.9 ?? 0)) }
+                )
+            }
+            return nil
+        } catch {
+            throw Self.mapped(error)
+        }
+    }
+}

@@ -391,3 +391,80 @@ extension SQLiteRegistryStore {
         }
     }
 }
+
+// Enrollment.
+extension SQLiteRegistryStore {
+    public func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device {
+        try await withConnection { connection in
+            try connection.db.transaction {
+                let stored = try Self.readDevice(record.device.id, connection)
+                let (device, isNew) = try EnrollmentRules.apply(record, to: stored, at: time)
+                if isNew {
+                    let insert = try connection.statement(
+                        "INSERT INTO devices (id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    )
+                    insert.bind(1, device.id.rawValue)
+                    insert.bind(2, device.state.rawValue)
+                    insert.bind(3, device.owner)
+                    insert.bind(4, device.model)
+                    insert.bind(5, RegistryEncoding.metadataJSON(device.metadata))
+                    insert.bind(6, device.proof.kind)
+                    insert.bind(7, nil as [UInt8]?)
+                    insert.bind(8, RegistryEncoding.milliseconds(device.createdAt))
+                    insert.bind(9, RegistryEncoding.milliseconds(device.updatedAt))
+                    try insert.step()
+                } else {
+                    let update = try connection.statement("UPDATE devices SET state = ?, owner = ?, updated_at = ? WHERE id = ?")
+                    update.bind(1, device.state.rawValue)
+                    update.bind(2, device.owner)
+                    update.bind(3, RegistryEncoding.milliseconds(time))
+                    update.bind(4, device.id.rawValue)
+                    try update.step()
+                }
+                if let owner = device.owner { _ = try Self.insertOwner(try Owner(id: owner, createdAt: time), connection) }
+                var certificate = record.certificate
+                certificate.owner = device.owner
+                certificate.deviceID = device.id
+                let statement = try connection.statement(
+                    "INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                )
+                statement.bind(1, certificate.serial)
+                statement.bind(2, device.id.rawValue)
+                statement.bind(3, certificate.profile)
+                statement.bind(4, certificate.owner)
+                statement.bind(5, RegistryEncoding.milliseconds(certificate.notBefore))
+                statement.bind(6, RegistryEncoding.milliseconds(certificate.notAfter))
+                statement.bind(7, certificate.sha256)
+                statement.bind(8, RegistryEncoding.milliseconds(certificate.issuedAt))
+                try statement.step()
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "device.enroll", subject: "device:\(device.id)",
+                    before: stored.map(RegistryEncoding.auditJSON), after: EnrollmentRules.auditJSON(record, device)
+                )
+                return device
+            }
+        }
+    }
+
+    public func certificate(serial: String) async throws -> CertificateRecord? {
+        try await withConnection { connection in
+            let statement = try connection.statement(
+                """
+                SELECT c.serial, c.device_id, c.profile, c.owner, c.not_before, c.not_after, c.sha256, c.issued_at, r.reason, r.revoked_at
+                FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial WHERE c.serial = ?
+                """
+            )
+            statement.bind(1, serial)
+            guard try statement.step(), let serial = statement.text(0), let profile = statement.text(2), let sha = statement.text(6) else {
+                return nil
+            }
+            return CertificateRecord(
+                serial: serial, deviceID: statement.text(1).flatMap { try? DeviceID($0) }, profile: profile, owner: statement.text(3),
+                notBefore: RegistryEncoding.date(statement.int64(4)), notAfter: RegistryEncoding.date(statement.int64(5)), sha256: sha,
+                issuedAt: RegistryEncoding.date(statement.int64(7)),
+                revocation: statement.isNull(8)
+                    ? nil : CertificateRecord.Revocation(reason: Int(statement.int64(8)), time: RegistryEncoding.date(statement.int64(9)))
+            )
+        }
+    }
+}

@@ -3,6 +3,8 @@ public import Foundation
 public import Hummingbird
 public import Logging
 import NIOCore
+import NIOSSL
+import HummingbirdTLS
 
 /// A `HOST:PORT` listen address (`127.0.0.1:8080`, `[::1]:8080`, `localhost:0`).
 public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
@@ -48,6 +50,37 @@ public enum ManagementServer {
     ) -> some ApplicationProtocol {
         Application(
             router: api.router(),
+            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
+            onServerRunning: { channel in
+                let bound = channel.localAddress
+                await onListening(ListenAddress(host: bound?.ipAddress ?? address.host, port: bound?.port ?? address.port))
+            },
+            logger: logger
+        )
+    }
+}
+
+/// The EST listener: HTTPS with the data directory's server certificate, client certificates
+/// requested but optional (Basic works without one), checked by ``ESTService`` per flow.
+public enum ESTServer {
+    /// - Parameters:
+    ///   - certificateChainPEM: the server certificate and its issuing CA, PEM.
+    ///   - privateKeyPKCS8: the server key, PKCS#8 DER (held in memory only).
+    public static func application(
+        _ service: ESTService, address: ListenAddress, certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8], logger: Logger,
+        onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
+    ) throws -> some ApplicationProtocol {
+        let chain = try NIOSSLCertificate.fromPEMBytes(certificateChainPEM)
+        let key = try NIOSSLPrivateKey(bytes: privateKeyPKCS8, format: .der)
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        tls.minimumTLSVersion = .tlsv12
+        tls.certificateVerification = .optionalVerification
+        // Any presented certificate passes the handshake (which still proves the client holds its
+        // key); ESTService decides per flow which CA it must chain to, with the registry's groups.
+        let configuration = TLSChannelConfiguration(tlsConfiguration: tls, customAsyncVerificationCallback: { _ in .certificateVerified })
+        return Application(
+            router: service.router(),
+            server: try .tls(.http1(), configuration: configuration),
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
             onServerRunning: { channel in
                 let bound = channel.localAddress

@@ -26,7 +26,8 @@ import Testing
 
     func serve(_ extra: [String] = []) throws -> RunningServer {
         try RunningServer(
-            executable: cli.fleetward.executable, arguments: ["serve", "--data", data, "--api-listen", "127.0.0.1:0"] + extra,
+            executable: cli.fleetward.executable,
+            arguments: ["serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0"] + extra,
             environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path)
     }
 
@@ -108,7 +109,7 @@ import Testing
         let first = try serve()
         defer { first.stop() }
         let address = try #require(first.listeners["management API"]).replacingOccurrences(of: "http://", with: "")
-        let second = try cli.run(["serve", "--data", data, "--api-listen", address])
+        let second = try cli.run(["serve", "--data", data, "--api-listen", address, "--est-listen", "127.0.0.1:0"])
         #expect(second.status != 0)
         #expect(second.stderr.split(separator: "\n").last?.hasPrefix("fleetward: error: ") == true, "\(second.stderr)")
         #expect(second.stderr.contains("in use"), "\(second.stderr)")

@@ -1,0 +1,360 @@
+public import FleetwardAuthority
+public import FleetwardPKI
+public import FleetwardRegistry
+public import Foundation
+import HTTPTypes
+public import Hummingbird
+import Logging
+public import NIOCore
+import NIOSSL
+import SwiftASN1
+import X509
+
+/// The request context of the EST listener: the channel, for the TLS client certificate.
+public struct ESTRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let channel: any Channel
+    public let remoteIP: String?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+        remoteIP = source.channel.remoteAddress?.ipAddress
+    }
+
+    public var maxUploadSize: Int { ESTService.bodyLimit }
+}
+
+/// Enrollment over Secure Transport (RFC 7030): `cacerts`, `simpleenroll`, `simplereenroll` and
+/// `csrattrs` under `/.well-known/est/`, for the four provisioning flows (DESIGN.md).
+///
+/// A device proves who it is with HTTP Basic (device ID and factory secret, or device ID and a
+/// one-time enrollment token), with the key whose fingerprint was registered (Basic with the
+/// device ID and an empty password; the CSR's signature proves the key), or with a TLS client
+/// certificate: a birth certificate from the factory CA, a certificate under a registered
+/// enrollment group's CA, or (for `simplereenroll`) its current operational certificate. The CSR
+/// never picks the identity: its subject must name the proven device or nothing.
+public struct ESTService: Sendable {
+    public static let bodyLimit = 64 * 1024
+    public static let prefix = "/.well-known/est"
+
+    public let authority: CertificateAuthority
+    public let store: any RegistryStore
+    public let hasher: SecretHasher
+    /// Failed proofs per device and per address before 429.
+    public var limiter = AttemptLimiter(.init(maximumFailures: 10, window: 900))
+    /// Seconds a pending device is told to wait (Retry-After on 202).
+    public var retryAfter = 300
+    public var now: @Sendable () -> Date = Date.init
+
+    let rootDER: [UInt8]
+    let issuingDER: [UInt8]
+    let factory: Certificate
+    let issuing: Certificate
+
+    public init(authority: CertificateAuthority, store: any RegistryStore, hasher: SecretHasher) {
+        self.authority = authority
+        self.store = store
+        self.hasher = hasher
+        rootDER = authority.hierarchy.member(.root).der
+        issuingDER = authority.hierarchy.member(.issuing).der
+        factory = authority.hierarchy.member(.factory).certificate
+        issuing = authority.hierarchy.member(.issuing).certificate
+    }
+
+    public func router() -> Router<ESTRequestContext> {
+        let router = Router(context: ESTRequestContext.self)
+        router.add(middleware: ESTProblemMiddleware())
+        let est = router.group(RouterPath(Self.prefix))
+        est.get("cacerts") { _, _ in
+            try Self.pkcs7Response(try CertsOnlyPKCS7.base64([rootDER, issuingDER]))
+        }
+        est.get("csrattrs") { _, _ in
+            // CsrAttrs ::= SEQUENCE OF AttrOrOID: ask for ecdsa-with-SHA256 and a serialNumber naming the device.
+            let der: [UInt8] = [
+                0x30, 0x0F, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02, 0x06, 0x03, 0x55, 0x04, 0x05,
+            ]
+            return Response(
+                status: .ok,
+                headers: [.contentType: "application/csrattrs", HTTPField.Name("Content-Transfer-Encoding")!: "base64"],
+                body: .init(byteBuffer: ByteBuffer(string: Data(der).base64EncodedString() + "\n")))
+        }
+        est.post("simpleenroll") { request, context in try await enroll(request, context, renewal: false) }
+        est.post("simplereenroll") { request, context in try await enroll(request, context, renewal: true) }
+        return router
+    }
+
+    // MARK: Enrollment
+
+    /// Who the device proved to be, and what the registry must check.
+    struct Proof {
+        var device: Device
+        var registerIfMissing = false
+        var acceptedStates: Set<DeviceState>
+        var bindOwner: String?
+        var method: String
+        /// For a group whose devices wait for approval.
+        var pendingGroup = false
+        /// The key fingerprint the CSR must carry (public-key proof).
+        var requiredKeySHA256: [UInt8]?
+    }
+
+    private func enroll(_ request: Request, _ context: ESTRequestContext, renewal: Bool) async throws -> Response {
+        let csr = try await readCSR(request)
+        let clientCertificate = try await context.channel.nioSSL_peerCertificate().get()
+        let proof: Proof
+        if let clientCertificate {
+            proof = try await certificateProof(try Certificate(derEncoded: try clientCertificate.toDERBytes()), renewal: renewal)
+        } else if renewal {
+            throw ESTProblem(.unauthorized, "simplereenroll needs the current certificate as the TLS client certificate", basic: false)
+        } else {
+            proof = try await basicProof(request, context, csr: csr)
+        }
+        if let fingerprint = proof.requiredKeySHA256 {
+            guard csr.subjectPublicKeySHA256 == fingerprint else {
+                recordFailure(proof.device.id, context)
+                throw ESTProblem(.unauthorized, "the CSR's key is not the key registered for this device", basic: true)
+            }
+        }
+        if proof.pendingGroup {
+            let stored = try await store.device(proof.device.id)
+            if stored == nil {
+                var pending = proof.device
+                pending.state = .pending
+                try? await store.insert(pending, by: Self.actor(proof), at: now())
+            }
+            if stored == nil || stored?.state == .pending {
+                return Response(status: .accepted, headers: [.retryAfter: "\(retryAfter)"])
+            }
+        }
+        let identity = CertificateIdentity.device(proof.device.id)
+        do {
+            try csr.requireSubject(matching: identity)
+        } catch let error as PKIError {
+            throw ESTProblem(.badRequest, error.description)
+        }
+        let issued = try authority.issue(csr, profile: .device, identity: identity, now: now())
+        let time = now()
+        let record = EnrollmentRecord(
+            device: proof.device, registerIfMissing: proof.registerIfMissing, acceptedStates: proof.acceptedStates,
+            bindOwner: proof.bindOwner,
+            certificate: CertificateRecord(
+                serial: issued.serialNumber.hexString, deviceID: proof.device.id, profile: issued.profile.rawValue, owner: nil,
+                notBefore: issued.notValidBefore, notAfter: issued.notValidAfter, sha256: issued.sha256Fingerprint, issuedAt: time),
+            method: proof.method)
+        do {
+            _ = try await store.enroll(record, by: Self.actor(proof), at: time)
+        } catch let error as RegistryError where error.code == .forbidden || error.code == .notFound || error.code == .duplicate {
+            throw ESTProblem(.forbidden, error.message)
+        }
+        limiter.reset("est-device:\(proof.device.id)")
+        return try Self.pkcs7Response(try CertsOnlyPKCS7.base64([issued.der]))
+    }
+
+    static func actor(_ proof: Proof) -> Actor {
+        Actor(role: .operator, name: "est:\(proof.method):\(proof.device.id)", owner: nil)
+    }
+
+    /// Reads the base64 PKCS#10 body (RFC 7030 §4.2.1): `application/pkcs10`, whitespace ignored.
+    private func readCSR(_ request: Request) async throws -> CertificateRequest {
+        guard let type = request.headers[.contentType]?.lowercased(), type.hasPrefix("application/pkcs10") else {
+            throw ESTProblem(.unsupportedMediaType, "send the CSR as application/pkcs10 (base64 DER)")
+        }
+        var request = request
+        let buffer = try await request.collectBody(upTo: Self.bodyLimit)
+        let text = String(buffer: buffer).filter { !$0.isWhitespace }
+        guard let der = Data(base64Encoded: text), !der.isEmpty else {
+            throw ESTProblem(.badRequest, "the body is not base64")
+        }
+        do {
+            return try CertificateRequest(bytes: Array(der))
+        } catch let error as PKIError {
+            throw ESTProblem(.badRequest, error.description)
+        }
+    }
+
+    /// HTTP Basic: device ID and factory secret, one-time enrollment token, or (for a device
+    /// registered by key fingerprint) an empty password.
+    private func basicProof(_ request: Request, _ context: ESTRequestContext, csr: CertificateRequest) async throws -> Proof {
+        guard let header = request.headers[.authorization], header.count < 1024, header.lowercased().hasPrefix("basic "),
+            let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+            let credentials = String(data: decoded, encoding: .utf8), let colon = credentials.firstIndex(of: ":")
+        else {
+            throw ESTProblem(
+                .unauthorized, "authenticate with HTTP Basic (device ID and secret or token) or a client certificate", basic: true)
+        }
+        guard let id = try? DeviceID(String(credentials[..<colon])) else {
+            throw ESTProblem(.unauthorized, "the user name is not a device ID", basic: true)
+        }
+        let password = String(credentials[credentials.index(after: colon)...])
+        let time = now()
+        for key in ["est-device:\(id)", "est-address:\(context.remoteIP ?? "local")"] {
+            if let wait = limiter.retryAfter(key, now: time) {
+                throw ESTProblem(.tooManyRequests, "too many failed attempts; try again later", retryAfter: wait)
+            }
+        }
+        guard let device = try await store.device(id) else {
+            recordFailure(id, context)
+            throw ESTProblem(.unauthorized, "device \(id) did not prove itself", basic: true)
+        }
+        if password.hasPrefix("fwe_") {
+            do {
+                let token = try await store.redeemEnrollmentToken(secretHMAC: hasher.hash(Array(password.utf8)), for: id, at: time)
+                return Proof(device: device, acceptedStates: [.allowed, .active], bindOwner: token.owner, method: "token")
+            } catch let error as RegistryError where error.code == .forbidden {
+                recordFailure(id, context)
+                throw ESTProblem(.unauthorized, "device \(id) did not prove itself", basic: true)
+            }
+        }
+        switch device.proof {
+        case .secret(let stored) where !password.isEmpty:
+            guard hasher.matches(Array(password.utf8), stored: stored) else { break }
+            return Proof(device: device, acceptedStates: [.allowed], method: "secret")
+        case .publicKey(let fingerprint) where password.isEmpty:
+            return Proof(device: device, acceptedStates: [.allowed], method: "public-key", requiredKeySHA256: fingerprint)
+        default:
+            break
+        }
+        recordFailure(id, context)
+        throw ESTProblem(.unauthorized, "device \(id) did not prove itself", basic: true)
+    }
+
+    private func recordFailure(_ id: DeviceID, _ context: ESTRequestContext) {
+        let time = now()
+        limiter.recordFailure("est-device:\(id)", now: time)
+        limiter.recordFailure("est-address:\(context.remoteIP ?? "local")", now: time)
+    }
+
+    /// A TLS client certificate: a birth certificate (factory CA), a certificate under a registered
+    /// enrollment group, or, for re-enrollment, the device's current operational certificate.
+    private func certificateProof(_ certificate: Certificate, renewal: Bool) async throws -> Proof {
+        let summary = try CertificateSummary(certificate: certificate, der: try DERBytes.of(certificate))
+        let time = now()
+        if try await Self.verify(certificate, under: issuing, at: time) {
+            guard summary.profile == CertificateProfile.device.rawValue, let id = summary.deviceID.flatMap({ try? DeviceID($0) }) else {
+                throw ESTProblem(.forbidden, "this certificate is not an operational device certificate")
+            }
+            guard renewal else { throw ESTProblem(.forbidden, "an operational certificate renews with simplereenroll") }
+            try await requireUnrevoked(summary)
+            guard let device = try await store.device(id) else { throw ESTProblem(.forbidden, "device \(id) is not registered") }
+            return Proof(device: device, acceptedStates: [.active], method: "reenroll")
+        }
+        guard !renewal else {
+            throw ESTProblem(.forbidden, "simplereenroll needs the device's current operational certificate")
+        }
+        if try await Self.verify(certificate, under: factory, at: time) {
+            guard summary.profile == CertificateProfile.birth.rawValue, let id = summary.deviceID.flatMap({ try? DeviceID($0) }) else {
+                throw ESTProblem(.forbidden, "this factory certificate is not a birth certificate")
+            }
+            try await requireUnrevoked(summary)
+            let template = Device(id: id, model: "unknown", proof: .none, createdAt: time)
+            let stored = try await store.device(id)
+            return Proof(device: stored ?? template, registerIfMissing: true, acceptedStates: [.allowed, .active], method: "birth")
+        }
+        for group in try await store.enrollmentGroups() {
+            guard let ca = try? Certificate(derEncoded: group.caCertificateDER), try await Self.verify(certificate, under: ca, at: time)
+            else {
+                continue
+            }
+            guard let id = Self.groupDeviceID(certificate) else {
+                throw ESTProblem(.forbidden, "the certificate names no device ID (subject serialNumber or commonName)")
+            }
+            let stored = try await store.device(id)
+            let template = Device(id: id, model: group.name, metadata: ["group": group.id], proof: .none, createdAt: time)
+            return Proof(
+                device: stored ?? template, registerIfMissing: true, acceptedStates: [.allowed, .active], method: "group",
+                pendingGroup: !group.autoApprove)
+        }
+        throw ESTProblem(.forbidden, "the client certificate is not from the factory CA or a registered enrollment group")
+    }
+
+    private func requireUnrevoked(_ summary: CertificateSummary) async throws {
+        if let record = try await store.certificate(serial: summary.serialNumber.lowercased()), record.revocation != nil {
+            throw ESTProblem(.forbidden, "certificate \(summary.serialNumber) is revoked")
+        }
+    }
+
+    /// Whether `certificate` chains directly to `ca` and is within its validity at `time`.
+    static func verify(_ certificate: Certificate, under ca: Certificate, at time: Date) async throws -> Bool {
+        var verifier = Verifier(rootCertificates: CertificateStore([ca])) { RFC5280Policy(validationTime: time) }
+        let result = await verifier.validate(leafCertificate: certificate, intermediates: CertificateStore())
+        if case .validCertificate = result { return true }
+        return false
+    }
+
+    /// The device ID a manufacturer's certificate names: subject serialNumber, else commonName.
+    static func groupDeviceID(_ certificate: Certificate) -> DeviceID? {
+        var serial: String?
+        var common: String?
+        for rdn in certificate.subject {
+            for attribute in rdn {
+                if attribute.type == [2, 5, 4, 5] { serial = String(describing: attribute.value) }
+                if attribute.type == .RDNAttributeType.commonName { common = String(describing: attribute.value) }
+            }
+        }
+        return (serial ?? common).flatMap { try? DeviceID($0) }
+    }
+
+    static func pkcs7Response(_ base64: String) throws -> Response {
+        Response(
+            status: .ok,
+            headers: [
+                .contentType: "application/pkcs7-mime; smime-type=certs-only",
+                HTTPField.Name("Content-Transfer-Encoding")!: "base64",
+            ],
+            body: .init(byteBuffer: ByteBuffer(string: base64)))
+    }
+}
+
+enum DERBytes {
+    static func of(_ certificate: Certificate) throws -> [UInt8] {
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        return serializer.serializedBytes
+    }
+}
+
+/// An EST refusal: a status and one sentence, as text/plain (RFC 7030 §4.2.3 leaves the body
+/// free); 401s carry `WWW-Authenticate: Basic` when a password would do.
+struct ESTProblem: Error, CustomStringConvertible {
+    var status: HTTPResponse.Status
+    var message: String
+    var basic = false
+    var retryAfter: Int?
+
+    init(_ status: HTTPResponse.Status, _ message: String, basic: Bool = false, retryAfter: Int? = nil) {
+        self.status = status
+        self.message = message
+        self.basic = basic
+        self.retryAfter = retryAfter
+    }
+
+    var description: String { "\(status.code) \(message)" }
+
+    func response() -> Response {
+        var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
+        if basic { headers[.wwwAuthenticate] = "Basic realm=\"fleetward-est\"" }
+        if let retryAfter { headers[.retryAfter] = "\(retryAfter)" }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: message + "\n")))
+    }
+}
+
+/// Every EST error as a text/plain answer; registry and PKI errors by their meaning, anything
+/// unexpected logged and answered 500 without detail.
+struct ESTProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let problem as ESTProblem {
+            return problem.response()
+        } catch {
+            let api = APIProblem.from(error)
+            if api.status.code >= 500 {
+                context.logger.error(
+                    "EST request failed",
+                    metadata: ["http.path": "\(request.uri.path)", "error": "\(String(describing: error).prefix(300))"])
+            }
+            return ESTProblem(api.status, api.message).response()
+        }
+    }
+}
