@@ -1,0 +1,312 @@
+import FleetwardTestSupport
+import Foundation
+import Testing
+
+/// EST enrollment driven as RFC 7030's own examples do: `openssl req` makes the CSR, curl sends
+/// it (`-u id:secret` or `--cert/--key`), `openssl pkcs7 -print_certs` reads the answer and
+/// `openssl verify` checks it against the root.
+final class ESTFixture {
+    let cli: CLI
+    let curl: Tool
+    let directory: TemporaryDirectory
+    let data: String
+    let server: RunningServer
+    let est: String
+    let api: String
+    let admin: String
+
+    init() throws {
+        cli = try CLI()
+        curl = try Tool("curl")
+        directory = try TemporaryDirectory(prefix: "fleetward-est")
+        data = directory.file("data")
+        let initResult = try cli.run(["init", "--data", data, "--kdf-iterations", "10000"])
+        guard initResult.succeeded else { throw Tool.Missing(description: "init failed: \(initResult)") }
+        admin = try cli.run(["token", "create", "--data", data, "--role", "admin"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        server = try RunningServer(
+            executable: cli.fleetward.executable,
+            arguments: ["serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0"],
+            environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path, expectedListeners: 2)
+        est = try #require(server.listeners["EST"]) + "/.well-known/est"
+        api = try #require(server.listeners["management API"]) + "/api/v1"
+    }
+
+    deinit {
+        server.stop()
+        directory.remove()
+    }
+
+    /// Imports allow-list rows (`id,secret,key_sha256,model,metadata` without the header).
+    func allow(_ rows: [String]) throws {
+        try directory.write("allow.csv", "id,secret,key_sha256,model,metadata\n" + rows.joined(separator: "\n") + "\n")
+        let result = try cli.run(["devices", "import", "--data", data, directory.file("allow.csv"), "--json"])
+        #expect(result.succeeded, "\(result)")
+    }
+
+    /// A new P-256 key `name.key` and a base64 DER CSR `name.b64` with `subject`.
+    @discardableResult
+    func csr(_ name: String, subject: String = "/", key existing: String? = nil) throws -> String {
+        let keyArguments =
+            existing.map { ["-key", $0] } ?? [
+                "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", directory.file(name + ".key"),
+            ]
+        try cli.openssl(["req", "-new"] + keyArguments + ["-subj", subject, "-outform", "DER", "-out", directory.file(name + ".der")])
+        let der = try directory.read(name + ".der")
+        try directory.write(name + ".b64", Data(der).base64EncodedString(options: .lineLength64Characters) + "\n")
+        return directory.file(name + ".b64")
+    }
+
+    struct Answer {
+        var status: Int
+        var body: String
+        var headers: String
+    }
+
+    /// POSTs a base64 CSR file to `operation` with optional Basic credentials or client certificate.
+    func enroll(
+        _ operation: String = "simpleenroll", csr: String, user: String? = nil, certificate: (String, String)? = nil,
+        contentType: String = "application/pkcs10"
+    ) throws -> Answer {
+        var arguments = ["-s", "-S", "--max-time", "30", "--cacert", data + "/ca/root.pem", "-D", directory.file("headers.txt")]
+        arguments += [
+            "-H", "Content-Type: \(contentType)", "--data-binary", "@" + csr, "-o", directory.file("answer.bin"), "-w", "%{http_code}",
+        ]
+        if let user { arguments += ["-u", user] }
+        if let (cert, key) = certificate { arguments += ["--cert", cert, "--key", key] }
+        let result = try curl.run(arguments + ["\(est)/\(operation)"], timeout: 40)
+        #expect(result.succeeded, "curl: \(result)")
+        let body = (try? directory.read("answer.bin")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let headers = (try? directory.read("headers.txt")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        return Answer(status: Int(result.stdout) ?? 0, body: body, headers: headers)
+    }
+
+    /// Decodes a certs-only PKCS#7 answer with openssl into `name.pem` and verifies it against the root.
+    func acceptCertificate(_ answer: Answer, as name: String) throws -> String {
+        #expect(answer.status == 200, "\(answer.status): \(answer.body)")
+        #expect(answer.headers.lowercased().contains("content-type: application/pkcs7-mime"))
+        try directory.write(name + ".p7.b64", answer.body)
+        let der = try #require(Data(base64Encoded: answer.body.filter { !$0.isWhitespace }))
+        try directory.write(name + ".p7", der)
+        let pem = try cli.openssl(["pkcs7", "-inform", "DER", "-in", directory.file(name + ".p7"), "-print_certs"]).stdout
+        try directory.write(name + ".pem", pem)
+        let verify = try cli.openssl([
+            "verify", "-CAfile", data + "/ca/root.pem", "-untrusted", data + "/ca/issuing.pem", "-purpose", "sslclient",
+            directory.file(name + ".pem"),
+        ])
+        #expect(verify.stdout.contains(": OK"))
+        return directory.file(name + ".pem")
+    }
+
+    func subject(_ pem: String) throws -> String {
+        try cli.openssl(["x509", "-in", pem, "-noout", "-subject", "-nameopt", "RFC2253"]).stdout
+    }
+
+    func state(_ id: String) throws -> String {
+        let shown = try cli.run(["devices", "show", "--data", data, id, "--json"])
+        let object = try JSONSerialization.jsonObject(with: Data(shown.stdout.utf8)) as? [String: Any]
+        return object?["state"] as? String ?? "(\(shown.stderr))"
+    }
+
+    /// A management API call with curl.
+    func apiCall(_ method: String, _ path: String, token: String, json: String? = nil) throws -> (Int, [String: Any]) {
+        var arguments = ["-s", "-S", "--max-time", "20", "-X", method, "-H", "Authorization: Bearer \(token)", "-w", "\n%{http_code}"]
+        if let json { arguments += ["-H", "Content-Type: application/json", "--data-binary", json] }
+        let result = try curl.run(arguments + [api + path], timeout: 30)
+        let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        let body = lines.dropLast().joined(separator: "\n")
+        let object = (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any] ?? [:]
+        return (Int(lines.last ?? "") ?? 0, object)
+    }
+}
+
+@Suite struct ESTTests {
+    @Test func cacertsAndCsrattrsAnswerAsRFC7030Says() throws {
+        let fixture = try ESTFixture()
+        let cacerts = try fixture.curl.run(["-s", "-S", "--cacert", fixture.data + "/ca/root.pem", "-i", fixture.est + "/cacerts"])
+        #expect(cacerts.stdout.lowercased().contains("content-type: application/pkcs7-mime"))
+        #expect(cacerts.stdout.lowercased().contains("content-transfer-encoding: base64"))
+        let body = String(cacerts.stdout.split(separator: "\r\n\r\n", maxSplits: 1).last ?? "")
+        try fixture.directory.write("cacerts.p7", try #require(Data(base64Encoded: body.filter { !$0.isWhitespace })))
+        let certificates = try fixture.cli.openssl(["pkcs7", "-inform", "DER", "-in", fixture.directory.file("cacerts.p7"), "-print_certs"])
+            .stdout
+        #expect(certificates.contains("Fleetward Root CA") && certificates.contains("Fleetward Issuing CA"))
+        let attributes = try fixture.curl.run(["-s", "--cacert", fixture.data + "/ca/root.pem", fixture.est + "/csrattrs"]).stdout
+        try fixture.directory.write("csrattrs.der", try #require(Data(base64Encoded: attributes.filter { !$0.isWhitespace })))
+        let parsed = try fixture.cli.openssl(["asn1parse", "-inform", "DER", "-in", fixture.directory.file("csrattrs.der")]).stdout
+        #expect(parsed.contains("ecdsa-with-SHA256") && parsed.contains("serialNumber"))
+    }
+
+    @Test func aFactorySecretEnrollsOnceAndAGuessDoesNot() throws {
+        let fixture = try ESTFixture()
+        try fixture.allow(["SN-1,0123456789abcdef0123,,cam,"])
+        let csr = try fixture.csr("sn1", subject: "/serialNumber=SN-1")
+        for user in ["SN-1:0123456789abcdef0124", "SN-1:", "SN-2:0123456789abcdef0123"] {
+            let refused = try fixture.enroll(csr: csr, user: user)
+            #expect(refused.status == 401, "\(user): \(refused.body)")
+            #expect(refused.headers.lowercased().contains("www-authenticate: basic"))
+        }
+        let noAuth = try fixture.enroll(csr: csr)
+        #expect(noAuth.status == 401)
+        #expect(try fixture.state("SN-1") == "allowed")
+
+        // The CSR may not name another device.
+        let other = try fixture.csr("other", subject: "/serialNumber=SN-9")
+        #expect(try fixture.enroll(csr: other, user: "SN-1:0123456789abcdef0123").status == 400)
+        #expect(try fixture.state("SN-1") == "allowed")
+
+        let pem = try fixture.acceptCertificate(try fixture.enroll(csr: csr, user: "SN-1:0123456789abcdef0123"), as: "sn1")
+        #expect(try fixture.subject(pem).contains("serialNumber=SN-1"))
+        #expect(try fixture.state("SN-1") == "active")
+        // The certificate's key is the device's own.
+        let certificateKey = try fixture.cli.openssl(["x509", "-in", pem, "-noout", "-pubkey"]).stdout
+        let deviceKey = try fixture.cli.openssl(["pkey", "-in", fixture.directory.file("sn1.key"), "-pubout"]).stdout
+        #expect(certificateKey == deviceKey)
+        // The secret does not enroll twice: renewal goes through simplereenroll.
+        #expect(try fixture.enroll(csr: csr, user: "SN-1:0123456789abcdef0123").status == 403)
+        #expect(try fixture.cli.run(["audit", "verify", "--data", fixture.data]).succeeded)
+    }
+
+    @Test func aRegisteredKeyFingerprintEnrollsOnlyThatKey() throws {
+        let fixture = try ESTFixture()
+        try fixture.cli.openssl([
+            "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", fixture.directory.file("k.key"),
+        ])
+        let spki = try fixture.cli.openssl([
+            "pkey", "-in", fixture.directory.file("k.key"), "-pubout", "-outform", "DER", "-out", fixture.directory.file("k.spki"),
+        ])
+        #expect(spki.succeeded)
+        let digest = try fixture.cli.openssl(["dgst", "-sha256", "-r", fixture.directory.file("k.spki")]).stdout.prefix(64)
+        try fixture.allow(["SN-K,,\(digest),cam,"])
+        let wrongKey = try fixture.csr("wrong", subject: "/serialNumber=SN-K")
+        #expect(try fixture.enroll(csr: wrongKey, user: "SN-K:").status == 401)
+        let right = try fixture.csr("right", subject: "/serialNumber=SN-K", key: fixture.directory.file("k.key"))
+        _ = try fixture.acceptCertificate(try fixture.enroll(csr: right, user: "SN-K:"), as: "sn-k")
+        #expect(try fixture.state("SN-K") == "active")
+    }
+
+    @Test func anOwnersOneTimeTokenEnrollsAndBindsTheDevice() throws {
+        let fixture = try ESTFixture()
+        try fixture.allow(["SN-T,0123456789abcdef0123,,cam,"])
+        let alice = try fixture.cli.run(["token", "create", "--data", fixture.data, "--role", "owner", "--owner", "alice"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let (codeStatus, code) = try fixture.apiCall("POST", "/devices/SN-T/claim-code", token: fixture.admin)
+        #expect(codeStatus == 201)
+        let claimCode = try #require(code["claimCode"] as? String)
+        #expect(try fixture.apiCall("POST", "/claims", token: alice, json: #"{"device":"SN-T","claimCode":"\#(claimCode)"}"#).0 == 200)
+        let (tokenStatus, tokenBody) = try fixture.apiCall("POST", "/devices/SN-T/enrollment-tokens", token: alice, json: "{}")
+        #expect(tokenStatus == 201)
+        let token = try #require(tokenBody["token"] as? String)
+
+        let csr = try fixture.csr("t", subject: "/CN=SN-T")
+        _ = try fixture.acceptCertificate(try fixture.enroll(csr: csr, user: "SN-T:\(token)"), as: "t")
+        #expect(try fixture.enroll(csr: csr, user: "SN-T:\(token)").status == 401, "a one-time token works once")
+        let (_, certificates) = try fixture.apiCall("GET", "/devices/SN-T/certificates", token: alice)
+        let first = (certificates["certificates"] as? [[String: Any]])?.first
+        #expect(first?["owner"] as? String == "alice", "\(certificates)")
+        let audit = try fixture.apiCall("GET", "/audit?limit=1000", token: fixture.admin).1["entries"] as? [[String: Any]] ?? []
+        #expect(
+            audit.contains { $0["action"] as? String == "device.enroll" && ($0["after"] as? String ?? "").contains("\"method\":\"token\"") }
+        )
+        #expect(!audit.contains { ($0["after"] as? String ?? "").contains(token) })
+    }
+
+    @Test func aBirthCertificateEnrollsUntilTheDeviceIsReportedStolen() throws {
+        let fixture = try ESTFixture()
+        try fixture.csr("birth", subject: "/serialNumber=SN-B")
+        let issued = try fixture.cli.run([
+            "cert", "issue", "--data", fixture.data, "--profile", "birth", "--id", "SN-B", "--csr", fixture.directory.file("birth.der"),
+            "--out", fixture.directory.file("birth.pem"),
+        ])
+        #expect(issued.succeeded, "\(issued)")
+        let birth = (fixture.directory.file("birth.pem"), fixture.directory.file("birth.key"))
+        let csr = try fixture.csr("op", subject: "/serialNumber=SN-B")
+        // A birth certificate cannot renew, and cannot enroll another ID.
+        #expect(try fixture.enroll("simplereenroll", csr: csr, certificate: birth).status == 403)
+        let otherID = try fixture.csr("other", subject: "/serialNumber=SN-X")
+        #expect(try fixture.enroll(csr: otherID, certificate: birth).status == 400)
+        let operational = try fixture.acceptCertificate(try fixture.enroll(csr: csr, certificate: birth), as: "op")
+        #expect(try fixture.subject(operational).contains("serialNumber=SN-B"))
+        #expect(try fixture.state("SN-B") == "active")
+        // An operational certificate does not enroll (only renews), and renews while active.
+        let next = try fixture.csr("next", subject: "/serialNumber=SN-B")
+        let current = (operational, fixture.directory.file("op.key"))
+        #expect(try fixture.enroll(csr: next, certificate: current).status == 403)
+        _ = try fixture.acceptCertificate(try fixture.enroll("simplereenroll", csr: next, certificate: current), as: "next")
+
+        // Stolen: every credential stops working.
+        #expect(try fixture.apiCall("POST", "/devices/SN-B/report-stolen", token: fixture.admin).0 == 200)
+        #expect(try fixture.enroll(csr: csr, certificate: birth).status == 403)
+        #expect(try fixture.enroll("simplereenroll", csr: next, certificate: current).status == 403)
+    }
+
+    @Test func suspendedDevicesCannotRenew() throws {
+        let fixture = try ESTFixture()
+        try fixture.allow(["SN-S,0123456789abcdef0123,,cam,"])
+        let csr = try fixture.csr("s", subject: "/serialNumber=SN-S")
+        let pem = try fixture.acceptCertificate(try fixture.enroll(csr: csr, user: "SN-S:0123456789abcdef0123"), as: "s")
+        #expect(try fixture.cli.run(["devices", "suspend", "--data", fixture.data, "SN-S"]).succeeded)
+        let renewal = try fixture.enroll("simplereenroll", csr: csr, certificate: (pem, fixture.directory.file("s.key")))
+        #expect(renewal.status == 403, "\(renewal.body)")
+        #expect(try fixture.state("SN-S") == "suspended")
+        #expect(try fixture.enroll("simplereenroll", csr: csr).status == 401)
+    }
+
+    @Test func anEnrollmentGroupRegistersItsDevicesPendingUntilApproved() throws {
+        let fixture = try ESTFixture()
+        let dir = fixture.directory
+        // A manufacturer's own CA and a device certificate under it, made with openssl alone.
+        try fixture.cli.openssl([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.file("mca.key"), "-out",
+            dir.file("mca.pem"), "-subj", "/O=Acme/CN=Acme Devices CA", "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        try fixture.csr("g", subject: "/serialNumber=SN-G")
+        try dir.write("ext.cnf", "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+        try fixture.cli.openssl([
+            "x509", "-req", "-inform", "DER", "-in", dir.file("g.der"), "-CA", dir.file("mca.pem"), "-CAkey", dir.file("mca.key"),
+            "-CAcreateserial", "-days", "30", "-extfile", dir.file("ext.cnf"), "-out", dir.file("g.pem"),
+        ])
+        let manufacturerCert = (dir.file("g.pem"), dir.file("g.key"))
+        let csr = try fixture.csr("gop", subject: "/serialNumber=SN-G")
+        // Not yet a group: refused.
+        #expect(try fixture.enroll(csr: csr, certificate: manufacturerCert).status == 403)
+
+        let pem = String(decoding: try dir.read("mca.pem"), as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
+        let (created, group) = try fixture.apiCall(
+            "POST", "/groups", token: fixture.admin, json: #"{"name":"acme","caCertificate":"\#(pem)","autoApprove":false}"#)
+        #expect(created == 201, "\(group)")
+        let pending = try fixture.enroll(csr: csr, certificate: manufacturerCert)
+        #expect(pending.status == 202)
+        #expect(pending.headers.lowercased().contains("retry-after:"))
+        #expect(try fixture.state("SN-G") == "pending")
+        #expect(try fixture.enroll(csr: csr, certificate: manufacturerCert).status == 202)
+        #expect(try fixture.apiCall("POST", "/devices/SN-G/approve", token: fixture.admin).0 == 200)
+        _ = try fixture.acceptCertificate(try fixture.enroll(csr: csr, certificate: manufacturerCert), as: "gop")
+        #expect(try fixture.state("SN-G") == "active")
+    }
+
+    @Test func badBodiesAreRefusedAndChangeNothing() throws {
+        let fixture = try ESTFixture()
+        try fixture.allow(["SN-1,0123456789abcdef0123,,cam,"])
+        let dir = fixture.directory
+        let user = "SN-1:0123456789abcdef0123"
+        try dir.write("notbase64.b64", "this is not base64 !!!\n")
+        #expect(try fixture.enroll(csr: dir.file("notbase64.b64"), user: user).status == 400)
+        try dir.write("garbage.b64", Data((0..<300).map { UInt8($0 & 0xFF) }).base64EncodedString() + "\n")
+        #expect(try fixture.enroll(csr: dir.file("garbage.b64"), user: user).status == 400)
+        // A CSR whose signature does not verify: flip the last byte of the signature.
+        try fixture.csr("good", subject: "/serialNumber=SN-1")
+        var der = try dir.read("good.der")
+        der[der.count - 1] ^= 0x01
+        try dir.write("forged.b64", Data(der).base64EncodedString() + "\n")
+        #expect(try fixture.enroll(csr: dir.file("forged.b64"), user: user).status == 400)
+        // 10 MB.
+        try dir.write("huge.b64", String(repeating: "QUFB", count: 2_500_000))
+        #expect(try fixture.enroll(csr: dir.file("huge.b64"), user: user).status == 413)
+        #expect(try fixture.enroll(csr: dir.file("good.b64"), user: user, contentType: "application/json").status == 415)
+        #expect(try fixture.state("SN-1") == "allowed")
+        // Only enroll and audit-free reads happened.
+        let audit = try fixture.apiCall("GET", "/audit?limit=1000", token: fixture.admin).1["entries"] as? [[String: Any]] ?? []
+        #expect(!audit.contains { ($0["action"] as? String) == "device.enroll" })
+    }
+}
