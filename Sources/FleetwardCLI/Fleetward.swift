@@ -15,7 +15,7 @@ struct Fleetward: AsyncParsableCommand {
             """,
         subcommands: [
             InitCommand.self, ServeCommand.self, CACommand.self, CertCommand.self, DevicesCommand.self, TokenCommand.self,
-            AuditCommand.self,
+            AuditCommand.self, FactoryCommand.self,
         ]
     )
 

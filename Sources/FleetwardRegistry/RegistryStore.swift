@@ -83,6 +83,9 @@ public protocol RegistryStore: Sendable {
     /// - Throws: ``RegistryError`` `notFound` when the device is not registered, `duplicate` for a known serial.
     func insert(_ certificate: CertificateRecord, by actor: Actor, at time: Date) async throws
 
+    /// Records a batch of issued certificates in one transaction, one audit entry each.
+    func insert(_ certificates: [CertificateRecord], by actor: Actor, at time: Date) async throws
+
     /// Records an enrollment (``EnrollmentRules``): registers the device if it may be, makes it
     /// active, binds the owner, records the certificate, appends the audit entry; all or nothing.
     func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device

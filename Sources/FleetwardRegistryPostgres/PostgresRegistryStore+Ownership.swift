@@ -341,28 +341,34 @@ extension PostgresRegistryStore {
 // Certificates issued.
 extension PostgresRegistryStore {
     public func insert(_ certificate: CertificateRecord, by actor: Actor, at time: Date) async throws {
+        try await insert([certificate], by: actor, at: time)
+    }
+
+    public func insert(_ certificates: [CertificateRecord], by actor: Actor, at time: Date) async throws {
         let logger = self.logger
         do {
             try await transaction(audited: true) { connection in
-                if let id = certificate.deviceID, try await Self.readDevice(id, connection, logger) == nil {
-                    throw RegistryError(.notFound, "no device \(id)")
+                for certificate in certificates {
+                    if let id = certificate.deviceID, try await Self.readDevice(id, connection, logger) == nil {
+                        throw RegistryError(.notFound, "no device \(id)")
+                    }
+                    try await connection.query(
+                        """
+                        INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
+                        VALUES (\(certificate.serial), \(certificate.deviceID?.rawValue), \(certificate.profile), \(certificate.owner),
+                                \(RegistryEncoding.milliseconds(certificate.notBefore)), \(RegistryEncoding.milliseconds(certificate.notAfter)),
+                                \(certificate.sha256), \(RegistryEncoding.milliseconds(certificate.issuedAt)))
+                        """,
+                        logger: logger
+                    )
+                    try await Self.appendAudit(
+                        connection, logger, time: time, actor: actor, action: "certificate.issue",
+                        subject: "certificate:\(certificate.serial)", before: nil, after: RegistryEncoding.certificateJSON(certificate)
+                    )
                 }
-                try await connection.query(
-                    """
-                    INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
-                    VALUES (\(certificate.serial), \(certificate.deviceID?.rawValue), \(certificate.profile), \(certificate.owner),
-                            \(RegistryEncoding.milliseconds(certificate.notBefore)), \(RegistryEncoding.milliseconds(certificate.notAfter)),
-                            \(certificate.sha256), \(RegistryEncoding.milliseconds(certificate.issuedAt)))
-                    """,
-                    logger: logger
-                )
-                try await Self.appendAudit(
-                    connection, logger, time: time, actor: actor, action: "certificate.issue", subject: "certificate:\(certificate.serial)",
-                    before: nil, after: RegistryEncoding.certificateJSON(certificate)
-                )
             }
         } catch let error as RegistryError where error.code == .duplicate {
-            throw RegistryError(.duplicate, "certificate \(certificate.serial) is already recorded")
+            throw RegistryError(.duplicate, "a certificate in the batch is already recorded")
         }
     }
 

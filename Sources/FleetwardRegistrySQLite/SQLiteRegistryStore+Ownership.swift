@@ -329,34 +329,40 @@ extension SQLiteRegistryStore {
 // Certificates issued.
 extension SQLiteRegistryStore {
     public func insert(_ certificate: CertificateRecord, by actor: Actor, at time: Date) async throws {
+        try await insert([certificate], by: actor, at: time)
+    }
+
+    public func insert(_ certificates: [CertificateRecord], by actor: Actor, at time: Date) async throws {
         try await withConnection { connection in
             try connection.db.transaction {
-                if let id = certificate.deviceID, try Self.readDevice(id, connection) == nil {
-                    throw RegistryError(.notFound, "no device \(id)")
+                for certificate in certificates {
+                    if let id = certificate.deviceID, try Self.readDevice(id, connection) == nil {
+                        throw RegistryError(.notFound, "no device \(id)")
+                    }
+                    let statement = try connection.statement(
+                        """
+                        INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """
+                    )
+                    statement.bind(1, certificate.serial)
+                    statement.bind(2, certificate.deviceID?.rawValue)
+                    statement.bind(3, certificate.profile)
+                    statement.bind(4, certificate.owner)
+                    statement.bind(5, RegistryEncoding.milliseconds(certificate.notBefore))
+                    statement.bind(6, RegistryEncoding.milliseconds(certificate.notAfter))
+                    statement.bind(7, certificate.sha256)
+                    statement.bind(8, RegistryEncoding.milliseconds(certificate.issuedAt))
+                    do {
+                        try statement.step()
+                    } catch let error as RegistryError where error.code == .duplicate {
+                        throw RegistryError(.duplicate, "certificate \(certificate.serial) is already recorded")
+                    }
+                    try Self.appendAudit(
+                        connection, time: time, actor: actor, action: "certificate.issue", subject: "certificate:\(certificate.serial)",
+                        before: nil, after: RegistryEncoding.certificateJSON(certificate)
+                    )
                 }
-                let statement = try connection.statement(
-                    """
-                    INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    """
-                )
-                statement.bind(1, certificate.serial)
-                statement.bind(2, certificate.deviceID?.rawValue)
-                statement.bind(3, certificate.profile)
-                statement.bind(4, certificate.owner)
-                statement.bind(5, RegistryEncoding.milliseconds(certificate.notBefore))
-                statement.bind(6, RegistryEncoding.milliseconds(certificate.notAfter))
-                statement.bind(7, certificate.sha256)
-                statement.bind(8, RegistryEncoding.milliseconds(certificate.issuedAt))
-                do {
-                    try statement.step()
-                } catch let error as RegistryError where error.code == .duplicate {
-                    throw RegistryError(.duplicate, "certificate \(certificate.serial) is already recorded")
-                }
-                try Self.appendAudit(
-                    connection, time: time, actor: actor, action: "certificate.issue", subject: "certificate:\(certificate.serial)",
-                    before: nil, after: RegistryEncoding.certificateJSON(certificate)
-                )
             }
         }
     }

@@ -103,7 +103,7 @@ final class ESTFixture {
 
     func state(_ id: String) throws -> String {
         let shown = try cli.run(["devices", "show", "--data", data, id, "--json"])
-        let object = try JSONSerialization.jsonObject(with: Data(shown.stdout.utf8)) as? [String: Any]
+        let object = (try? JSONSerialization.jsonObject(with: Data(shown.stdout.utf8))) as? [String: Any]
         return object?["state"] as? String ?? "(\(shown.stderr))"
     }
 
@@ -308,5 +308,62 @@ final class ESTFixture {
         // Only enroll and audit-free reads happened.
         let audit = try fixture.apiCall("GET", "/audit?limit=1000", token: fixture.admin).1["entries"] as? [[String: Any]] ?? []
         #expect(!audit.contains { ($0["action"] as? String) == "device.enroll" })
+    }
+
+    /// The factory line: a directory of CSRs in, birth certificates out, devices registered by key.
+    @Test func aFactoryBatchIssuesBirthCertificatesThatEnroll() throws {
+        let fixture = try ESTFixture()
+        let dir = fixture.directory
+        try FileManager.default.createDirectory(atPath: dir.file("line"), withIntermediateDirectories: true)
+        for index in 1...5 {
+            try fixture.cli.openssl([
+                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.file("fb\(index).key"),
+                "-subj", "/serialNumber=FB-\(index)", "-out", dir.file("line/fb\(index).csr"),
+            ])
+        }
+        // One bad file stops the whole batch before anything is signed.
+        try dir.write("line/zz.csr", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+        let refused = try fixture.cli.run([
+            "factory", "issue", "--data", fixture.data, "--csr-dir", dir.file("line"), "--out", dir.file("out"),
+        ])
+        fixture.cli.expectOneLineError(refused, containing: "zz.csr")
+        #expect(!dir.exists("out/FB-1.pem"))
+        #expect(try fixture.state("FB-1").hasPrefix("("), "nothing was registered")
+        try FileManager.default.removeItem(atPath: dir.file("line/zz.csr"))
+
+        let result = try fixture.cli.run([
+            "factory", "issue", "--data", fixture.data, "--csr-dir", dir.file("line"), "--out", dir.file("out"), "--model", "sensor-v2",
+            "--json",
+        ])
+        #expect(result.succeeded, "\(result)")
+        #expect(result.stdout.contains("\"issued\" : 5"))
+        for index in 1...5 {
+            let verify = try fixture.cli.openssl([
+                "verify", "-CAfile", fixture.data + "/ca/root.pem", "-untrusted", fixture.data + "/ca/factory.pem",
+                dir.file("out/FB-\(index).pem"),
+            ])
+            #expect(verify.stdout.contains("OK"))
+        }
+        #expect(try fixture.state("FB-3") == "allowed")
+        let csr = try fixture.csr("fb3op", subject: "/serialNumber=FB-3")
+        _ = try fixture.acceptCertificate(
+            try fixture.enroll(csr: csr, certificate: (dir.file("out/FB-3.pem"), dir.file("fb3.key"))), as: "fb3op")
+        #expect(try fixture.state("FB-3") == "active")
+        let (_, certificates) = try fixture.apiCall("GET", "/devices/FB-3/certificates", token: fixture.admin)
+        let profiles = (certificates["certificates"] as? [[String: Any]])?.compactMap { $0["profile"] as? String }.sorted()
+        #expect(profiles == ["birth", "device"])
+    }
+
+    /// Guessing secrets for one device is slowed down, whatever the guess.
+    @Test func repeatedFailuresForOneDeviceAreRateLimited() throws {
+        let fixture = try ESTFixture()
+        try fixture.allow(["SN-R,0123456789abcdef0123,,cam,"])
+        let csr = try fixture.csr("r", subject: "/serialNumber=SN-R")
+        var statuses: [Int] = []
+        for attempt in 0..<11 { statuses.append(try fixture.enroll(csr: csr, user: "SN-R:guess-\(attempt)-0000000000").status) }
+        #expect(statuses.prefix(10).allSatisfy { $0 == 401 } && statuses.last == 429, "\(statuses)")
+        let right = try fixture.enroll(csr: csr, user: "SN-R:0123456789abcdef0123")
+        #expect(right.status == 429 && right.headers.lowercased().contains("retry-after:"))
+        #expect(try fixture.state("SN-R") == "allowed")
     }
 }
