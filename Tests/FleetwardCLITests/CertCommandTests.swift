@@ -133,10 +133,11 @@ import Testing
 
     @Test func badInputGetsOneClearLineAndChangesNothing() throws {
         let cli = try CLI()
-        let shared = try SharedAuthority.get()
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let data = shared.file("data")
+        // Its own data directory: successful issues elsewhere now write the shared one's registry.
+        let data = dir.file("data")
+        #expect(try cli.run(["init", "--data", data, "--kdf-iterations", "10000"]).succeeded)
         let key = Self.keyTypes[0].1
         let good = try makeCSR(cli, dir, "good.der", key: key, subject: "/CN=D-1", der: true)
         let goodBytes = try dir.read("good.der")
