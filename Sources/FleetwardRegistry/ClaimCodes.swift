@@ -72,6 +72,13 @@ public enum ClaimCodes {
             deviceID: device, salt: salt, hash: try hash(normalized, salt: salt, iterations: iterations), iterations: iterations)
     }
 
+    /// A record no typed code matches, with the default work factor: checking against it costs
+    /// what checking a real code costs, so a missing or used code cannot be told apart by time.
+    public static func dummyRecord(for device: DeviceID) -> ClaimCodeRecord {
+        ClaimCodeRecord(
+            deviceID: device, salt: Array(repeating: 0, count: 16), hash: Array(repeating: 0, count: 32), iterations: defaultIterations)
+    }
+
     /// Whether `typed` is the code of `record`, compared in constant time.
     public static func matches(_ typed: String, _ record: ClaimCodeRecord) -> Bool {
         guard let normalized = normalize(typed), let computed = try? hash(normalized, salt: record.salt, iterations: record.iterations),

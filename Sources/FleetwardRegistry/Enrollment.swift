@@ -15,11 +15,15 @@ public struct EnrollmentRecord: Sendable, Equatable {
     public var certificate: CertificateRecord
     /// How the device proved itself: `secret`, `public-key`, `token`, `birth`, `group`, `reenroll`.
     public var method: String
+    /// The HMAC of the one-time enrollment token the device showed: spent in the same
+    /// transaction, so a refused enrollment leaves the token unused.
+    public var tokenHMAC: [UInt8]?
 
     public init(
         device: Device, registerIfMissing: Bool = false, acceptedStates: Set<DeviceState>, bindOwner: String? = nil,
-        certificate: CertificateRecord, method: String
+        certificate: CertificateRecord, method: String, tokenHMAC: [UInt8]? = nil
     ) {
+        self.tokenHMAC = tokenHMAC
         self.device = device
         self.registerIfMissing = registerIfMissing
         self.acceptedStates = acceptedStates

@@ -6,7 +6,7 @@
 ///    │ (group)           │  └───approve─ pending
 ///    ▼                   ▼
 /// any state ──revoke──▶ revoked (final)
-/// any but revoked ──reportStolen──▶ stolen ──recover (owner or admin)──▶ active
+/// any but revoked ──reportStolen──▶ stolen ──recover (owner or admin)──▶ the state before the theft
 /// ```
 /// Every method is a pure function of the current state, the event and who asks; it returns the
 /// new state or throws ``RegistryError`` naming both states (or the missing right).
@@ -42,10 +42,13 @@ public enum LifecycleStateMachine {
     ///   - event: What is asked.
     ///   - actor: Who asks.
     ///   - deviceOwner: The device's owner, for owner-only events.
+    ///   - stateBeforeTheft: For `recover`: the state the device was in when reported stolen. A
+    ///     recovered device returns to it (so a theft report cannot lift a suspension or skip an
+    ///     approval); `active` when unknown.
     /// - Throws: ``RegistryError`` `forbidden` when the actor may not, `illegalTransition` when the
     ///   lifecycle does not allow it.
     public static func next(
-        from state: DeviceState, on event: Event, by actor: Actor, deviceOwner: String?
+        from state: DeviceState, on event: Event, by actor: Actor, deviceOwner: String?, stateBeforeTheft: DeviceState? = nil
     ) throws -> DeviceState {
         guard roles(for: event).contains(actor.role) else {
             throw RegistryError(.forbidden, "role \(actor.role) may not \(event) a device")
@@ -63,7 +66,11 @@ public enum LifecycleStateMachine {
         case (.resume, .suspended): target = .active
         case (.revoke, let current) where current != .revoked: target = .revoked
         case (.reportStolen, let current) where current != .revoked && current != .stolen: target = .stolen
-        case (.recover, .stolen): target = .active
+        case (.recover, .stolen):
+            switch stateBeforeTheft {
+            case .allowed, .pending, .suspended: target = stateBeforeTheft
+            default: target = .active
+            }
         default: target = nil
         }
         guard let target else {

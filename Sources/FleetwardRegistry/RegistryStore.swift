@@ -127,6 +127,9 @@ public protocol RegistryStore: Sendable {
     /// Stores a one-time enrollment token.
     func insert(_ token: EnrollmentTokenRecord, by actor: Actor, at time: Date) async throws
 
+    /// The unused, unexpired token with `secretHMAC` for device `id`, without spending it (nil otherwise).
+    func enrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord?
+
     /// Marks the unused, unexpired token with `secretHMAC` for device `id` used and returns it.
     /// - Throws: ``RegistryError`` `forbidden` when there is no such token, or it was used or expired.
     func redeemEnrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord

@@ -116,5 +116,14 @@ enum PostgresMigrations {
                 "CREATE INDEX enrollment_tokens_by_device ON enrollment_tokens (device_id)",
             ]
         ),
+        Migration(
+            version: 3,
+            statements: [
+                """
+                ALTER TABLE devices ADD COLUMN stolen_from TEXT
+                    CHECK (stolen_from IS NULL OR stolen_from IN ('allowed', 'pending', 'active', 'suspended'))
+                """
+            ]
+        ),
     ]
 }

@@ -239,6 +239,23 @@ extension PostgresRegistryStore {
         }
     }
 
+    public func enrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord? {
+        try await read { client, logger in
+            let now = RegistryEncoding.milliseconds(time)
+            let rows = try await client.query(
+                """
+                SELECT owner, expires_at FROM enrollment_tokens
+                WHERE secret_hmac = \(ByteBuffer(bytes: secretHMAC)) AND device_id = \(id.rawValue) AND used_at IS NULL AND expires_at > \(now)
+                """,
+                logger: logger
+            )
+            for try await (owner, expires) in rows.decode((String?, Int64).self) {
+                return EnrollmentTokenRecord(secretHMAC: secretHMAC, deviceID: id, owner: owner, expiresAt: RegistryEncoding.date(expires))
+            }
+            return nil
+        }
+    }
+
     public func redeemEnrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord {
         let logger = self.logger
         return try await transaction(audited: true) { connection in
@@ -404,6 +421,23 @@ extension PostgresRegistryStore {
     public func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device {
         let logger = self.logger
         return try await transaction(audited: true) { connection in
+            if let tokenHMAC = record.tokenHMAC {
+                let now = RegistryEncoding.milliseconds(time)
+                let rows = try await connection.query(
+                    """
+                    UPDATE enrollment_tokens SET used_at = \(now)
+                    WHERE secret_hmac = \(ByteBuffer(bytes: tokenHMAC)) AND device_id = \(record.device.id.rawValue)
+                      AND used_at IS NULL AND expires_at > \(now)
+                    RETURNING 1
+                    """,
+                    logger: logger
+                )
+                var spent = false
+                for try await _ in rows { spent = true }
+                guard spent else {
+                    throw RegistryError(.forbidden, "the enrollment token for device \(record.device.id) is not valid, used or expired")
+                }
+            }
             let stored = try await Self.readDevice(record.device.id, connection, logger)
             let (device, isNew) = try EnrollmentRules.apply(record, to: stored, at: time)
             let now = RegistryEncoding.milliseconds(time)

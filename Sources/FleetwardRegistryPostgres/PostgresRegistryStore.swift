@@ -252,10 +252,21 @@ public final class PostgresRegistryStore: RegistryStore {
                 throw RegistryError(.notFound, "no device \(id)")
             }
             let before = RegistryEncoding.auditJSON(device)
-            device.state = try LifecycleStateMachine.next(from: device.state, on: event, by: actor, deviceOwner: device.owner)
+            var stateBeforeTheft: DeviceState?
+            if event == .recover {
+                let rows = try await connection.query("SELECT stolen_from FROM devices WHERE id = \(id.rawValue)", logger: logger)
+                for try await value in rows.decode(String?.self) { stateBeforeTheft = value.flatMap(DeviceState.init(rawValue:)) }
+            }
+            let previous = device.state
+            device.state = try LifecycleStateMachine.next(
+                from: device.state, on: event, by: actor, deviceOwner: device.owner, stateBeforeTheft: stateBeforeTheft)
             device.updatedAt = time
+            let stolenFrom: String? = event == .reportStolen ? previous.rawValue : nil
             try await connection.query(
-                "UPDATE devices SET state = \(device.state.rawValue), updated_at = \(RegistryEncoding.milliseconds(time)) WHERE id = \(id.rawValue)",
+                """
+                UPDATE devices SET state = \(device.state.rawValue), updated_at = \(RegistryEncoding.milliseconds(time)),
+                    stolen_from = \(stolenFrom) WHERE id = \(id.rawValue)
+                """,
                 logger: logger
             )
             if let reason = RegistryEncoding.revocationReason(for: event) {

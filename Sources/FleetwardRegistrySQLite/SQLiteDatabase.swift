@@ -113,7 +113,12 @@ final class SQLiteStatement {
             let message = database.lastError
             sqlite_nio_sqlite3_reset(statement)
             if rc & 0xFF == SQLITE_CONSTRAINT {
-                throw RegistryError(.duplicate, "the registry refused a row: \(message)")
+                // PRIMARYKEY (1555) and UNIQUE (2067) are duplicates; CHECK, NOT NULL and foreign
+                // keys are bad input, as PostgreSQL's 23xxx codes map.
+                if rc == 1555 || rc == 2067 {
+                    throw RegistryError(.duplicate, "the registry refused a duplicate row")
+                }
+                throw RegistryError(.invalidInput, "the registry refused a row: \(message)")
             }
             throw RegistryError(.storage, "the registry database failed: \(message)")
         }

@@ -109,5 +109,12 @@ enum SQLiteMigrations {
                 CREATE INDEX enrollment_tokens_by_device ON enrollment_tokens (device_id);
                 """
         ),
+        Migration(
+            version: 3,
+            sql: """
+                ALTER TABLE devices ADD COLUMN stolen_from TEXT
+                    CHECK (stolen_from IS NULL OR stolen_from IN ('allowed', 'pending', 'active', 'suspended'));
+                """
+        ),
     ]
 }

@@ -220,6 +220,20 @@ extension SQLiteRegistryStore {
         }
     }
 
+    public func enrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord? {
+        try await withConnection { connection in
+            let read = try connection.statement(
+                "SELECT owner, expires_at FROM enrollment_tokens WHERE secret_hmac = ?1 AND device_id = ?2 AND used_at IS NULL AND expires_at > ?3"
+            )
+            read.bind(1, secretHMAC)
+            read.bind(2, id.rawValue)
+            read.bind(3, RegistryEncoding.milliseconds(time))
+            guard try read.step() else { return nil }
+            return EnrollmentTokenRecord(
+                secretHMAC: secretHMAC, deviceID: id, owner: read.text(0), expiresAt: RegistryEncoding.date(read.int64(1)))
+        }
+    }
+
     public func redeemEnrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord {
         try await withConnection { connection in
             try connection.db.transaction {
@@ -403,6 +417,18 @@ extension SQLiteRegistryStore {
     public func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device {
         try await withConnection { connection in
             try connection.db.transaction {
+                if let tokenHMAC = record.tokenHMAC {
+                    let spend = try connection.statement(
+                        "UPDATE enrollment_tokens SET used_at = ?1 WHERE secret_hmac = ?2 AND device_id = ?3 AND used_at IS NULL AND expires_at > ?1"
+                    )
+                    spend.bind(1, RegistryEncoding.milliseconds(time))
+                    spend.bind(2, tokenHMAC)
+                    spend.bind(3, record.device.id.rawValue)
+                    try spend.step()
+                    guard connection.db.changes == 1 else {
+                        throw RegistryError(.forbidden, "the enrollment token for device \(record.device.id) is not valid, used or expired")
+                    }
+                }
                 let stored = try Self.readDevice(record.device.id, connection)
                 let (device, isNew) = try EnrollmentRules.apply(record, to: stored, at: time)
                 if isNew {

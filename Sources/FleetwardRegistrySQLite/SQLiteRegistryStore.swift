@@ -190,16 +190,25 @@ public final class SQLiteRegistryStore: RegistryStore {
                     throw RegistryError(.notFound, "no device \(id)")
                 }
                 let before = RegistryEncoding.auditJSON(device)
-                device.state = try LifecycleStateMachine.next(from: device.state, on: event, by: actor, deviceOwner: device.owner)
+                var stateBeforeTheft: DeviceState?
+                if event == .recover {
+                    let read = try connection.statement("SELECT stolen_from FROM devices WHERE id = ?")
+                    read.bind(1, id.rawValue)
+                    if try read.step() { stateBeforeTheft = read.text(0).flatMap(DeviceState.init(rawValue:)) }
+                }
+                let previous = device.state
+                device.state = try LifecycleStateMachine.next(
+                    from: device.state, on: event, by: actor, deviceOwner: device.owner, stateBeforeTheft: stateBeforeTheft)
                 device.updatedAt = time
-                let update = try connection.statement("UPDATE devices SET state = ?, updated_at = ? WHERE id = ?")
+                let update = try connection.statement("UPDATE devices SET state = ?, updated_at = ?, stolen_from = ? WHERE id = ?")
                 update.bind(1, device.state.rawValue)
                 update.bind(2, RegistryEncoding.milliseconds(time))
-                update.bind(3, id.rawValue)
+                update.bind(3, event == .reportStolen ? previous.rawValue : nil)
+                update.bind(4, id.rawValue)
                 try update.step()
                 if let reason = RegistryEncoding.revocationReason(for: event) {
                     let revoke = try connection.statement(
-                        "INSERT OR IGNORE INTO revocations (serial, reason, revoked_at) SELECT serial, ?, ? FROM certificates WHERE device_id = ?"
+                        "INSERT INTO revocations (serial, reason, revoked_at) SELECT serial, ?, ? FROM certificates WHERE device_id = ? ON CONFLICT (serial) DO NOTHING"
                     )
                     revoke.bind(1, reason)
                     revoke.bind(2, RegistryEncoding.milliseconds(time))
@@ -316,7 +325,7 @@ public final class SQLiteRegistryStore: RegistryStore {
 
     private static func insertStatement(_ connection: Connection, orIgnore: Bool) throws -> SQLiteStatement {
         try connection.statement(
-            "INSERT \(orIgnore ? "OR IGNORE " : "")INTO devices (\(deviceColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO devices (\(deviceColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)\(orIgnore ? " ON CONFLICT (id) DO NOTHING" : "")"
         )
     }
 

@@ -33,9 +33,10 @@ public struct APIProblem: Error, Sendable, CustomStringConvertible {
             case .forbidden: status = .forbidden
             case .duplicate, .illegalTransition: status = .conflict
             case .invalidInput: status = .badRequest
-            case .storage: status = .serviceUnavailable
+            case .storage: return APIProblem(.serviceUnavailable, "the registry database is unavailable; try again")
             default: status = .internalServerError
             }
+            if status == .internalServerError { return APIProblem(status, "internal error") }
             return APIProblem(status, registry.message)
         case let pki as PKIError:
             return APIProblem(.badRequest, pki.description)
@@ -74,6 +75,7 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch {
             let problem = APIProblem.from(error)
             if problem.status.code >= 500 {
+                // The detail (database text, driver errors) goes to the log, not to the client.
                 context.logger.error(
                     "request failed", metadata: ["http.path": "\(request.uri.path)", "error": "\(String(describing: error).prefix(300))"])
             }

@@ -43,11 +43,26 @@ public final class AttemptLimiter: Sendable {
             if table.count >= capacity, table[key] == nil {
                 let cutoff = now.addingTimeInterval(-rule.window)
                 table = table.filter { $0.value.last.map { $0 > cutoff } ?? false }
-                if table.count >= capacity { table.removeAll(keepingCapacity: true) }
+                if table.count >= capacity {
+                    // Still full of recent keys: drop the tenth whose last failure is oldest,
+                    // never everyone's counters at once.
+                    let oldest = table.sorted { ($0.value.last ?? .distantPast) < ($1.value.last ?? .distantPast) }
+                        .prefix(max(1, capacity / 10)).map(\.key)
+                    for stale in oldest { table.removeValue(forKey: stale) }
+                }
             }
             var times = table[key, default: []].filter { now.timeIntervalSince($0) < rule.window }
             times.append(now)
             table[key] = Array(times.suffix(rule.maximumFailures))
+        }
+    }
+
+    /// Takes back the most recent failure recorded for `key` (an attempt counted up front that succeeded).
+    public func forgiveLast(_ key: String) {
+        failures.withLock { table in
+            guard var times = table[key], !times.isEmpty else { return }
+            times.removeLast()
+            table[key] = times.isEmpty ? nil : times
         }
     }
 

@@ -20,10 +20,12 @@ struct BearerAuthenticator: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if publicPaths.contains(request.uri.path) { return try await next(request, context) }
         let addressKey = "auth:" + (context.remoteIP ?? "local")
-        if let wait = limiter.retryAfter(addressKey, now: now()) {
-            throw APIProblem(.tooManyRequests, "too many failed sign-ins from this address", headers: [.retryAfter: "\(wait)"])
-        }
+        // A valid token always gets in: the limit slows guessing from an address without
+        // locking out everyone who shares it (a NAT, a proxy).
         guard let actor = try await authenticate(request.headers[.authorization]) else {
+            if let wait = limiter.retryAfter(addressKey, now: now()) {
+                throw APIProblem(.tooManyRequests, "too many failed sign-ins from this address", headers: [.retryAfter: "\(wait)"])
+            }
             limiter.recordFailure(addressKey, now: now())
             throw APIProblem(
                 .unauthorized, "a valid bearer token is required (Authorization: Bearer fwt_…)",

@@ -97,6 +97,8 @@ public struct ESTService: Sendable {
         var pendingGroup = false
         /// The key fingerprint the CSR must carry (public-key proof).
         var requiredKeySHA256: [UInt8]?
+        /// The enrollment token to spend with the enrollment.
+        var tokenHMAC: [UInt8]?
     }
 
     private func enroll(_ request: Request, _ context: ESTRequestContext, renewal: Bool) async throws -> Response {
@@ -141,7 +143,7 @@ public struct ESTService: Sendable {
             certificate: CertificateRecord(
                 serial: issued.serialNumber.hexString, deviceID: proof.device.id, profile: issued.profile.rawValue, owner: nil,
                 notBefore: issued.notValidBefore, notAfter: issued.notValidAfter, sha256: issued.sha256Fingerprint, issuedAt: time),
-            method: proof.method)
+            method: proof.method, tokenHMAC: proof.tokenHMAC)
         do {
             _ = try await store.enroll(record, by: Self.actor(proof), at: time)
         } catch let error as RegistryError where error.code == .forbidden || error.code == .notFound || error.code == .duplicate {
@@ -198,13 +200,13 @@ public struct ESTService: Sendable {
             throw ESTProblem(.unauthorized, "device \(id) did not prove itself", basic: true)
         }
         if password.hasPrefix("fwe_") {
-            do {
-                let token = try await store.redeemEnrollmentToken(secretHMAC: hasher.hash(Array(password.utf8)), for: id, at: time)
-                return Proof(device: device, acceptedStates: [.allowed, .active], bindOwner: token.owner, method: "token")
-            } catch let error as RegistryError where error.code == .forbidden {
+            let hmac = hasher.hash(Array(password.utf8))
+            guard let token = try await store.enrollmentToken(secretHMAC: hmac, for: id, at: time) else {
                 recordFailure(id, context)
                 throw ESTProblem(.unauthorized, "device \(id) did not prove itself", basic: true)
             }
+            // Spent in the enrollment's own transaction: a refused enrollment leaves it unused.
+            return Proof(device: device, acceptedStates: [.allowed, .active], bindOwner: token.owner, method: "token", tokenHMAC: hmac)
         }
         switch device.proof {
         case .secret(let stored) where !password.isEmpty:

@@ -5,6 +5,7 @@ public import Foundation
 import HTTPTypes
 public import Hummingbird
 import NIOCore
+import NIOPosix
 
 /// The management API (`/api/v1/…`): devices, lifecycle, owners, claim codes, enrollment tokens,
 /// enrollment groups, API tokens and the audit log, for bearer tokens with a role.
@@ -180,7 +181,9 @@ public struct ManagementAPI: Sendable {
             let limit = try pageSize(request)
             var from: Int64 = 1
             if let after = request.uri.queryParameters.get("after") {
-                guard let value = Int64(after), value >= 0 else { throw APIProblem(.badRequest, "'after' must be an entry number") }
+                guard let value = Int64(after), value >= 0, value < Int64.max else {
+                    throw APIProblem(.badRequest, "'after' must be an entry number")
+                }
                 from = value + 1
             }
             let entries = try await store.auditEntries(from: from, limit: limit)
@@ -275,13 +278,21 @@ public struct ManagementAPI: Sendable {
         if let wait = keys.compactMap({ claimLimiter.retryAfter($0, now: time) }).max() {
             throw APIProblem(.tooManyRequests, "too many failed claims; try again later", headers: [.retryAfter: "\(wait)"])
         }
-        // Unknown device, no code, used code and wrong code all answer alike.
-        guard let record = try await store.claimCode(for: id), record.claimedBy == nil, ClaimCodes.matches(body.claimCode, record) else {
-            for key in keys { claimLimiter.recordFailure(key, now: time) }
+        // The attempt counts before the slow hash runs, so parallel guesses cannot all slip
+        // under the limit; a success takes it back.
+        for key in keys { claimLimiter.recordFailure(key, now: time) }
+        // Unknown device, no code, used code and wrong code all answer alike, after the same
+        // work: a missing or used code is checked against a dummy record.
+        let stored = try await store.claimCode(for: id)
+        let usable = stored.flatMap { $0.claimedBy == nil ? $0 : nil }
+        let candidate = usable ?? ClaimCodes.dummyRecord(for: id)
+        let typed = body.claimCode
+        let matched = try await NIOThreadPool.singleton.runIfActive { ClaimCodes.matches(typed, candidate) }
+        guard matched, let record = usable else {
             throw APIProblem(.forbidden, "the claim code does not match device \(id)")
         }
         let device = try await store.claim(id, verifiedHash: record.hash, by: actor, at: now())
-        claimLimiter.reset(keys[0])
+        for key in keys { claimLimiter.forgiveLast(key) }
         return JSONResponse.make(device.publicView)
     }
 

@@ -227,4 +227,55 @@ import Testing
         #expect(actions == ["device.create", "certificate.issue", "certificate.issue", "certificate.issue", "device.report-stolen"])
         #expect(try await store.verifyAudit().isIntact)
     }
+
+    /// A theft report cannot be used to lift a suspension or skip an approval: recovery returns
+    /// the device to the state it was stolen from.
+    @Test(arguments: StoreKind.allCases)
+    func recoveryReturnsToTheStateBeforeTheTheft(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        let operatorActor = Actor(role: .operator, name: "op")
+        try await store.insert(try device("R-1", owner: "alice"), by: admin, at: Self.now)
+        let id = try DeviceID("R-1")
+        _ = try await store.apply(.activate, to: id, by: operatorActor, at: Self.now)
+        _ = try await store.apply(.suspend, to: id, by: operatorActor, at: Self.now)
+        #expect(try await store.apply(.reportStolen, to: id, by: alice, at: Self.now).state == .stolen)
+        #expect(try await store.apply(.recover, to: id, by: alice, at: Self.now).state == .suspended)
+        // A second theft and recovery from active goes back to active.
+        _ = try await store.apply(.resume, to: id, by: operatorActor, at: Self.now)
+        _ = try await store.apply(.reportStolen, to: id, by: alice, at: Self.now)
+        #expect(try await store.apply(.recover, to: id, by: alice, at: Self.now).state == .active)
+        #expect(try await store.verifyAudit().isIntact)
+    }
+
+    /// A refused enrollment leaves its one-time token unspent.
+    @Test(arguments: StoreKind.allCases)
+    func aRefusedEnrollmentDoesNotSpendItsToken(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        try await store.insert(try device("N-1", owner: "alice"), by: admin, at: Self.now)
+        let id = try DeviceID("N-1")
+        let token = EnrollmentTokenRecord(secretHMAC: [5, 5], deviceID: id, owner: "alice", expiresAt: Self.now.addingTimeInterval(600))
+        try await store.insert(token, by: alice, at: Self.now)
+        _ = try await store.apply(.reportStolen, to: id, by: alice, at: Self.now)
+        func record(_ serial: String) throws -> EnrollmentRecord {
+            EnrollmentRecord(
+                device: try device("N-1"), acceptedStates: [.allowed, .active], bindOwner: "alice",
+                certificate: CertificateRecord(
+                    serial: serial, deviceID: id, profile: "device", owner: nil, notBefore: Self.now, notAfter: Self.now,
+                    sha256: serial + String(repeating: "0", count: 60), issuedAt: Self.now),
+                method: "token", tokenHMAC: [5, 5])
+        }
+        await #expect(throws: RegistryError(.forbidden, "")) { _ = try await store.enroll(try record("5a01"), by: admin, at: Self.now) }
+        #expect(
+            try await store.enrollmentToken(secretHMAC: [5, 5], for: id, at: Self.now) != nil, "the refused enrollment spent the token")
+        _ = try await store.apply(.recover, to: id, by: alice, at: Self.now)
+        let enrolled = try await store.enroll(try record("5a02"), by: admin, at: Self.now)
+        #expect(enrolled.state == .active && enrolled.owner == "alice")
+        #expect(try await store.enrollmentToken(secretHMAC: [5, 5], for: id, at: Self.now) == nil, "spent by the enrollment")
+        await #expect(throws: RegistryError(.forbidden, "")) { _ = try await store.enroll(try record("5a03"), by: admin, at: Self.now) }
+        #expect(try await store.verifyAudit().isIntact)
+    }
 }

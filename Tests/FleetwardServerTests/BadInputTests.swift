@@ -117,6 +117,8 @@ import Testing
             requests.append((.get, "/api/v1/devices?\(query)", nil, "application/json"))
         }
         requests.append((.get, "/api/v1/audit?after=-1", nil, "application/json"))
+        requests.append((.get, "/api/v1/audit?after=9223372036854775807", nil, "application/json"))
+        requests.append((.get, "/api/v1/audit?after=99999999999999999999", nil, "application/json"))
         requests.append((.get, "/api/v1/nowhere", nil, "application/json"))
         try await expectRefused(requests, fixture: fixture)
     }
