@@ -26,7 +26,11 @@ request = function()
   counter = counter + 1
   local id = "EB-" .. counter
   local secret = string.format("secret-%014d", counter)
-  return wrk.format(nil, nil, { ["Authorization"] = "Basic " .. base64(id .. ":" .. secret) })
+  -- Headers given here replace wrk.headers, so the content type goes in again.
+  return wrk.format(nil, nil, {
+    ["Content-Type"] = "application/pkcs10",
+    ["Authorization"] = "Basic " .. base64(id .. ":" .. secret),
+  })
 end
 
 response = function(status, headers, body)

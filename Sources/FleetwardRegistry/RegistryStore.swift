@@ -90,6 +90,10 @@ public protocol RegistryStore: Sendable {
     /// active, binds the owner, records the certificate, appends the audit entry; all or nothing.
     func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device
 
+    /// Records several enrollments in one transaction (one fsync), each in its own savepoint: a
+    /// refused one is rolled back alone and reported in its slot; the rest commit together.
+    func enroll(batch: [(record: EnrollmentRecord, actor: Actor)], at time: Date) async throws -> [Result<Device, RegistryError>]
+
     /// The certificate with `serial` (lowercase hex), or nil.
     func certificate(serial: String) async throws -> CertificateRecord?
 

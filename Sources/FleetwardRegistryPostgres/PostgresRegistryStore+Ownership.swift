@@ -421,62 +421,89 @@ extension PostgresRegistryStore {
     public func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device {
         let logger = self.logger
         return try await transaction(audited: true) { connection in
-            if let tokenHMAC = record.tokenHMAC {
-                let now = RegistryEncoding.milliseconds(time)
-                let rows = try await connection.query(
-                    """
-                    UPDATE enrollment_tokens SET used_at = \(now)
-                    WHERE secret_hmac = \(ByteBuffer(bytes: tokenHMAC)) AND device_id = \(record.device.id.rawValue)
-                      AND used_at IS NULL AND expires_at > \(now)
-                    RETURNING 1
-                    """,
-                    logger: logger
-                )
-                var spent = false
-                for try await _ in rows { spent = true }
-                guard spent else {
-                    throw RegistryError(.forbidden, "the enrollment token for device \(record.device.id) is not valid, used or expired")
+            try await Self.enrollOne(record, by: actor, at: time, connection, logger)
+        }
+    }
+
+    public func enroll(batch: [(record: EnrollmentRecord, actor: Actor)], at time: Date) async throws -> [Result<Device, RegistryError>] {
+        let logger = self.logger
+        return try await transaction(audited: true) { connection in
+            var results: [Result<Device, RegistryError>] = []
+            for (record, actor) in batch {
+                try await connection.query("SAVEPOINT enrollment", logger: logger)
+                do {
+                    results.append(.success(try await Self.enrollOne(record, by: actor, at: time, connection, logger)))
+                    try await connection.query("RELEASE SAVEPOINT enrollment", logger: logger)
+                } catch {
+                    let mapped = Self.mapped(error)
+                    guard mapped.code != .storage else { throw mapped }
+                    try await connection.query("ROLLBACK TO SAVEPOINT enrollment", logger: logger)
+                    results.append(.failure(mapped))
                 }
             }
-            let stored = try await Self.readDevice(record.device.id, connection, logger)
-            let (device, isNew) = try EnrollmentRules.apply(record, to: stored, at: time)
+            return results
+        }
+    }
+
+    /// One enrollment inside the caller's transaction.
+    static func enrollOne(
+        _ record: EnrollmentRecord, by actor: Actor, at time: Date, _ connection: PostgresConnection, _ logger: Logger
+    ) async throws -> Device {
+        if let tokenHMAC = record.tokenHMAC {
             let now = RegistryEncoding.milliseconds(time)
-            if isNew {
-                try await connection.query(
-                    """
-                    INSERT INTO devices (id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at)
-                    VALUES (\(device.id.rawValue), \(device.state.rawValue), \(device.owner), \(device.model),
-                            \(RegistryEncoding.metadataJSON(device.metadata)), \(device.proof.kind), NULL,
-                            \(RegistryEncoding.milliseconds(device.createdAt)), \(now))
-                    """,
-                    logger: logger
-                )
-            } else {
-                try await connection.query(
-                    """
-                    UPDATE devices SET state = \(device.state.rawValue), owner = \(device.owner), updated_at = \(now)
-                    WHERE id = \(device.id.rawValue)
-                    """,
-                    logger: logger
-                )
-            }
-            if let owner = device.owner { _ = try await Self.insertOwner(try Owner(id: owner, createdAt: time), connection, logger) }
-            let certificate = record.certificate
-            try await connection.query(
+            let rows = try await connection.query(
                 """
-                INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
-                VALUES (\(certificate.serial), \(device.id.rawValue), \(certificate.profile), \(device.owner),
-                        \(RegistryEncoding.milliseconds(certificate.notBefore)), \(RegistryEncoding.milliseconds(certificate.notAfter)),
-                        \(certificate.sha256), \(RegistryEncoding.milliseconds(certificate.issuedAt)))
+                UPDATE enrollment_tokens SET used_at = \(now)
+                WHERE secret_hmac = \(ByteBuffer(bytes: tokenHMAC)) AND device_id = \(record.device.id.rawValue)
+                  AND used_at IS NULL AND expires_at > \(now)
+                RETURNING 1
                 """,
                 logger: logger
             )
-            try await Self.appendAudit(
-                connection, logger, time: time, actor: actor, action: "device.enroll", subject: "device:\(device.id)",
-                before: stored.map(RegistryEncoding.auditJSON), after: EnrollmentRules.auditJSON(record, device)
-            )
-            return device
+            var spent = false
+            for try await _ in rows { spent = true }
+            guard spent else {
+                throw RegistryError(.forbidden, "the enrollment token for device \(record.device.id) is not valid, used or expired")
+            }
         }
+        let stored = try await Self.readDevice(record.device.id, connection, logger)
+        let (device, isNew) = try EnrollmentRules.apply(record, to: stored, at: time)
+        let now = RegistryEncoding.milliseconds(time)
+        if isNew {
+            try await connection.query(
+                """
+                INSERT INTO devices (id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at)
+                VALUES (\(device.id.rawValue), \(device.state.rawValue), \(device.owner), \(device.model),
+                        \(RegistryEncoding.metadataJSON(device.metadata)), \(device.proof.kind), NULL,
+                        \(RegistryEncoding.milliseconds(device.createdAt)), \(now))
+                """,
+                logger: logger
+            )
+        } else {
+            try await connection.query(
+                """
+                UPDATE devices SET state = \(device.state.rawValue), owner = \(device.owner), updated_at = \(now)
+                WHERE id = \(device.id.rawValue)
+                """,
+                logger: logger
+            )
+        }
+        if let owner = device.owner { _ = try await Self.insertOwner(try Owner(id: owner, createdAt: time), connection, logger) }
+        let certificate = record.certificate
+        try await connection.query(
+            """
+            INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
+            VALUES (\(certificate.serial), \(device.id.rawValue), \(certificate.profile), \(device.owner),
+                    \(RegistryEncoding.milliseconds(certificate.notBefore)), \(RegistryEncoding.milliseconds(certificate.notAfter)),
+                    \(certificate.sha256), \(RegistryEncoding.milliseconds(certificate.issuedAt)))
+            """,
+            logger: logger
+        )
+        try await Self.appendAudit(
+            connection, logger, time: time, actor: actor, action: "device.enroll", subject: "device:\(device.id)",
+            before: stored.map(RegistryEncoding.auditJSON), after: EnrollmentRules.auditJSON(record, device)
+        )
+        return device
     }
 
     public func certificate(serial: String) async throws -> CertificateRecord? {

@@ -156,7 +156,7 @@ extension SQLiteRegistryStore {
     }
 
     public func claimCode(for id: DeviceID) async throws -> ClaimCodeRecord? {
-        try await withConnection { connection in
+        try await withReader { connection in
             let statement = try connection.statement(
                 "SELECT salt, hash, iterations, claimed_by, claimed_at FROM claim_codes WHERE device_id = ?")
             statement.bind(1, id.rawValue)
@@ -221,7 +221,7 @@ extension SQLiteRegistryStore {
     }
 
     public func enrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord? {
-        try await withConnection { connection in
+        try await withReader { connection in
             let read = try connection.statement(
                 "SELECT owner, expires_at FROM enrollment_tokens WHERE secret_hmac = ?1 AND device_id = ?2 AND used_at IS NULL AND expires_at > ?3"
             )
@@ -302,7 +302,7 @@ extension SQLiteRegistryStore {
     }
 
     public func enrollmentGroups() async throws -> [EnrollmentGroup] {
-        try await withConnection { connection in
+        try await withReader { connection in
             let statement = try connection.statement("SELECT \(Self.groupColumns) FROM enrollment_groups ORDER BY name")
             var groups: [EnrollmentGroup] = []
             while try statement.step() { groups.append(try Self.decodeGroup(statement)) }
@@ -416,70 +416,93 @@ extension SQLiteRegistryStore {
 extension SQLiteRegistryStore {
     public func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device {
         try await withConnection { connection in
+            try connection.db.transaction { try Self.enrollOne(record, by: actor, at: time, connection) }
+        }
+    }
+
+    public func enroll(batch: [(record: EnrollmentRecord, actor: Actor)], at time: Date) async throws -> [Result<Device, RegistryError>] {
+        try await withConnection { connection in
             try connection.db.transaction {
-                if let tokenHMAC = record.tokenHMAC {
-                    let spend = try connection.statement(
-                        "UPDATE enrollment_tokens SET used_at = ?1 WHERE secret_hmac = ?2 AND device_id = ?3 AND used_at IS NULL AND expires_at > ?1"
-                    )
-                    spend.bind(1, RegistryEncoding.milliseconds(time))
-                    spend.bind(2, tokenHMAC)
-                    spend.bind(3, record.device.id.rawValue)
-                    try spend.step()
-                    guard connection.db.changes == 1 else {
-                        throw RegistryError(.forbidden, "the enrollment token for device \(record.device.id) is not valid, used or expired")
+                var results: [Result<Device, RegistryError>] = []
+                results.reserveCapacity(batch.count)
+                for (record, actor) in batch {
+                    try connection.db.execute("SAVEPOINT enrollment")
+                    do {
+                        results.append(.success(try Self.enrollOne(record, by: actor, at: time, connection)))
+                        try connection.db.execute("RELEASE enrollment")
+                    } catch let error as RegistryError where error.code != .storage {
+                        try connection.db.execute("ROLLBACK TO enrollment; RELEASE enrollment")
+                        results.append(.failure(error))
                     }
                 }
-                let stored = try Self.readDevice(record.device.id, connection)
-                let (device, isNew) = try EnrollmentRules.apply(record, to: stored, at: time)
-                if isNew {
-                    let insert = try connection.statement(
-                        "INSERT INTO devices (id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    )
-                    insert.bind(1, device.id.rawValue)
-                    insert.bind(2, device.state.rawValue)
-                    insert.bind(3, device.owner)
-                    insert.bind(4, device.model)
-                    insert.bind(5, RegistryEncoding.metadataJSON(device.metadata))
-                    insert.bind(6, device.proof.kind)
-                    insert.bind(7, nil as [UInt8]?)
-                    insert.bind(8, RegistryEncoding.milliseconds(device.createdAt))
-                    insert.bind(9, RegistryEncoding.milliseconds(device.updatedAt))
-                    try insert.step()
-                } else {
-                    let update = try connection.statement("UPDATE devices SET state = ?, owner = ?, updated_at = ? WHERE id = ?")
-                    update.bind(1, device.state.rawValue)
-                    update.bind(2, device.owner)
-                    update.bind(3, RegistryEncoding.milliseconds(time))
-                    update.bind(4, device.id.rawValue)
-                    try update.step()
-                }
-                if let owner = device.owner { _ = try Self.insertOwner(try Owner(id: owner, createdAt: time), connection) }
-                var certificate = record.certificate
-                certificate.owner = device.owner
-                certificate.deviceID = device.id
-                let statement = try connection.statement(
-                    "INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                )
-                statement.bind(1, certificate.serial)
-                statement.bind(2, device.id.rawValue)
-                statement.bind(3, certificate.profile)
-                statement.bind(4, certificate.owner)
-                statement.bind(5, RegistryEncoding.milliseconds(certificate.notBefore))
-                statement.bind(6, RegistryEncoding.milliseconds(certificate.notAfter))
-                statement.bind(7, certificate.sha256)
-                statement.bind(8, RegistryEncoding.milliseconds(certificate.issuedAt))
-                try statement.step()
-                try Self.appendAudit(
-                    connection, time: time, actor: actor, action: "device.enroll", subject: "device:\(device.id)",
-                    before: stored.map(RegistryEncoding.auditJSON), after: EnrollmentRules.auditJSON(record, device)
-                )
-                return device
+                return results
             }
         }
     }
 
+    /// One enrollment inside the caller's transaction.
+    static func enrollOne(_ record: EnrollmentRecord, by actor: Actor, at time: Date, _ connection: Connection) throws -> Device {
+        if let tokenHMAC = record.tokenHMAC {
+            let spend = try connection.statement(
+                "UPDATE enrollment_tokens SET used_at = ?1 WHERE secret_hmac = ?2 AND device_id = ?3 AND used_at IS NULL AND expires_at > ?1"
+            )
+            spend.bind(1, RegistryEncoding.milliseconds(time))
+            spend.bind(2, tokenHMAC)
+            spend.bind(3, record.device.id.rawValue)
+            try spend.step()
+            guard connection.db.changes == 1 else {
+                throw RegistryError(.forbidden, "the enrollment token for device \(record.device.id) is not valid, used or expired")
+            }
+        }
+        let stored = try Self.readDevice(record.device.id, connection)
+        let (device, isNew) = try EnrollmentRules.apply(record, to: stored, at: time)
+        if isNew {
+            let insert = try connection.statement(
+                "INSERT INTO devices (id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            )
+            insert.bind(1, device.id.rawValue)
+            insert.bind(2, device.state.rawValue)
+            insert.bind(3, device.owner)
+            insert.bind(4, device.model)
+            insert.bind(5, RegistryEncoding.metadataJSON(device.metadata))
+            insert.bind(6, device.proof.kind)
+            insert.bind(7, nil as [UInt8]?)
+            insert.bind(8, RegistryEncoding.milliseconds(device.createdAt))
+            insert.bind(9, RegistryEncoding.milliseconds(device.updatedAt))
+            try insert.step()
+        } else {
+            let update = try connection.statement("UPDATE devices SET state = ?, owner = ?, updated_at = ? WHERE id = ?")
+            update.bind(1, device.state.rawValue)
+            update.bind(2, device.owner)
+            update.bind(3, RegistryEncoding.milliseconds(time))
+            update.bind(4, device.id.rawValue)
+            try update.step()
+        }
+        if let owner = device.owner { _ = try Self.insertOwner(try Owner(id: owner, createdAt: time), connection) }
+        var certificate = record.certificate
+        certificate.owner = device.owner
+        certificate.deviceID = device.id
+        let statement = try connection.statement(
+            "INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        statement.bind(1, certificate.serial)
+        statement.bind(2, device.id.rawValue)
+        statement.bind(3, certificate.profile)
+        statement.bind(4, certificate.owner)
+        statement.bind(5, RegistryEncoding.milliseconds(certificate.notBefore))
+        statement.bind(6, RegistryEncoding.milliseconds(certificate.notAfter))
+        statement.bind(7, certificate.sha256)
+        statement.bind(8, RegistryEncoding.milliseconds(certificate.issuedAt))
+        try statement.step()
+        try Self.appendAudit(
+            connection, time: time, actor: actor, action: "device.enroll", subject: "device:\(device.id)",
+            before: stored.map(RegistryEncoding.auditJSON), after: EnrollmentRules.auditJSON(record, device)
+        )
+        return device
+    }
+
     public func certificate(serial: String) async throws -> CertificateRecord? {
-        try await withConnection { connection in
+        try await withReader { connection in
             let statement = try connection.statement(
                 """
                 SELECT c.serial, c.device_id, c.profile, c.owner, c.not_before, c.not_after, c.sha256, c.issued_at, r.reason, r.revoked_at

@@ -10,6 +10,9 @@ import Synchronization
 /// (the console and a running server) and SQLite's own locking orders their writes.
 public final class SQLiteRegistryStore: RegistryStore {
     private let database: Mutex<Connection>
+    /// A second connection for single-row reads on hot paths (token lookups, device reads):
+    /// WAL lets it read while the writer waits on fsync, so readers never queue behind a commit.
+    private let reader: Mutex<Connection>
 
     public let path: String
 
@@ -56,10 +59,23 @@ public final class SQLiteRegistryStore: RegistryStore {
             """
         )
         database = Mutex(Connection(db: db))
+        let readDB = try SQLiteDatabase(path: path)
+        try readDB.execute("PRAGMA busy_timeout = 10000; PRAGMA query_only = ON;")
+        reader = Mutex(Connection(db: readDB))
     }
 
     /// Runs `body` on the connection, on a thread of NIO's blocking pool: SQLite calls block
     /// (and a commit waits for fsync), so they never run on an event loop or the cooperative pool.
+    /// Like ``withConnection(_:)`` on the read-only connection: for reads outside any transaction.
+    func withReader<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive {
+            try self.reader.withLock { connection in
+                defer { connection.finishCall() }
+                return try body(connection)
+            }
+        }
+    }
+
     func withConnection<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
         try await NIOThreadPool.singleton.runIfActive {
             try self.database.withLock { connection in
@@ -99,7 +115,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     private static let deviceColumns = "id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at"
 
     public func device(_ id: DeviceID) async throws -> Device? {
-        try await withConnection { connection in try Self.readDevice(id, connection) }
+        try await withReader { connection in try Self.readDevice(id, connection) }
     }
 
     static func readDevice(_ id: DeviceID, _ connection: Connection) throws -> Device? {
@@ -254,7 +270,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func apiToken(id: String) async throws -> APITokenRecord? {
-        try await withConnection { connection in
+        try await withReader { connection in
             let statement = try connection.statement(
                 "SELECT id, secret_hmac, role, owner, created_at, expires_at FROM api_tokens WHERE id = ? AND revoked_at IS NULL"
             )

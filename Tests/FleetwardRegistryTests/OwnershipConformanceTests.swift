@@ -278,4 +278,43 @@ import Testing
         await #expect(throws: RegistryError(.forbidden, "")) { _ = try await store.enroll(try record("5a03"), by: admin, at: Self.now) }
         #expect(try await store.verifyAudit().isIntact)
     }
+
+    /// Group commit: one transaction, a refused enrollment rolled back alone.
+    @Test(arguments: StoreKind.allCases)
+    func aBatchOfEnrollmentsCommitsTogetherAndRefusesOneAlone(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        for id in ["B-1", "B-2", "B-3"] { try await store.insert(try device(id), by: admin, at: Self.now) }
+        _ = try await store.apply(.revoke, to: try DeviceID("B-2"), by: admin, at: Self.now)
+        let before = try await store.auditEntries(from: 1, limit: 100).count
+        let batch = try ["B-1", "B-2", "B-3", "B-1"].enumerated().map { index, id in
+            (
+                record: EnrollmentRecord(
+                    device: try device(id), acceptedStates: [.allowed],
+                    certificate: CertificateRecord(
+                        serial: "6b0\(index)", deviceID: try DeviceID(id), profile: "device", owner: nil, notBefore: Self.now,
+                        notAfter: Self.now, sha256: "6b0\(index)" + String(repeating: "0", count: 60), issuedAt: Self.now),
+                    method: "secret"),
+                actor: Actor(role: .operator, name: "est")
+            )
+        }
+        let results = try await store.enroll(batch: batch, at: Self.now)
+        #expect(results.count == 4)
+        #expect((try? results[0].get())?.state == .active)
+        #expect(results[1].isFailure, "B-2 is revoked")
+        #expect((try? results[2].get())?.state == .active)
+        #expect(results[3].isFailure, "B-1 is already active: the second enrollment in the batch is refused")
+        #expect(try await store.certificates(for: try DeviceID("B-1")).map(\.serial) == ["6b00"])
+        #expect(try await store.certificates(for: try DeviceID("B-2")).isEmpty)
+        #expect(try await store.auditEntries(from: 1, limit: 100).count == before + 2)
+        #expect(try await store.verifyAudit().isIntact)
+    }
+}
+
+extension Result {
+    var isFailure: Bool {
+        if case .failure = self { return true }
+        return false
+    }
 }
