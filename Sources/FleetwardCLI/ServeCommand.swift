@@ -71,6 +71,10 @@ struct ServeCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data((report.text + "\n").utf8))
         }
 
+        // The listeners log warnings and errors only: their start-up lines would repeat ours, and
+        // could interleave with a one-line failure (a port in use) on the way out.
+        var serverLogger = logger
+        serverLogger.logLevel = max(logger.logLevel, .warning)
         let api = ManagementAPI(store: store, hasher: hasher)
         let json = output.json
         @Sendable func announce(_ name: String, _ url: String, _ extra: String) {
@@ -80,20 +84,20 @@ struct ServeCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data("\(name) listening on \(url)\(extra)\n".utf8))
             }
         }
-        let apiApplication = ManagementServer.application(api, address: apiAddress, logger: logger) { bound in
+        let apiApplication = ManagementServer.application(api, address: apiAddress, logger: serverLogger) { bound in
             announce("management API", "http://\(bound)", " (OpenAPI: http://\(bound)\(ManagementAPI.openAPIPath))")
         }
         let est = ESTService(authority: authority, store: store, hasher: hasher)
         let estApplication = try ESTServer.application(
             est, address: estAddress, certificateChainPEM: try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20),
-            privateKeyPKCS8: try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER, logger: logger
+            privateKeyPKCS8: try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER, logger: serverLogger
         ) { bound in
             announce("EST", "https://\(bound)", " (\(ESTService.prefix)/)")
         }
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: apiApplication), .init(service: estApplication)],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: serverLogger))
         try await group.run()
     }
 }

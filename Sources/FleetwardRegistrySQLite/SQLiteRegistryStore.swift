@@ -66,13 +66,13 @@ public final class SQLiteRegistryStore: RegistryStore {
 
     /// Runs `body` on the connection, on a thread of NIO's blocking pool: SQLite calls block
     /// (and a commit waits for fsync), so they never run on an event loop or the cooperative pool.
-    /// Like ``withConnection(_:)`` on the read-only connection: for reads outside any transaction.
+    /// Runs a short read on the read-only connection, on the calling thread: a WAL reader never
+    /// waits for the writer's fsync and takes microseconds, so the hop to the blocking pool (two
+    /// context switches) would cost more than the read.
     func withReader<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
-        try await NIOThreadPool.singleton.runIfActive {
-            try self.reader.withLock { connection in
-                defer { connection.finishCall() }
-                return try body(connection)
-            }
+        try reader.withLock { connection in
+            defer { connection.finishCall() }
+            return try body(connection)
         }
     }
 

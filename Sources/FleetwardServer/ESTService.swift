@@ -106,7 +106,10 @@ public struct ESTService: Sendable {
 
     private func enroll(_ request: Request, _ context: ESTRequestContext, renewal: Bool) async throws -> Response {
         let csr = try await readCSR(request)
-        let clientCertificate = try await context.channel.nioSSL_peerCertificate().get()
+        // HTTP Basic on simpleenroll takes precedence; only without it is the TLS client
+        // certificate asked for (a hop onto the channel's event loop).
+        let hasBasic = !renewal && (request.headers[.authorization]?.lowercased().hasPrefix("basic ") ?? false)
+        let clientCertificate = hasBasic ? nil : try await context.channel.nioSSL_peerCertificate().get()
         let proof: Proof
         if let clientCertificate {
             proof = try await certificateProof(try Certificate(derEncoded: try clientCertificate.toDERBytes()), renewal: renewal)
