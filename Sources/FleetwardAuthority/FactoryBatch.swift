@@ -104,15 +104,7 @@ public struct FactoryBatch: Sendable {
 
     /// The device a factory CSR is for: its subject serialNumber, else commonName, else the file name.
     static func deviceID(of request: CertificateRequest, fileName: String) throws -> DeviceID {
-        var serial: String?
-        var common: String?
-        for rdn in request.requestedSubject {
-            for attribute in rdn {
-                if attribute.type == [2, 5, 4, 5] { serial = String(describing: attribute.value) }
-                if attribute.type == .RDNAttributeType.commonName { common = String(describing: attribute.value) }
-            }
-        }
         let stem = (fileName as NSString).deletingPathExtension
-        return try DeviceID(serial ?? common ?? stem)
+        return try DeviceID(DeviceID.named(by: request.requestedSubject) ?? stem)
     }
 }

@@ -1,4 +1,6 @@
 import Foundation
+public import X509
+import SwiftASN1
 
 /// A device's unique identifier, as it appears in its certificate's subject serialNumber and in
 /// its URI SAN `urn:fleetward:device:<id>`.
@@ -52,5 +54,21 @@ public struct DeviceID: Hashable, Sendable, Comparable, Codable, CustomStringCon
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(rawValue)
+    }
+}
+
+extension DeviceID {
+    /// The text a distinguished name names a device by: its serialNumber, else its commonName
+    /// (check it with ``init(_:)``).
+    public static func named(by name: DistinguishedName) -> String? {
+        var serial: String?
+        var common: String?
+        for rdn in name {
+            for attribute in rdn {
+                if attribute.type == [2, 5, 4, 5] { serial = String(describing: attribute.value) }
+                if attribute.type == .RDNAttributeType.commonName { common = String(describing: attribute.value) }
+            }
+        }
+        return serial ?? common
     }
 }

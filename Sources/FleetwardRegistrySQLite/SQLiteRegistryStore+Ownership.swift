@@ -98,22 +98,28 @@ extension SQLiteRegistryStore {
     public func transfer(_ id: DeviceID, to newOwner: String, by actor: Actor, at time: Date) async throws -> Device {
         try await withConnection { connection in
             try connection.db.transaction {
-                guard var device = try Self.readDevice(id, connection) else { throw RegistryError(.notFound, "no device \(id)") }
+                guard let device = try Self.readDevice(id, connection) else { throw RegistryError(.notFound, "no device \(id)") }
                 try OwnershipRules.checkTransfer(of: device, to: newOwner, by: actor)
                 let exists = try connection.statement("SELECT 1 FROM owners WHERE id = ?")
                 exists.bind(1, newOwner)
                 guard try exists.step() else { throw RegistryError(.notFound, "no owner \(newOwner)") }
-                let before = RegistryEncoding.auditJSON(device)
-                device.owner = newOwner
-                device.updatedAt = time
-                try Self.updateOwner(device, connection)
-                try Self.appendAudit(
-                    connection, time: time, actor: actor, action: "device.transfer", subject: "device:\(id)", before: before,
-                    after: RegistryEncoding.auditJSON(device)
-                )
-                return device
+                return try Self.changeOwner(of: device, to: newOwner, action: "device.transfer", by: actor, at: time, connection)
             }
         }
+    }
+
+    /// Sets the device's owner and records it, inside the caller's transaction.
+    private static func changeOwner(
+        of device: Device, to owner: String, action: String, by actor: Actor, at time: Date, _ connection: Connection
+    ) throws -> Device {
+        var changed = device
+        changed.owner = owner
+        changed.updatedAt = time
+        try updateOwner(changed, connection)
+        try appendAudit(
+            connection, time: time, actor: actor, action: action, subject: "device:\(device.id)",
+            before: RegistryEncoding.auditJSON(device), after: RegistryEncoding.auditJSON(changed))
+        return changed
     }
 
     private static func updateOwner(_ device: Device, _ connection: Connection) throws {
@@ -171,7 +177,7 @@ extension SQLiteRegistryStore {
     public func claim(_ id: DeviceID, verifiedHash: [UInt8], by actor: Actor, at time: Date) async throws -> Device {
         try await withConnection { connection in
             try connection.db.transaction {
-                guard var device = try Self.readDevice(id, connection) else { throw RegistryError(.notFound, "no device \(id)") }
+                guard let device = try Self.readDevice(id, connection) else { throw RegistryError(.notFound, "no device \(id)") }
                 let owner = try OwnershipRules.checkClaim(of: device, by: actor)
                 let use = try connection.statement(
                     "UPDATE claim_codes SET claimed_by = ?, claimed_at = ? WHERE device_id = ? AND hash = ? AND claimed_by IS NULL")
@@ -184,15 +190,7 @@ extension SQLiteRegistryStore {
                     throw RegistryError(.forbidden, "the claim code of device \(id) is not valid")
                 }
                 _ = try Self.insertOwner(try Owner(id: owner, createdAt: time), connection)
-                let before = RegistryEncoding.auditJSON(device)
-                device.owner = owner
-                device.updatedAt = time
-                try Self.updateOwner(device, connection)
-                try Self.appendAudit(
-                    connection, time: time, actor: actor, action: "device.claim", subject: "device:\(id)", before: before,
-                    after: RegistryEncoding.auditJSON(device)
-                )
-                return device
+                return try Self.changeOwner(of: device, to: owner, action: "device.claim", by: actor, at: time, connection)
             }
         }
     }
@@ -353,22 +351,8 @@ extension SQLiteRegistryStore {
                     if let id = certificate.deviceID, try Self.readDevice(id, connection) == nil {
                         throw RegistryError(.notFound, "no device \(id)")
                     }
-                    let statement = try connection.statement(
-                        """
-                        INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                        """
-                    )
-                    statement.bind(1, certificate.serial)
-                    statement.bind(2, certificate.deviceID?.rawValue)
-                    statement.bind(3, certificate.profile)
-                    statement.bind(4, certificate.owner)
-                    statement.bind(5, RegistryEncoding.milliseconds(certificate.notBefore))
-                    statement.bind(6, RegistryEncoding.milliseconds(certificate.notAfter))
-                    statement.bind(7, certificate.sha256)
-                    statement.bind(8, RegistryEncoding.milliseconds(certificate.issuedAt))
                     do {
-                        try statement.step()
+                        try Self.insertCertificateRow(certificate, connection)
                     } catch let error as RegistryError where error.code == .duplicate {
                         throw RegistryError(.duplicate, "certificate \(certificate.serial) is already recorded")
                     }
@@ -440,6 +424,22 @@ extension SQLiteRegistryStore {
         }
     }
 
+    /// Inserts one certificate row inside the caller's transaction.
+    static func insertCertificateRow(_ certificate: CertificateRecord, _ connection: Connection) throws {
+        let statement = try connection.statement(
+            "INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        statement.bind(1, certificate.serial)
+        statement.bind(2, certificate.deviceID?.rawValue)
+        statement.bind(3, certificate.profile)
+        statement.bind(4, certificate.owner)
+        statement.bind(5, RegistryEncoding.milliseconds(certificate.notBefore))
+        statement.bind(6, RegistryEncoding.milliseconds(certificate.notAfter))
+        statement.bind(7, certificate.sha256)
+        statement.bind(8, RegistryEncoding.milliseconds(certificate.issuedAt))
+        try statement.step()
+    }
+
     /// One enrollment inside the caller's transaction.
     static func enrollOne(_ record: EnrollmentRecord, by actor: Actor, at time: Date, _ connection: Connection) throws -> Device {
         if let tokenHMAC = record.tokenHMAC {
@@ -482,18 +482,7 @@ extension SQLiteRegistryStore {
         var certificate = record.certificate
         certificate.owner = device.owner
         certificate.deviceID = device.id
-        let statement = try connection.statement(
-            "INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        statement.bind(1, certificate.serial)
-        statement.bind(2, device.id.rawValue)
-        statement.bind(3, certificate.profile)
-        statement.bind(4, certificate.owner)
-        statement.bind(5, RegistryEncoding.milliseconds(certificate.notBefore))
-        statement.bind(6, RegistryEncoding.milliseconds(certificate.notAfter))
-        statement.bind(7, certificate.sha256)
-        statement.bind(8, RegistryEncoding.milliseconds(certificate.issuedAt))
-        try statement.step()
+        try Self.insertCertificateRow(certificate, connection)
         try Self.appendAudit(
             connection, time: time, actor: actor, action: "device.enroll", subject: "device:\(device.id)",
             before: stored.map(RegistryEncoding.auditJSON), after: EnrollmentRules.auditJSON(record, device)

@@ -294,15 +294,7 @@ public struct ESTService: Sendable {
 
     /// The device ID a manufacturer's certificate names: subject serialNumber, else commonName.
     static func groupDeviceID(_ certificate: Certificate) -> DeviceID? {
-        var serial: String?
-        var common: String?
-        for rdn in certificate.subject {
-            for attribute in rdn {
-                if attribute.type == [2, 5, 4, 5] { serial = String(describing: attribute.value) }
-                if attribute.type == .RDNAttributeType.commonName { common = String(describing: attribute.value) }
-            }
-        }
-        return (serial ?? common).flatMap { try? DeviceID($0) }
+        DeviceID.named(by: certificate.subject).flatMap { try? DeviceID($0) }
     }
 
     static func pkcs7Response(_ base64: String) throws -> Response {
