@@ -354,6 +354,18 @@ final class ESTFixture {
         #expect(profiles == ["birth", "device"])
     }
 
+    /// Guessing across many device IDs from one address is slowed down too.
+    @Test func repeatedFailuresFromOneAddressAreRateLimited() throws {
+        let fixture = try ESTFixture()
+        try fixture.allow(["SN-A,0123456789abcdef0123,,cam,"])
+        let csr = try fixture.csr("a", subject: "/")
+        var statuses: [Int] = []
+        for attempt in 0..<11 { statuses.append(try fixture.enroll(csr: csr, user: "GUESS-\(attempt):0123456789abcdef0123").status) }
+        #expect(statuses.prefix(10).allSatisfy { $0 == 401 } && statuses.last == 429, "\(statuses)")
+        #expect(try fixture.enroll(csr: csr, user: "SN-A:0123456789abcdef0123").status == 429)
+        #expect(try fixture.state("SN-A") == "allowed")
+    }
+
     /// Guessing secrets for one device is slowed down, whatever the guess.
     @Test func repeatedFailuresForOneDeviceAreRateLimited() throws {
         let fixture = try ESTFixture()
