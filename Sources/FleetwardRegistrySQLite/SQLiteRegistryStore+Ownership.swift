@@ -409,13 +409,15 @@ extension SQLiteRegistryStore {
             try connection.db.transaction {
                 var results: [Result<Device, RegistryError>] = []
                 results.reserveCapacity(batch.count)
+                // Prepared once and cached, like every statement here: parsing them per row costs.
                 for (record, actor) in batch {
-                    try connection.db.execute("SAVEPOINT enrollment")
+                    try connection.statement("SAVEPOINT enrollment").step()
                     do {
                         results.append(.success(try Self.enrollOne(record, by: actor, at: time, connection)))
-                        try connection.db.execute("RELEASE enrollment")
+                        try connection.statement("RELEASE enrollment").step()
                     } catch let error as RegistryError where error.code != .storage {
-                        try connection.db.execute("ROLLBACK TO enrollment; RELEASE enrollment")
+                        try connection.statement("ROLLBACK TO enrollment").step()
+                        try connection.statement("RELEASE enrollment").step()
                         results.append(.failure(error))
                     }
                 }
