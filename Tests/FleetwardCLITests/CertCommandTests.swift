@@ -273,7 +273,10 @@ import Testing
 
     @Test func everyCommandHasHelp() throws {
         let cli = try CLI()
-        for command in [[], ["init"], ["serve"], ["ca", "show"], ["cert", "issue"], ["cert", "inspect"]] {
+        for command in [
+            [], ["init"], ["serve"], ["ca", "show"], ["cert", "issue"], ["cert", "inspect"], ["factory", "issue"], ["devices", "import"],
+            ["devices", "list"], ["token", "create"], ["audit", "verify"],
+        ] {
             let result = try cli.run(command + ["--help"])
             #expect(result.succeeded, "\(command)")
             #expect(result.stdout.contains("USAGE: fleetward"), "\(command)")
