@@ -58,6 +58,10 @@ paths["/api/v1/devices/{id}/claim-code"] = {"post": op("Set a new claim code for
      {"201": resp("The claim code", S("ClaimCode")), **errors(*common, "409")}, params=[device_id], tag="claims")}
 paths["/api/v1/devices/{id}/enrollment-tokens"] = {"post": op("Make a one-time enrollment token for a device; shown once", "admin, operator, owner (own devices)",
      {"201": resp("The token", S("EnrollmentToken")), **errors(*common, "409")}, body={"required": False, "content": {"application/json": {"schema": S("EnrollmentTokenRequest")}}}, params=[device_id], tag="claims")}
+paths["/api/v1/certificates/{serial}/revoke"] = {"post": op("Revoke one certificate (operational or birth); the device keeps its state", "admin, operator",
+     {"200": resp("The certificate after", S("Certificate")), **errors(*common, "409")},
+     body={"required": False, "content": {"application/json": {"schema": S("RevokeRequest")}}},
+     params=[{"name": "serial", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{2,42}$"}}], tag="certificates")}
 paths["/api/v1/claims"] = {"post": op("Claim a device with the code on its label; binds it to the token's owner", "owner",
      {"200": resp("The device after", S("Device")), **errors(*common, "409", "429")}, body=jbody(S("ClaimRequest")), tag="claims")}
 owner_id = {"name": "owner", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -118,6 +122,8 @@ schemas = {
     "serial": {"type": "string"}, "device": {"type": "string"}, "profile": {"type": "string", "enum": ["device", "birth", "server", "ocsp"]},
     "owner": {"type": "string"}, "notBefore": ts, "notAfter": ts, "sha256": {"type": "string"}, "issuedAt": ts, "revoked": {"type": "boolean"},
     "revocationReason": {"type": "integer", "description": "RFC 5280 CRLReason"}, "revokedAt": ts}},
+ "RevokeRequest": {"type": "object", "additionalProperties": False, "properties": {"reason": {"type": "string", "default": "keyCompromise",
+    "enum": ["unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded", "cessationOfOperation", "privilegeWithdrawn", "aACompromise"]}}},
  "CertificateList": {"type": "object", "required": ["certificates"], "properties": {"certificates": {"type": "array", "items": S("Certificate")}}},
  "AuditEntry": {"type": "object", "required": ["sequence", "time", "actor", "action", "subject", "hash"], "properties": {"sequence": {"type": "integer"}, "time": ts,
     "actor": {"type": "string"}, "action": {"type": "string"}, "subject": {"type": "string"}, "before": {"type": "string"}, "after": {"type": "string"}, "hash": {"type": "string"}}},

@@ -10,7 +10,7 @@ struct CertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cert",
         abstract: "Issue and inspect certificates.",
-        subcommands: [Issue.self, Inspect.self]
+        subcommands: [Issue.self, Inspect.self, Revoke.self]
     )
 
     /// `fleetward cert issue`: sign a CSR under a profile.
@@ -156,6 +156,35 @@ struct CertCommand: ParsableCommand {
                 }
             } else {
                 print(summaries.map(\.text).joined(separator: "\n\n"))
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke one certificate (operational or birth) by serial; the device keeps its state.",
+            discussion: "Reasons as RFC 5280 names them: keyCompromise (default), superseded, cessationOfOperation, …"
+        )
+
+        @OptionGroup var dataOptions: DataOptions
+        @OptionGroup var output: OutputOptions
+
+        @Option(help: ArgumentHelp("The serial number in hex, as 'openssl x509 -serial' prints it.", valueName: "hex"))
+        var serial: String
+        @Option(help: "The RFC 5280 reason.") var reason = "keyCompromise"
+
+        func run() async throws {
+            let serial = self.serial.lowercased().replacingOccurrences(of: ":", with: "")
+            guard (2...42).contains(serial.count), serial.allSatisfy(\.isHexDigit) else {
+                throw ValidationError("--serial must be 2 to 42 hex digits")
+            }
+            let reason = try RevocationReason(name: reason)
+            let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
+            let record = try await store.revokeCertificate(serial: serial, reason: reason, by: .console, at: Date())
+            if output.json {
+                try Output.printJSON(record.publicView)
+            } else {
+                print("Revoked certificate \(record.serial) (\(reason)) of \(record.deviceID?.rawValue ?? "no registered device").")
             }
         }
     }

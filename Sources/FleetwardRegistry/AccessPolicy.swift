@@ -4,7 +4,7 @@
 /// | --- | --- | --- | --- | --- |
 /// | read devices | all | all | all | own only |
 /// | create, import devices; set claim codes | ✓ | ✓ | | |
-/// | suspend, resume, revoke, approve | ✓ | | ✓ | |
+/// | suspend, resume, revoke, approve; revoke one certificate | ✓ | | ✓ | |
 /// | report stolen, recover, transfer | ✓ | | | own only |
 /// | claim a device | | | | ✓ |
 /// | enrollment tokens | ✓ | | ✓ | own only |
@@ -23,6 +23,7 @@ public enum AccessPolicy {
         case createDevices
         case transition(LifecycleStateMachine.Event)
         case transfer
+        case revokeCertificates
         case setClaimCode
         case claim
         case createEnrollmentToken
@@ -39,6 +40,7 @@ public enum AccessPolicy {
             case .createDevices: "register devices"
             case .transition(let event): "\(event) devices"
             case .transfer: "transfer devices"
+            case .revokeCertificates: "revoke certificates"
             case .setClaimCode: "set claim codes"
             case .claim: "claim devices"
             case .createEnrollmentToken: "create enrollment tokens"
@@ -61,7 +63,7 @@ public enum AccessPolicy {
         case .transfer: [.admin, .owner]
         case .claim: [.owner]
         case .createEnrollmentToken: [.admin, .operator, .owner]
-        case .readOwners, .createOwner: [.admin, .operator]
+        case .readOwners, .createOwner, .revokeCertificates: [.admin, .operator]
         case .readGroups: [.admin, .manufacturer, .operator]
         case .manageGroups: [.admin, .operator]
         case .manageTokens: [.admin]

@@ -68,3 +68,44 @@ public struct CertificateRecord: Sendable, Equatable {
             revokedAt: revocation?.time)
     }
 }
+
+/// RFC 5280 §5.3.1 CRLReason codes, by name.
+public enum RevocationReason: Int, Sendable, CaseIterable, CustomStringConvertible {
+    case unspecified = 0
+    case keyCompromise = 1
+    case cACompromise = 2
+    case affiliationChanged = 3
+    case superseded = 4
+    case cessationOfOperation = 5
+    case certificateHold = 6
+    case removeFromCRL = 8
+    case privilegeWithdrawn = 9
+    case aACompromise = 10
+
+    public var description: String {
+        switch self {
+        case .unspecified: "unspecified"
+        case .keyCompromise: "keyCompromise"
+        case .cACompromise: "cACompromise"
+        case .affiliationChanged: "affiliationChanged"
+        case .superseded: "superseded"
+        case .cessationOfOperation: "cessationOfOperation"
+        case .certificateHold: "certificateHold"
+        case .removeFromCRL: "removeFromCRL"
+        case .privilegeWithdrawn: "privilegeWithdrawn"
+        case .aACompromise: "aACompromise"
+        }
+    }
+
+    /// The reason named `name` (as RFC 5280 spells it, case-insensitive). `removeFromCRL` and
+    /// `certificateHold` are refused: a revocation here is final.
+    public init(name: String) throws {
+        guard let reason = Self.allCases.first(where: { $0.description.lowercased() == name.lowercased() }),
+            reason != .removeFromCRL, reason != .certificateHold
+        else {
+            let names = Self.allCases.filter { $0 != .removeFromCRL && $0 != .certificateHold }.map(\.description)
+            throw RegistryError(.invalidInput, "the revocation reason must be one of \(names.joined(separator: ", "))")
+        }
+        self = reason
+    }
+}

@@ -97,6 +97,10 @@ public protocol RegistryStore: Sendable {
     /// The certificate with `serial` (lowercase hex), or nil.
     func certificate(serial: String) async throws -> CertificateRecord?
 
+    /// Revokes one certificate (the device's state is left alone).
+    /// - Throws: ``RegistryError`` `notFound` for an unknown serial, `duplicate` when already revoked.
+    func revokeCertificate(serial: String, reason: RevocationReason, by actor: Actor, at time: Date) async throws -> CertificateRecord
+
     /// The certificates issued to a device, newest first, with their revocation.
     func certificates(for id: DeviceID) async throws -> [CertificateRecord]
 

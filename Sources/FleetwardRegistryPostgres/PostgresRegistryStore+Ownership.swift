@@ -529,3 +529,34 @@ extension PostgresRegistryStore {
         }
     }
 }
+
+// Single-certificate revocation.
+extension PostgresRegistryStore {
+    public func revokeCertificate(serial: String, reason: RevocationReason, by actor: Actor, at time: Date) async throws
+        -> CertificateRecord
+    {
+        let logger = self.logger
+        do {
+            try await transaction(audited: true) { connection in
+                let rows = try await connection.query("SELECT 1 FROM certificates WHERE serial = \(serial) FOR UPDATE", logger: logger)
+                var exists = false
+                for try await _ in rows { exists = true }
+                guard exists else { throw RegistryError(.notFound, "no certificate \(serial)") }
+                try await connection.query(
+                    """
+                    INSERT INTO revocations (serial, reason, revoked_at)
+                    VALUES (\(serial), \(reason.rawValue), \(RegistryEncoding.milliseconds(time)))
+                    """,
+                    logger: logger
+                )
+                try await Self.appendAudit(
+                    connection, logger, time: time, actor: actor, action: "certificate.revoke", subject: "certificate:\(serial)",
+                    before: nil, after: "{\"reason\":\"\(reason)\"}")
+            }
+        } catch let error as RegistryError where error.code == .duplicate {
+            throw RegistryError(.duplicate, "certificate \(serial) is already revoked")
+        }
+        guard let record = try await certificate(serial: serial) else { throw RegistryError(.notFound, "no certificate \(serial)") }
+        return record
+    }
+}

@@ -514,3 +514,33 @@ extension SQLiteRegistryStore {
         }
     }
 }
+
+// Single-certificate revocation.
+extension SQLiteRegistryStore {
+    public func revokeCertificate(serial: String, reason: RevocationReason, by actor: Actor, at time: Date) async throws
+        -> CertificateRecord
+    {
+        let found = try await withConnection { connection in
+            try connection.db.transaction { () -> Bool in
+                let exists = try connection.statement("SELECT 1 FROM certificates WHERE serial = ?")
+                exists.bind(1, serial)
+                guard try exists.step() else { return false }
+                let revoke = try connection.statement("INSERT INTO revocations (serial, reason, revoked_at) VALUES (?, ?, ?)")
+                revoke.bind(1, serial)
+                revoke.bind(2, Int64(reason.rawValue))
+                revoke.bind(3, RegistryEncoding.milliseconds(time))
+                do {
+                    try revoke.step()
+                } catch let error as RegistryError where error.code == .duplicate {
+                    throw RegistryError(.duplicate, "certificate \(serial) is already revoked")
+                }
+                try Self.appendAudit(
+                    connection, time: time, actor: actor, action: "certificate.revoke", subject: "certificate:\(serial)", before: nil,
+                    after: "{\"reason\":\"\(reason)\"}")
+                return true
+            }
+        }
+        guard found, let record = try await certificate(serial: serial) else { throw RegistryError(.notFound, "no certificate \(serial)") }
+        return record
+    }
+}

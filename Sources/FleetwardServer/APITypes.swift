@@ -13,6 +13,11 @@ struct DeviceRequest: JSONBody {
     var metadata: [String: String]?
 }
 
+struct RevokeCertificateRequest: JSONBody {
+    static let fields: Set<String> = ["reason"]
+    var reason: String?
+}
+
 struct TransferRequest: JSONBody {
     static let fields: Set<String> = ["to"]
     var to: String

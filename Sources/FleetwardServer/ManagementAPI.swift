@@ -99,6 +99,17 @@ public struct ManagementAPI: Sendable {
                 status: .created)
         }
         api.post("claims") { request, context in try await claim(request, context) }
+        api.post("certificates/{serial}/revoke") { request, context in
+            let actor = try authorize(.revokeCertificates, context)
+            let body = try await JSONBodyReader.read(RevokeCertificateRequest.self, from: request)
+            let serial = try context.parameters.require("serial").lowercased()
+            guard (2...42).contains(serial.count), serial.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) })
+            else {
+                throw APIProblem(.badRequest, "a serial number is 2 to 42 hex digits")
+            }
+            let reason = try RevocationReason(name: body.reason ?? RevocationReason.keyCompromise.description)
+            return JSONResponse.make(try await store.revokeCertificate(serial: serial, reason: reason, by: actor, at: now()).publicView)
+        }
 
         // Owners
         api.get("owners") { request, context in

@@ -1377,6 +1377,108 @@ enum OpenAPIDocument {
                 ]
               }
             },
+            "/api/v1/certificates/{serial}/revoke": {
+              "post": {
+                "summary": "Revoke one certificate (operational or birth); the device keeps its state",
+                "description": "Roles: admin, operator.",
+                "responses": {
+                  "200": {
+                    "description": "The certificate after",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Certificate"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "description": "Malformed input",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "401": {
+                    "description": "Missing or invalid bearer token",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "403": {
+                    "description": "The token's role may not do this",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "404": {
+                    "description": "No such resource (or not yours)",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "503": {
+                    "description": "The registry database is unavailable",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "409": {
+                    "description": "Conflicts with the current state",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  }
+                },
+                "tags": [
+                  "certificates"
+                ],
+                "requestBody": {
+                  "required": false,
+                  "content": {
+                    "application/json": {
+                      "schema": {
+                        "$ref": "#/components/schemas/RevokeRequest"
+                      }
+                    }
+                  }
+                },
+                "parameters": [
+                  {
+                    "name": "serial",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "pattern": "^[0-9a-fA-F]{2,42}$"
+                    }
+                  }
+                ]
+              }
+            },
             "/api/v1/claims": {
               "post": {
                 "summary": "Claim a device with the code on its label; binds it to the token's owner",
@@ -2879,6 +2981,26 @@ enum OpenAPIDocument {
                   "revokedAt": {
                     "type": "string",
                     "format": "date-time"
+                  }
+                }
+              },
+              "RevokeRequest": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                  "reason": {
+                    "type": "string",
+                    "default": "keyCompromise",
+                    "enum": [
+                      "unspecified",
+                      "keyCompromise",
+                      "cACompromise",
+                      "affiliationChanged",
+                      "superseded",
+                      "cessationOfOperation",
+                      "privilegeWithdrawn",
+                      "aACompromise"
+                    ]
                   }
                 }
               },

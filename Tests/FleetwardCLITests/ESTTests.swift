@@ -233,6 +233,16 @@ final class ESTFixture {
         #expect(try fixture.enroll(csr: next, certificate: current).status == 403)
         _ = try fixture.acceptCertificate(try fixture.enroll("simplereenroll", csr: next, certificate: current), as: "next")
 
+        // A revoked birth certificate no longer enrolls; the device keeps its state.
+        let birthSerial = try fixture.cli.openssl(["x509", "-in", birth.0, "-noout", "-serial"]).stdout
+            .replacingOccurrences(of: "serial=", with: "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let revoked = try fixture.cli.run(["cert", "revoke", "--data", fixture.data, "--serial", birthSerial, "--reason", "superseded"])
+        #expect(revoked.succeeded, "\(revoked)")
+        #expect(try fixture.enroll(csr: csr, certificate: birth).status == 403)
+        #expect(try fixture.state("SN-B") == "active")
+        fixture.cli.expectOneLineError(
+            try fixture.cli.run(["cert", "revoke", "--data", fixture.data, "--serial", birthSerial]), containing: "already revoked")
+
         // Stolen: every credential stops working.
         #expect(try fixture.apiCall("POST", "/devices/SN-B/report-stolen", token: fixture.admin).0 == 200)
         #expect(try fixture.enroll(csr: csr, certificate: birth).status == 403)

@@ -219,12 +219,25 @@ import Testing
             try await store.insert(record("4d04", try DeviceID("NOPE"), issued: 5), by: admin, at: Self.now)
         }
         #expect(try await store.certificates(for: id).map(\.serial) == ["4b02", "4a01"])
+        // One certificate revoked on its own; unknown and repeated revocations refused.
+        let single = try await store.revokeCertificate(serial: "4c03", reason: .superseded, by: admin, at: Self.now)
+        #expect(single.revocation?.reason == 4)
+        await #expect(throws: RegistryError(.duplicate, "")) {
+            _ = try await store.revokeCertificate(serial: "4c03", reason: .keyCompromise, by: admin, at: Self.now)
+        }
+        await #expect(throws: RegistryError(.notFound, "")) {
+            _ = try await store.revokeCertificate(serial: "ffff", reason: .keyCompromise, by: admin, at: Self.now)
+        }
         #expect(try await store.certificates(for: id).allSatisfy { $0.revocation == nil })
         _ = try await store.apply(.reportStolen, to: id, by: Actor(role: .owner, name: "t", owner: "alice"), at: Self.now)
         let revoked = try await store.certificates(for: id)
         #expect(revoked.count == 2 && revoked.allSatisfy { $0.revocation?.reason == 1 }, "keyCompromise for a stolen device")
         let actions = try await store.auditEntries(from: 1, limit: 10).map(\.action)
-        #expect(actions == ["device.create", "certificate.issue", "certificate.issue", "certificate.issue", "device.report-stolen"])
+        #expect(
+            actions == [
+                "device.create", "certificate.issue", "certificate.issue", "certificate.issue", "certificate.revoke",
+                "device.report-stolen",
+            ])
         #expect(try await store.verifyAudit().isIntact)
     }
 

@@ -55,6 +55,11 @@ struct APIFixture {
                 createdAt: now), by: .console, at: now)
         try await store.insert(
             Device(id: try DeviceID("D-FREE"), model: "sensor", proof: .secret(hmac: [1]), createdAt: now), by: .console, at: now)
+        try await store.insert(
+            CertificateRecord(
+                serial: "4a01", deviceID: try DeviceID("D-ALICE"), profile: "device", owner: "alice", notBefore: now,
+                notAfter: now.addingTimeInterval(86_400), sha256: String(repeating: "ab", count: 32), issuedAt: now),
+            by: .console, at: now)
         let freeCode = ClaimCodes.generate()
         try await store.setClaimCode(
             try ClaimCodes.record(for: freeCode, device: try DeviceID("D-FREE"), iterations: ClaimCodes.minimumIterations), by: .console,
