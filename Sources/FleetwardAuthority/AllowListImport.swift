@@ -112,12 +112,7 @@ public struct AllowListImport: Sendable {
                     guard case .success(let row) = result else { return }
                     if devices.isEmpty { firstLine = row.line }
                     lastLine = row.line
-                    let proof: EnrollmentProof
-                    switch row.proof {
-                    case .secret(let secret): proof = .secret(hmac: hasher.hash(secret))
-                    case .publicKeySHA256(let sha256): proof = .publicKey(sha256: sha256)
-                    }
-                    devices.append(Device(id: row.id, model: row.model, metadata: row.metadata, proof: proof, createdAt: time))
+                    devices.append(Self.device(from: row, hasher: hasher, at: time))
                 }
                 try await Self.streamAsync(path) { chunk in
                     var ready: [Batch] = []
@@ -205,14 +200,7 @@ public struct AllowListImport: Sendable {
         var start = rows.startIndex
         while start < rows.endIndex {
             let end = min(start + defaultBatchSize, rows.endIndex)
-            let batch = rows[start..<end].map { row in
-                let proof: EnrollmentProof
-                switch row.proof {
-                case .secret(let secret): proof = .secret(hmac: hasher.hash(secret))
-                case .publicKeySHA256(let sha256): proof = .publicKey(sha256: sha256)
-                }
-                return Device(id: row.id, model: row.model, metadata: row.metadata, proof: proof, createdAt: time)
-            }
+            let batch = rows[start..<end].map { Self.device(from: $0, hasher: hasher, at: time) }
             let result = try await store.importBatch(
                 batch, source: source, lines: rows[start].line...rows[end - 1].line, by: actor, at: now())
             inserted += result.inserted
@@ -223,6 +211,16 @@ public struct AllowListImport: Sendable {
         return Summary(
             file: source, rows: rows.count, inserted: inserted, duplicates: duplicates, rejected: 0, errors: [],
             seconds: (seconds * 1000).rounded() / 1000, rowsPerSecond: seconds > 0 ? Int(Double(rows.count) / seconds) : rows.count)
+    }
+
+    /// The device an allow-list row registers: its factory secret hashed, or its key fingerprint.
+    static func device(from row: AllowListRow, hasher: SecretHasher, at time: Date) -> Device {
+        let proof: EnrollmentProof
+        switch row.proof {
+        case .secret(let secret): proof = .secret(hmac: hasher.hash(secret))
+        case .publicKeySHA256(let sha256): proof = .publicKey(sha256: sha256)
+        }
+        return Device(id: row.id, model: row.model, metadata: row.metadata, proof: proof, createdAt: time)
     }
 
     static func seconds(_ duration: Duration) -> Double {

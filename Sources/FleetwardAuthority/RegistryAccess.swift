@@ -42,7 +42,7 @@ public enum APITokens {
 
     public static func make(role: Role, owner: String?, hasher: SecretHasher, now: Date = Date()) throws -> Created {
         if role == .owner {
-            guard let owner, Self.isValidOwner(owner) else {
+            guard let owner, Owner.isValidID(owner) else {
                 throw RegistryError(.invalidInput, "an owner token needs --owner NAME (1 to 64 letters, digits, '-', '_', '.', '@')")
             }
         } else if owner != nil {
@@ -56,5 +56,4 @@ public enum APITokens {
         return Created(token: "fwt_\(id)_\(secret)", record: record)
     }
 
-    static func isValidOwner(_ owner: String) -> Bool { Owner.isValidID(owner) }
 }

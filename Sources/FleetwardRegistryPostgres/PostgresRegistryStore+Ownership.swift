@@ -369,15 +369,7 @@ extension PostgresRegistryStore {
                     if let id = certificate.deviceID, try await Self.readDevice(id, connection, logger) == nil {
                         throw RegistryError(.notFound, "no device \(id)")
                     }
-                    try await connection.query(
-                        """
-                        INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
-                        VALUES (\(certificate.serial), \(certificate.deviceID?.rawValue), \(certificate.profile), \(certificate.owner),
-                                \(RegistryEncoding.milliseconds(certificate.notBefore)), \(RegistryEncoding.milliseconds(certificate.notAfter)),
-                                \(certificate.sha256), \(RegistryEncoding.milliseconds(certificate.issuedAt)))
-                        """,
-                        logger: logger
-                    )
+                    try await Self.insertCertificateRow(certificate, connection, logger)
                     try await Self.appendAudit(
                         connection, logger, time: time, actor: actor, action: "certificate.issue",
                         subject: "certificate:\(certificate.serial)", before: nil, after: RegistryEncoding.certificateJSON(certificate)
@@ -445,6 +437,19 @@ extension PostgresRegistryStore {
         }
     }
 
+    /// Inserts one certificate row inside the caller's transaction.
+    static func insertCertificateRow(_ certificate: CertificateRecord, _ connection: PostgresConnection, _ logger: Logger) async throws {
+        try await connection.query(
+            """
+            INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
+            VALUES (\(certificate.serial), \(certificate.deviceID?.rawValue), \(certificate.profile), \(certificate.owner),
+                    \(RegistryEncoding.milliseconds(certificate.notBefore)), \(RegistryEncoding.milliseconds(certificate.notAfter)),
+                    \(certificate.sha256), \(RegistryEncoding.milliseconds(certificate.issuedAt)))
+            """,
+            logger: logger
+        )
+    }
+
     /// One enrollment inside the caller's transaction.
     static func enrollOne(
         _ record: EnrollmentRecord, by actor: Actor, at time: Date, _ connection: PostgresConnection, _ logger: Logger
@@ -489,16 +494,10 @@ extension PostgresRegistryStore {
             )
         }
         if let owner = device.owner { _ = try await Self.insertOwner(try Owner(id: owner, createdAt: time), connection, logger) }
-        let certificate = record.certificate
-        try await connection.query(
-            """
-            INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
-            VALUES (\(certificate.serial), \(device.id.rawValue), \(certificate.profile), \(device.owner),
-                    \(RegistryEncoding.milliseconds(certificate.notBefore)), \(RegistryEncoding.milliseconds(certificate.notAfter)),
-                    \(certificate.sha256), \(RegistryEncoding.milliseconds(certificate.issuedAt)))
-            """,
-            logger: logger
-        )
+        var certificate = record.certificate
+        certificate.owner = device.owner
+        certificate.deviceID = device.id
+        try await Self.insertCertificateRow(certificate, connection, logger)
         try await Self.appendAudit(
             connection, logger, time: time, actor: actor, action: "device.enroll", subject: "device:\(device.id)",
             before: stored.map(RegistryEncoding.auditJSON), after: EnrollmentRules.auditJSON(record, device)

@@ -459,18 +459,8 @@ extension SQLiteRegistryStore {
         let stored = try Self.readDevice(record.device.id, connection)
         let (device, isNew) = try EnrollmentRules.apply(record, to: stored, at: time)
         if isNew {
-            let insert = try connection.statement(
-                "INSERT INTO devices (id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            )
-            insert.bind(1, device.id.rawValue)
-            insert.bind(2, device.state.rawValue)
-            insert.bind(3, device.owner)
-            insert.bind(4, device.model)
-            insert.bind(5, RegistryEncoding.metadataJSON(device.metadata))
-            insert.bind(6, device.proof.kind)
-            insert.bind(7, nil as [UInt8]?)
-            insert.bind(8, RegistryEncoding.milliseconds(device.createdAt))
-            insert.bind(9, RegistryEncoding.milliseconds(device.updatedAt))
+            let insert = try Self.insertStatement(connection, orIgnore: false)
+            Self.bind(device, to: insert)
             try insert.step()
         } else {
             let update = try connection.statement("UPDATE devices SET state = ?, owner = ?, updated_at = ? WHERE id = ?")

@@ -339,13 +339,13 @@ public final class SQLiteRegistryStore: RegistryStore {
 
     // MARK: Encoding
 
-    private static func insertStatement(_ connection: Connection, orIgnore: Bool) throws -> SQLiteStatement {
+    static func insertStatement(_ connection: Connection, orIgnore: Bool) throws -> SQLiteStatement {
         try connection.statement(
             "INSERT INTO devices (\(deviceColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)\(orIgnore ? " ON CONFLICT (id) DO NOTHING" : "")"
         )
     }
 
-    private static func bind(_ device: Device, to statement: SQLiteStatement) {
+    static func bind(_ device: Device, to statement: SQLiteStatement) {
         statement.bind(1, device.id.rawValue)
         statement.bind(2, device.state.rawValue)
         statement.bind(3, device.owner)

@@ -38,6 +38,13 @@ public struct ESTService: Sendable {
     public static let bodyLimit = 64 * 1024
     public static let prefix = "/.well-known/est"
 
+    /// CsrAttrs ::= SEQUENCE OF AttrOrOID (RFC 7030 §4.5.2), base64: ecdsa-with-SHA256 and the
+    /// serialNumber attribute that names the device.
+    static let csrAttributes =
+        Data([
+            0x30, 0x0F, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02, 0x06, 0x03, 0x55, 0x04, 0x05,
+        ]).base64EncodedString() + "\n"
+
     public let authority: CertificateAuthority
     public let store: any RegistryStore
     public let hasher: SecretHasher
@@ -73,14 +80,10 @@ public struct ESTService: Sendable {
             try Self.pkcs7Response(try CertsOnlyPKCS7.base64([rootDER, issuingDER]))
         }
         est.get("csrattrs") { _, _ in
-            // CsrAttrs ::= SEQUENCE OF AttrOrOID: ask for ecdsa-with-SHA256 and a serialNumber naming the device.
-            let der: [UInt8] = [
-                0x30, 0x0F, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02, 0x06, 0x03, 0x55, 0x04, 0x05,
-            ]
-            return Response(
+            Response(
                 status: .ok,
                 headers: [.contentType: "application/csrattrs", HTTPField.Name("Content-Transfer-Encoding")!: "base64"],
-                body: .init(byteBuffer: ByteBuffer(string: Data(der).base64EncodedString() + "\n")))
+                body: .init(byteBuffer: ByteBuffer(string: Self.csrAttributes)))
         }
         est.post("simpleenroll") { request, context in try await enroll(request, context, renewal: false) }
         est.post("simplereenroll") { request, context in try await enroll(request, context, renewal: true) }
@@ -112,7 +115,8 @@ public struct ESTService: Sendable {
         let clientCertificate = hasBasic ? nil : try await context.channel.nioSSL_peerCertificate().get()
         let proof: Proof
         if let clientCertificate {
-            proof = try await certificateProof(try Certificate(derEncoded: try clientCertificate.toDERBytes()), renewal: renewal)
+            let der = try clientCertificate.toDERBytes()
+            proof = try await certificateProof(try Certificate(derEncoded: der), der: der, renewal: renewal)
         } else if renewal {
             throw ESTProblem(.unauthorized, "simplereenroll needs the current certificate as the TLS client certificate", basic: false)
         } else {
@@ -237,8 +241,8 @@ public struct ESTService: Sendable {
 
     /// A TLS client certificate: a birth certificate (factory CA), a certificate under a registered
     /// enrollment group, or, for re-enrollment, the device's current operational certificate.
-    private func certificateProof(_ certificate: Certificate, renewal: Bool) async throws -> Proof {
-        let summary = try CertificateSummary(certificate: certificate, der: try DERBytes.of(certificate))
+    private func certificateProof(_ certificate: Certificate, der: [UInt8], renewal: Bool) async throws -> Proof {
+        let summary = try CertificateSummary(certificate: certificate, der: der)
         let time = now()
         if try await Self.verify(certificate, under: issuing, at: time) {
             guard summary.profile == CertificateProfile.device.rawValue, let id = summary.deviceID.flatMap({ try? DeviceID($0) }) else {
@@ -305,14 +309,6 @@ public struct ESTService: Sendable {
                 HTTPField.Name("Content-Transfer-Encoding")!: "base64",
             ],
             body: .init(byteBuffer: ByteBuffer(string: base64)))
-    }
-}
-
-enum DERBytes {
-    static func of(_ certificate: Certificate) throws -> [UInt8] {
-        var serializer = DER.Serializer()
-        try serializer.serialize(certificate)
-        return serializer.serializedBytes
     }
 }
 
