@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 
 /// The `fleetward` command: the fleet's certificate authority, registry and servers.
 @main
@@ -39,6 +41,17 @@ struct Fleetward: AsyncParsableCommand {
             let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
             fail(firstLine.hasPrefix("Error: ") ? String(firstLine.dropFirst(7)) : firstLine, code: code.rawValue)
         }
+        if command is ServeCommand {
+            // One event loop per CPU this process may run on (taskset, cpusets), not per CPU of
+            // the machine: more loops than CPUs only adds context switches.
+            if let allowed = allowedCPUCount() {
+                NIOSingletons.groupLoopCountSuggestion = allowed
+                NIOSingletons.blockingPoolThreadCountSuggestion = max(2, allowed)
+            }
+            // The server's tasks run on NIO's event loops instead of a separate thread pool: no
+            // thread hop between a connection's I/O and its handler.
+            _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        }
         do {
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
@@ -53,6 +66,24 @@ struct Fleetward: AsyncParsableCommand {
             if exitCode(for: error) == .success { exit(withError: error) }
             fail(describe(error), code: 1)
         }
+    }
+
+    /// The CPUs in this process's affinity mask (`Cpus_allowed_list` in /proc/self/status, e.g.
+    /// `0-3,6`), or nil where that cannot be read.
+    static func allowedCPUCount() -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
+        else { return nil }
+        var count = 0
+        for range in line.dropFirst("Cpus_allowed_list:".count).split(separator: ",") {
+            let bounds = range.split(separator: "-").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            switch bounds.count {
+            case 1: count += 1
+            case 2 where bounds[1] >= bounds[0]: count += bounds[1] - bounds[0] + 1
+            default: return nil
+            }
+        }
+        return count > 0 ? count : nil
     }
 
     static func fail(_ message: String, code: Int32) -> Never {

@@ -54,7 +54,7 @@ public enum CACertificateFactory {
         let keyID = keyIdentifier(of: key.publicKey)
         return try Certificate(
             version: .v3,
-            serialNumber: SerialNumberGenerator.make(using: &rng),
+            serialNumber: SerialNumberGenerator.make(at: now, using: &rng),
             publicKey: key.publicKey,
             notValidBefore: now.addingTimeInterval(-60),
             notValidAfter: now.addingTimeInterval(Double(days) * 86_400),
@@ -92,7 +92,7 @@ public enum CACertificateFactory {
         }
         return try Certificate(
             version: .v3,
-            serialNumber: SerialNumberGenerator.make(using: &rng),
+            serialNumber: SerialNumberGenerator.make(at: now, using: &rng),
             publicKey: key.publicKey,
             notValidBefore: now.addingTimeInterval(-60),
             notValidAfter: min(now.addingTimeInterval(Double(days) * 86_400), root.notValidAfter),

@@ -153,7 +153,7 @@ public struct CertificateIssuer: Sendable {
         }
         let notBefore = max(now.addingTimeInterval(-60), caNotValidBefore)
         let notAfter = min(now.addingTimeInterval(Double(lifetimeDays) * 86_400), caNotValidAfter)
-        let serial = SerialNumberGenerator.make(using: &rng)
+        let serial = SerialNumberGenerator.make(at: now, using: &rng)
 
         let subject = try subjectDER(profile: profile, identity: identity)
         let tbs = tbsCertificate(

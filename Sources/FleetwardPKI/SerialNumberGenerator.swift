@@ -1,19 +1,30 @@
+public import Foundation
 public import X509
 
-/// Makes certificate serial numbers: random, positive, 19 octets in DER.
+/// Makes certificate serial numbers: positive, 20 octets in DER, time-ordered, 112 random bits.
 ///
 /// RFC 5280 §4.1.2.2 allows at most 20 octets; swift-certificates' own random serial draws 20
-/// random bytes and so about half of them encode as a 21-octet INTEGER. Here the first byte is
-/// in 0x40...0x7F: positive with no sign byte and never shorter, leaving 150 random bits, well
-/// above the CA/Browser Forum's 64 and this project's 128.
+/// random bytes and so about half of them encode as a 21-octet INTEGER. Here the first six octets
+/// carry the issuance time in milliseconds since 1970 (46 bits, under a 0b01 prefix that keeps the
+/// INTEGER positive and never shorter) and the other fourteen come from `rng`: 112 unpredictable
+/// bits, well above the CA/Browser Forum's 64. The time prefix makes serials increase, so the
+/// registry's serial index grows at its end instead of touching a random page per enrollment.
+/// Nodes still issue without coordinating: the random part keeps serials unique.
 public enum SerialNumberGenerator {
     /// The DER content length of every serial this generator makes.
-    public static let octetCount = 19
+    public static let octetCount = 20
+    /// Unpredictable octets in every serial.
+    public static let randomOctetCount = 14
 
-    /// Draws a new serial number from `rng`.
-    public static func make(using rng: inout some RandomNumberGenerator) -> Certificate.SerialNumber {
+    /// Draws a new serial number from `rng` for a certificate issued at `time`.
+    public static func make(at time: Date = Date(), using rng: inout some RandomNumberGenerator) -> Certificate.SerialNumber {
         var bytes = [UInt8](repeating: 0, count: octetCount)
-        var index = 0
+        let milliseconds = UInt64(max(0, (time.timeIntervalSince1970 * 1000).rounded())) & ((1 << 46) - 1)
+        for index in 0..<6 {
+            bytes[index] = UInt8(truncatingIfNeeded: milliseconds >> (8 * (5 - index)))
+        }
+        bytes[0] = (bytes[0] & 0x3F) | 0x40
+        var index = octetCount - randomOctetCount
         while index < octetCount {
             var word = rng.next()
             for _ in 0..<8 where index < octetCount {
@@ -22,7 +33,6 @@ public enum SerialNumberGenerator {
                 index += 1
             }
         }
-        bytes[0] = (bytes[0] & 0x3F) | 0x40
         return Certificate.SerialNumber(bytes: bytes)
     }
 }

@@ -4,6 +4,8 @@ enum SQLiteMigrations {
     struct Migration {
         var version: Int
         var sql: String
+        /// Rebuilds a table that others reference: runs with foreign keys off, then checks them.
+        var rebuildsTables = false
     }
 
     static let all: [Migration] = [
@@ -115,6 +117,30 @@ enum SQLiteMigrations {
                 ALTER TABLE devices ADD COLUMN stolen_from TEXT
                     CHECK (stolen_from IS NULL OR stolen_from IN ('allowed', 'pending', 'active', 'suspended'));
                 """
+        ),
+        // The certificate fingerprint loses its UNIQUE index: the serial already identifies a
+        // certificate, and an index over random hashes cost every enrollment a random page write.
+        // SQLite cannot drop a constraint, so the table is rebuilt (foreign keys off around it).
+        Migration(
+            version: 4,
+            sql: """
+                CREATE TABLE certificates_v4 (
+                    serial TEXT PRIMARY KEY,
+                    device_id TEXT REFERENCES devices (id),
+                    profile TEXT NOT NULL,
+                    owner TEXT,
+                    not_before INTEGER NOT NULL,
+                    not_after INTEGER NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    issued_at INTEGER NOT NULL
+                );
+                INSERT INTO certificates_v4 (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
+                    SELECT serial, device_id, profile, owner, not_before, not_after, sha256, issued_at FROM certificates;
+                DROP TABLE certificates;
+                ALTER TABLE certificates_v4 RENAME TO certificates;
+                CREATE INDEX certificates_by_device ON certificates (device_id);
+                """,
+            rebuildsTables: true
         ),
     ]
 }

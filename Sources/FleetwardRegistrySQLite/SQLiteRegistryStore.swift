@@ -93,11 +93,20 @@ public final class SQLiteRegistryStore: RegistryStore {
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
             var applied: [Int] = []
             for migration in SQLiteMigrations.all {
+                // PRAGMA foreign_keys is a no-op inside a transaction (sqlite.org/lang_altertable.html).
+                if migration.rebuildsTables { try connection.db.execute("PRAGMA foreign_keys = OFF") }
+                defer { if migration.rebuildsTables { try? connection.db.execute("PRAGMA foreign_keys = ON") } }
                 let done = try connection.db.transaction { () -> Bool in
                     let check = try connection.statement("SELECT 1 FROM schema_migrations WHERE version = ?")
                     check.bind(1, Int64(migration.version))
                     if try check.step() { return false }
                     try connection.db.execute(migration.sql)
+                    if migration.rebuildsTables {
+                        let violations = try connection.statement("PRAGMA foreign_key_check")
+                        if try violations.step() {
+                            throw RegistryError(.storage, "migration \(migration.version) would break a foreign key")
+                        }
+                    }
                     let record = try connection.statement("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
                     record.bind(1, Int64(migration.version))
                     record.bind(2, Int64(Date().timeIntervalSince1970 * 1000))

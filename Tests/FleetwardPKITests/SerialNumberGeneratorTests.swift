@@ -1,17 +1,20 @@
 import FleetwardPKI
+import Foundation
 import FleetwardTestSupport
 import SwiftASN1
 import Testing
 import X509
 
 @Suite struct SerialNumberGeneratorTests {
-    @Test func serialsArePositiveNineteenOctetsAndDistinct() throws {
+    @Test func serialsArePositiveTwentyOctetsAndDistinct() throws {
         var rng = SystemRandomNumberGenerator()
         var seen = Set<[UInt8]>()
+        let time = Date()
         for _ in 0..<20_000 {
-            let serial = SerialNumberGenerator.make(using: &rng)
+            // One instant for all: only the random part tells them apart.
+            let serial = SerialNumberGenerator.make(at: time, using: &rng)
             let bytes = Array(serial.bytes)
-            #expect(bytes.count == 19)
+            #expect(bytes.count == 20)
             #expect(bytes[0] & 0x80 == 0, "top bit set: the INTEGER would be negative")
             #expect(bytes[0] >= 0x40, "leading byte too small: the serial would encode shorter")
             seen.insert(bytes)
@@ -27,9 +30,31 @@ import X509
             try serializer.serialize(ArraySliceBigint(serial.bytes))
             let der = serializer.serializedBytes
             #expect(der[0] == 0x02)
-            #expect(Int(der[1]) == 19)
+            #expect(Int(der[1]) == 20)
             #expect(Int(der[1]) <= 20)
         }
+    }
+
+    @Test func laterSerialsSortAfterEarlierOnes() {
+        var rng = SystemRandomNumberGenerator()
+        let start = Date(timeIntervalSince1970: 1_795_000_000)
+        var previous = SerialNumberGenerator.make(at: start, using: &rng).hexString
+        for step in 1...1000 {
+            let next = SerialNumberGenerator.make(at: start.addingTimeInterval(Double(step) / 1000), using: &rng).hexString
+            #expect(next.count == 40)
+            #expect(next > previous, "serial \(next) made later sorts before \(previous)")
+            previous = next
+        }
+    }
+
+    @Test func serialsKeepTheirRandomPartFromTheGenerator() {
+        var first = SeededRandom(seed: 1)
+        var second = SeededRandom(seed: 2)
+        let time = Date()
+        let a = Array(SerialNumberGenerator.make(at: time, using: &first).bytes)
+        let b = Array(SerialNumberGenerator.make(at: time, using: &second).bytes)
+        #expect(a.prefix(6) == b.prefix(6))
+        #expect(a.suffix(SerialNumberGenerator.randomOctetCount) != b.suffix(SerialNumberGenerator.randomOctetCount))
     }
 
     @Test func hexStringMatchesOpenSSLStyle() {
