@@ -116,7 +116,11 @@ public struct ESTService: Sendable {
         let proof: Proof
         if let clientCertificate {
             let der = try clientCertificate.toDERBytes()
-            proof = try await certificateProof(try Certificate(derEncoded: der), der: der, renewal: renewal)
+            // The intermediates of a path the handshake found to one of our anchors (ESTTLSChannel).
+            let chain = try await context.channel.nioSSL_peerValidatedCertificateChain().get()
+            let intermediates = try chain.map { chain in try chain.dropFirst().map { try Certificate(derEncoded: $0.toDERBytes()) } } ?? []
+            proof = try await certificateProof(
+                try Certificate(derEncoded: der), der: der, intermediates: CertificateStore(intermediates), renewal: renewal)
         } else if renewal {
             throw ESTProblem(.unauthorized, "simplereenroll needs the current certificate as the TLS client certificate", basic: false)
         } else {
@@ -241,7 +245,9 @@ public struct ESTService: Sendable {
 
     /// A TLS client certificate: a birth certificate (factory CA), a certificate under a registered
     /// enrollment group, or, for re-enrollment, the device's current operational certificate.
-    private func certificateProof(_ certificate: Certificate, der: [UInt8], renewal: Bool) async throws -> Proof {
+    private func certificateProof(
+        _ certificate: Certificate, der: [UInt8], intermediates: CertificateStore, renewal: Bool
+    ) async throws -> Proof {
         let summary = try CertificateSummary(certificate: certificate, der: der)
         let time = now()
         if try await Self.verify(certificate, under: issuing, at: time) {
@@ -266,7 +272,8 @@ public struct ESTService: Sendable {
             return Proof(device: stored ?? template, registerIfMissing: true, acceptedStates: [.allowed, .active], method: "birth")
         }
         for group in try await store.enrollmentGroups() {
-            guard let ca = try? Certificate(derEncoded: group.caCertificateDER), try await Self.verify(certificate, under: ca, at: time)
+            guard let ca = try? Certificate(derEncoded: group.caCertificateDER),
+                try await Self.verify(certificate, under: ca, intermediates: intermediates, at: time)
             else {
                 continue
             }
@@ -288,12 +295,38 @@ public struct ESTService: Sendable {
         }
     }
 
-    /// Whether `certificate` chains directly to `ca` and is within its validity at `time`.
-    static func verify(_ certificate: Certificate, under ca: Certificate, at time: Date) async throws -> Bool {
+    /// Whether `certificate` chains to `ca` (directly, or through `intermediates` for a
+    /// manufacturer's group) and is within its validity at `time`.
+    static func verify(
+        _ certificate: Certificate, under ca: Certificate, intermediates: CertificateStore = CertificateStore(), at time: Date
+    ) async throws -> Bool {
         var verifier = Verifier(rootCertificates: CertificateStore([ca])) { RFC5280Policy(validationTime: time) }
-        let result = await verifier.validate(leafCertificate: certificate, intermediates: CertificateStore())
+        let result = await verifier.validate(leafCertificate: certificate, intermediates: intermediates)
         if case .validCertificate = result { return true }
         return false
+    }
+
+    /// The path from the presented leaf through the presented intermediates to one of Fleetward's
+    /// anchors (issuing CA, factory CA, each registered group's CA), valid now; nil when there is none.
+    func validatedChain(_ presented: [NIOSSLCertificate]) async -> [NIOSSLCertificate]? {
+        guard presented.count > 1, presented.count <= 8,
+            let certificates = try? presented.map({ try Certificate(derEncoded: $0.toDERBytes()) })
+        else { return nil }
+        var anchors = [issuing, factory]
+        for group in (try? await store.enrollmentGroups()) ?? [] {
+            if let ca = try? Certificate(derEncoded: group.caCertificateDER) { anchors.append(ca) }
+        }
+        let time = now()
+        var verifier = Verifier(rootCertificates: CertificateStore(anchors)) { RFC5280Policy(validationTime: time) }
+        guard
+            case .validCertificate(let path) = await verifier.validate(
+                leafCertificate: certificates[0], intermediates: CertificateStore(certificates.dropFirst()))
+        else { return nil }
+        return try? path.map { certificate in
+            var serializer = DER.Serializer()
+            try serializer.serialize(certificate)
+            return try NIOSSLCertificate(bytes: serializer.serializedBytes, format: .der)
+        }
     }
 
     /// The device ID a manufacturer's certificate names: subject serialNumber, else commonName.

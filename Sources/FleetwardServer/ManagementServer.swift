@@ -4,6 +4,7 @@ public import Hummingbird
 public import Logging
 import NIOCore
 import NIOSSL
+import HummingbirdCore
 import HummingbirdTLS
 
 /// A `HOST:PORT` listen address (`127.0.0.1:8080`, `[::1]:8080`, `localhost:0`).
@@ -75,12 +76,12 @@ public enum ESTServer {
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
         tls.certificateVerification = .optionalVerification
-        // Any presented certificate passes the handshake (which still proves the client holds its
-        // key); ESTService decides per flow which CA it must chain to, with the registry's groups.
-        let configuration = TLSChannelConfiguration(tlsConfiguration: tls, customAsyncVerificationCallback: { _ in .certificateVerified })
+        let context = try NIOSSLContext(configuration: tls)
         return Application(
             router: service.router(),
-            server: try .tls(.http1(), configuration: configuration),
+            server: HTTPServerBuilder { responder in
+                ESTTLSChannel(base: HTTP1Channel(responder: responder), context: context, service: service)
+            },
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
             onServerRunning: { channel in
                 let bound = channel.localAddress
@@ -89,4 +90,42 @@ public enum ESTServer {
             logger: logger
         )
     }
+}
+
+/// TLS for the EST listener. Any presented certificate passes the handshake (which still proves
+/// the client holds its key), because ESTService decides per flow which CA it must chain to and
+/// answers a refusal in HTTP. When the presented certificates do form a valid path to one of
+/// Fleetward's anchors (issuing CA, factory CA, a registered group's CA), that path is kept as
+/// the connection's validated chain, so a manufacturer's device can send its intermediates.
+struct ESTTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Base.Value
+
+    let base: Base
+    let context: NIOSSLContext
+    let service: ESTService
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let service = service
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(
+                NIOSSLServerHandler(
+                    context: context,
+                    customVerificationCallbackWithMetadata: { presented, promise in
+                        promise.completeWithTask {
+                            let chain = await service.validatedChain(presented)
+                            return .certificateVerified(VerificationMetadata(chain.map(ValidatedCertificateChain.init)))
+                        }
+                    }))
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }
+    }
+
+    func handle(value: Base.Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}
+
+extension ESTTLSChannel: HTTPChannelHandler where Base: HTTPChannelHandler {
+    var responder: HTTPChannelHandler.Responder { base.responder }
 }

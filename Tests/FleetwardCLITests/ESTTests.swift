@@ -295,6 +295,64 @@ final class ESTFixture {
         #expect(try fixture.state("SN-G") == "active")
     }
 
+    /// A manufacturer registers its root; devices carry certificates from an intermediate under it
+    /// and send that intermediate in the handshake (curl sends every certificate in --cert's file).
+    @Test func aGroupDeviceEnrollsThroughTheManufacturersIntermediate() throws {
+        let fixture = try ESTFixture()
+        let dir = fixture.directory
+        let cli = fixture.cli
+        try cli.openssl([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.file("mroot.key"), "-out",
+            dir.file("mroot.pem"), "-subj", "/O=Acme/CN=Acme Root", "-days", "30", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        try dir.write("ca.cnf", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n")
+        try dir.write("leaf.cnf", "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+        func sign(_ csr: String, by ca: String, extensions: String, out: String) throws {
+            try cli.openssl([
+                "x509", "-req", "-in", dir.file(csr), "-CA", dir.file(ca + ".pem"), "-CAkey", dir.file(ca + ".key"), "-CAcreateserial",
+                "-days", "30", "-extfile", dir.file(extensions), "-out", dir.file(out),
+            ])
+        }
+        for (name, subject) in [("mint", "/O=Acme/CN=Acme Line 3"), ("fake", "/O=Acme/CN=Not A CA")] {
+            try cli.openssl([
+                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.file(name + ".key"),
+                "-subj", subject, "-out", dir.file(name + ".csr"),
+            ])
+        }
+        try sign("mint.csr", by: "mroot", extensions: "ca.cnf", out: "mint.pem")
+        // Signed by the root but without CA:TRUE: it must not work as an intermediate.
+        try sign("fake.csr", by: "mroot", extensions: "leaf.cnf", out: "fake.pem")
+        for (name, ca) in [("dev", "mint"), ("devfake", "fake")] {
+            try cli.openssl([
+                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.file(name + ".key"),
+                "-subj", "/serialNumber=SN-\(name.uppercased())", "-out", dir.file(name + ".csr"),
+            ])
+            try sign(name + ".csr", by: ca, extensions: "leaf.cnf", out: name + ".pem")
+            let chain = try dir.read(name + ".pem") + (try dir.read(ca + ".pem"))
+            try dir.write(name + "-chain.pem", chain)
+        }
+        let pem = String(decoding: try dir.read("mroot.pem"), as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
+        let (created, group) = try fixture.apiCall(
+            "POST", "/groups", token: fixture.admin, json: #"{"name":"acme","caCertificate":"\#(pem)","autoApprove":true}"#)
+        #expect(created == 201, "\(group)")
+
+        // Without its intermediate the leaf does not chain to the registered root.
+        let csr = try fixture.csr("devop", subject: "/serialNumber=SN-DEV")
+        let alone = try fixture.enroll(csr: csr, certificate: (dir.file("dev.pem"), dir.file("dev.key")))
+        #expect(alone.status == 403, "\(alone.status): \(alone.body)")
+        #expect(try fixture.state("SN-DEV").contains("no device"))
+        // A path through a certificate that is not a CA is no path.
+        let fakeCSR = try fixture.csr("devfakeop", subject: "/serialNumber=SN-DEVFAKE")
+        let fake = try fixture.enroll(csr: fakeCSR, certificate: (dir.file("devfake-chain.pem"), dir.file("devfake.key")))
+        #expect(fake.status == 403, "\(fake.status): \(fake.body)")
+        // With it, the device is registered and enrolled (the group approves at once).
+        let answer = try fixture.enroll(csr: csr, certificate: (dir.file("dev-chain.pem"), dir.file("dev.key")))
+        _ = try fixture.acceptCertificate(answer, as: "devop")
+        #expect(try fixture.state("SN-DEV") == "active")
+        #expect(try fixture.subject(dir.file("devop.pem")).contains("serialNumber=SN-DEV"))
+    }
+
     @Test func badBodiesAreRefusedAndChangeNothing() throws {
         let fixture = try ESTFixture()
         try fixture.allow(["SN-1,0123456789abcdef0123,,cam,"])
