@@ -34,9 +34,9 @@ public struct CertificateIssuer: Sendable {
     /// The organization written into every subject this CA issues.
     public let organization: String
 
-    private let key: SigningKey
-    private let issuerNameDER: [UInt8]
-    private let authorityKeyIdentifierDER: [UInt8]
+    let key: SigningKey
+    let issuerNameDER: [UInt8]
+    let authorityKeyIdentifierDER: [UInt8]
     private let caNotValidBefore: Date
     private let caNotValidAfter: Date
     /// Per profile, the extensions that are the same in every certificate this CA issues.

@@ -1,0 +1,106 @@
+public import Foundation
+
+/// One revoked certificate on a CRL.
+public struct RevokedEntry: Sendable, Equatable {
+    /// The certificate's serial number, hexadecimal (any case, with or without leading zeros).
+    public var serialHex: String
+    /// When it was revoked.
+    public var revocationDate: Date
+    /// The RFC 5280 §5.3.1 CRLReason code; 0 (unspecified) is left out of the entry, as the RFC asks.
+    public var reasonCode: Int
+
+    public init(serialHex: String, revocationDate: Date, reasonCode: Int) {
+        self.serialHex = serialHex
+        self.revocationDate = revocationDate
+        self.reasonCode = reasonCode
+    }
+}
+
+/// X.509 v2 certificate revocation lists (RFC 5280 §5), signed by the CA that issued the
+/// certificates they list, written by hand like the certificates themselves.
+///
+/// ```
+/// CertificateList ::= SEQUENCE { tbsCertList, signatureAlgorithm, signatureValue BIT STRING }
+/// TBSCertList ::= SEQUENCE { version v2, signature, issuer, thisUpdate, nextUpdate,
+///     revokedCertificates SEQUENCE OF SEQUENCE { userCertificate, revocationDate,
+///                                                crlEntryExtensions (reasonCode) } OPTIONAL,
+///     crlExtensions [0] EXPLICIT { authorityKeyIdentifier, cRLNumber } }
+/// ```
+extension CertificateIssuer {
+    /// The DER CRL of this CA listing `entries`, numbered `number` (cRLNumber, which must grow
+    /// with every CRL this CA publishes), valid from `thisUpdate` until `nextUpdate`.
+    ///
+    /// - Throws: ``PKIError`` with `invalidRequest` for a serial that is not hexadecimal or a
+    ///   reason code outside RFC 5280's (0–10 except 7), or `nextUpdate` not after `thisUpdate`.
+    public func revocationList(entries: [RevokedEntry], number: UInt64, thisUpdate: Date, nextUpdate: Date) throws -> [UInt8] {
+        guard nextUpdate > thisUpdate else {
+            throw PKIError(.invalidRequest, "a CRL's nextUpdate must come after its thisUpdate")
+        }
+        var revoked: [UInt8] = []
+        revoked.reserveCapacity(entries.count * 48)
+        for entry in entries {
+            guard let serial = Self.serialContent(entry.serialHex) else {
+                throw PKIError(.invalidRequest, "serial \(entry.serialHex) is not a hexadecimal certificate serial")
+            }
+            guard (0...10).contains(entry.reasonCode), entry.reasonCode != 7 else {
+                throw PKIError(.invalidRequest, "\(entry.reasonCode) is not an RFC 5280 CRLReason code")
+            }
+            var fields = DERBytes.tlv(0x02, serial) + ASN1Time.der(entry.revocationDate)
+            if entry.reasonCode != 0 {
+                // reasonCode (2.5.29.21): CRLReason ::= ENUMERATED
+                let reason = DERBytes.extensionDER(
+                    oid: [0x06, 0x03, 0x55, 0x1D, 0x15], critical: false, value: [0x0A, 0x01, UInt8(entry.reasonCode)])
+                fields += DERBytes.tlv(0x30, reason)
+            }
+            revoked += DERBytes.tlv(0x30, fields)
+        }
+        // cRLNumber (2.5.29.20): INTEGER (0..MAX)
+        let crlNumber = DERBytes.extensionDER(
+            oid: [0x06, 0x03, 0x55, 0x1D, 0x14], critical: false, value: DERBytes.tlv(0x02, Self.unsignedContent(number)))
+        var body: [UInt8] = [0x02, 0x01, 0x01]  // version v2
+        body += key.signatureAlgorithmDER
+        body += issuerNameDER
+        body += ASN1Time.der(thisUpdate)
+        body += ASN1Time.der(nextUpdate)
+        if !entries.isEmpty { body += DERBytes.tlv(0x30, revoked) }
+        body += DERBytes.tlv(0xA0, DERBytes.tlv(0x30, authorityKeyIdentifierDER + crlNumber))
+        let tbs = DERBytes.tlv(0x30, body)
+        let signature = try key.signDER(tbs)
+        return DERBytes.tlv(0x30, tbs + key.signatureAlgorithmDER + DERBytes.tlv(0x03, [0x00] + signature))
+    }
+
+    /// The INTEGER content octets of a positive serial given in hex: leading zeros dropped, a
+    /// 0x00 added when the top bit is set.
+    static func serialContent(_ hex: String) -> [UInt8]? {
+        var digits = Array(hex.utf8)
+        guard !digits.isEmpty, digits.count <= 42 else { return nil }
+        if digits.count % 2 == 1 { digits.insert(UInt8(ascii: "0"), at: 0) }
+        var bytes: [UInt8] = []
+        var index = 0
+        while index < digits.count {
+            guard let high = hexValue(digits[index]), let low = hexValue(digits[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+            index += 2
+        }
+        while bytes.count > 1, bytes[0] == 0, bytes[1] & 0x80 == 0 { bytes.removeFirst() }
+        if bytes[0] & 0x80 != 0 { bytes.insert(0, at: 0) }
+        guard bytes.count <= 21 else { return nil }
+        return bytes
+    }
+
+    static func unsignedContent(_ value: UInt64) -> [UInt8] {
+        var bytes = withUnsafeBytes(of: value.bigEndian, Array.init)
+        while bytes.count > 1, bytes[0] == 0, bytes[1] & 0x80 == 0 { bytes.removeFirst() }
+        if bytes[0] & 0x80 != 0 { bytes.insert(0, at: 0) }
+        return bytes
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
