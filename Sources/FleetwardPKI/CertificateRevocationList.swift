@@ -72,35 +72,21 @@ extension CertificateIssuer {
     /// The INTEGER content octets of a positive serial given in hex: leading zeros dropped, a
     /// 0x00 added when the top bit is set.
     static func serialContent(_ hex: String) -> [UInt8]? {
-        var digits = Array(hex.utf8)
-        guard !digits.isEmpty, digits.count <= 42 else { return nil }
-        if digits.count % 2 == 1 { digits.insert(UInt8(ascii: "0"), at: 0) }
-        var bytes: [UInt8] = []
-        var index = 0
-        while index < digits.count {
-            guard let high = hexValue(digits[index]), let low = hexValue(digits[index + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-            index += 2
-        }
-        while bytes.count > 1, bytes[0] == 0, bytes[1] & 0x80 == 0 { bytes.removeFirst() }
-        if bytes[0] & 0x80 != 0 { bytes.insert(0, at: 0) }
-        guard bytes.count <= 21 else { return nil }
-        return bytes
+        guard !hex.isEmpty, hex.utf8.count <= 42, let bytes = Hex.bytes(Array((hex.utf8.count % 2 == 1 ? "0" + hex : hex).utf8))
+        else { return nil }
+        let content = integerContent(bytes)
+        return content.count <= 21 ? content : nil
     }
 
     static func unsignedContent(_ value: UInt64) -> [UInt8] {
-        var bytes = withUnsafeBytes(of: value.bigEndian, Array.init)
+        integerContent(withUnsafeBytes(of: value.bigEndian, Array.init))
+    }
+
+    /// Minimal DER INTEGER content of the unsigned big-endian `bytes`.
+    private static func integerContent(_ bytes: [UInt8]) -> [UInt8] {
+        var bytes = bytes
         while bytes.count > 1, bytes[0] == 0, bytes[1] & 0x80 == 0 { bytes.removeFirst() }
         if bytes[0] & 0x80 != 0 { bytes.insert(0, at: 0) }
         return bytes
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }

@@ -203,7 +203,7 @@ public struct AllowListParser: Sendable {
             }
             proof = .secret(Array(secret))
         case (true, false):
-            guard fingerprint.count == 64, let bytes = Self.hexBytes(fingerprint) else {
+            guard fingerprint.count == 64, let bytes = Hex.bytes(fingerprint) else {
                 return fail("device \(id): key_sha256 must be 64 hexadecimal digits")
             }
             proof = .publicKeySHA256(bytes)
@@ -238,28 +238,6 @@ public struct AllowListParser: Sendable {
     private static func isKeyByte(_ byte: UInt8) -> Bool {
         (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
             || byte == 0x5F || byte == 0x2D || byte == 0x2E
-    }
-
-    static func hexBytes(_ text: ArraySlice<UInt8>) -> [UInt8]? {
-        guard text.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(text.count / 2)
-        var index = text.startIndex
-        while index < text.endIndex {
-            guard let high = hexValue(text[index]), let low = hexValue(text[index + 1]) else { return nil }
-            out.append(high << 4 | low)
-            index += 2
-        }
-        return out
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case 0x30...0x39: byte - 0x30
-        case 0x41...0x46: byte - 0x41 + 10
-        case 0x61...0x66: byte - 0x61 + 10
-        default: nil
-        }
     }
 }
 

@@ -112,12 +112,19 @@ public struct ESTService: Sendable {
         // HTTP Basic on simpleenroll takes precedence; only without it is the TLS client
         // certificate asked for (a hop onto the channel's event loop).
         let hasBasic = !renewal && (request.headers[.authorization]?.lowercased().hasPrefix("basic ") ?? false)
-        let clientCertificate = hasBasic ? nil : try await context.channel.nioSSL_peerCertificate().get()
+        // The certificate and, when the handshake found a path to one of our anchors through the
+        // certificates the client sent, that path (ESTTLSChannel): one hop onto the channel's loop.
+        let channel = context.channel
+        let (clientCertificate, chain) =
+            hasBasic
+            ? (nil, nil)
+            : try await channel.eventLoop.submit {
+                let tls = channel.pipeline.syncOperations
+                return (try tls.nioSSL_peerCertificate(), try tls.nioSSL_peerValidatedCertificateChain())
+            }.get()
         let proof: Proof
         if let clientCertificate {
             let der = try clientCertificate.toDERBytes()
-            // The intermediates of a path the handshake found to one of our anchors (ESTTLSChannel).
-            let chain = try await context.channel.nioSSL_peerValidatedCertificateChain().get()
             let intermediates = try chain.map { chain in try chain.dropFirst().map { try Certificate(derEncoded: $0.toDERBytes()) } } ?? []
             proof = try await certificateProof(
                 try Certificate(derEncoded: der), der: der, intermediates: CertificateStore(intermediates), renewal: renewal)

@@ -256,7 +256,7 @@ public struct ManagementAPI: Sendable {
             }
             proof = .secret(hmac: hasher.hash(Array(secret.utf8)))
         case (nil, let fingerprint?):
-            guard let bytes = Self.hexBytes(fingerprint), bytes.count == 32 else {
+            guard let bytes = Hex.bytes(Array(fingerprint.utf8)), bytes.count == 32 else {
                 throw APIProblem(.badRequest, "'keySHA256' is the 64 hex digits of the SHA-256 of the device's public key")
             }
             proof = .publicKey(sha256: bytes)
@@ -337,27 +337,5 @@ public struct ManagementAPI: Sendable {
         guard let text = request.uri.queryParameters.get("limit") else { return 100 }
         guard let limit = Int(text), (1...1000).contains(limit) else { throw APIProblem(.badRequest, "'limit' is 1 to 1000") }
         return limit
-    }
-
-    static func hexBytes(_ text: String) -> [UInt8]? {
-        let digits = Array(text.utf8)
-        guard digits.count % 2 == 0 else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(digits.count / 2)
-        func value(_ digit: UInt8) -> UInt8? {
-            switch digit {
-            case 0x30...0x39: digit - 0x30
-            case 0x61...0x66: digit - 0x61 + 10
-            case 0x41...0x46: digit - 0x41 + 10
-            default: nil
-            }
-        }
-        var index = 0
-        while index < digits.count {
-            guard let high = value(digits[index]), let low = value(digits[index + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-            index += 2
-        }
-        return bytes
     }
 }
