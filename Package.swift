@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "FleetwardPKI", targets: ["FleetwardPKI"]),
         .library(name: "FleetwardKeyCustody", targets: ["FleetwardKeyCustody"]),
         .library(name: "FleetwardAuthority", targets: ["FleetwardAuthority"]),
+        .library(name: "FleetwardDevice", targets: ["FleetwardDevice"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.0"),
@@ -123,6 +124,22 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The device kit: what device makers link into their firmware (EST client, pinned TLS).
+        .target(
+            name: "FleetwardDevice",
+            dependencies: [
+                "FleetwardPKI",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "FleetwardCLI",
             dependencies: [
@@ -131,6 +148,7 @@ let package = Package(
                 "FleetwardAuthority",
                 "FleetwardRegistry",
                 "FleetwardServer",
+                "FleetwardDevice",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -210,6 +228,15 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FleetwardDeviceTests",
+            dependencies: [
+                "FleetwardDevice", "FleetwardTestSupport",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
             swiftSettings: strictSettings
         ),

@@ -61,4 +61,49 @@ public enum CertsOnlyPKCS7 {
         let encoded = Data(try encode(certificates)).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
         return encoded + "\n"
     }
+
+    /// The certificates (DER, in the order sent) of a certs-only SignedData: what an EST client
+    /// reads from `cacerts`, `simpleenroll` and `simplereenroll`.
+    ///
+    /// - Throws: ``PKIError`` `malformedInput` when the bytes are not a SignedData with certificates.
+    public static func decode(_ der: [UInt8]) throws -> [[UInt8]] {
+        do {
+            let root = try DER.parse(der)
+            guard root.identifier == .sequence, case .constructed(let info) = root.content else { throw malformed("no ContentInfo") }
+            var fields = info.makeIterator()
+            guard let type = fields.next(), type.identifier == .objectIdentifier, case .primitive(let oid) = type.content,
+                Array(oid) == signedDataOID
+            else { throw malformed("not SignedData") }
+            guard let explicit = fields.next(), explicit.identifier == contextZero, case .constructed(let wrapped) = explicit.content,
+                let signedData = wrapped.first(where: { _ in true }), signedData.identifier == .sequence,
+                case .constructed(let parts) = signedData.content
+            else { throw malformed("no SignedData content") }
+            for part in parts where part.identifier == contextZero {
+                guard case .constructed(let certificates) = part.content else { throw malformed("certificates is not a SET") }
+                let list = certificates.map { Array($0.encodedBytes) }
+                guard !list.isEmpty else { break }
+                return list
+            }
+            throw malformed("it holds no certificates")
+        } catch let error as PKIError {
+            throw error
+        } catch {
+            throw PKIError(.malformedInput, "the data is not a certs-only PKCS#7 SignedData", underlying: error)
+        }
+    }
+
+    /// ``decode(_:)`` of the base64 body EST sends; line breaks and other whitespace are ignored.
+    public static func decode(base64 text: String) throws -> [[UInt8]] {
+        let compact = String(text.unicodeScalars.filter { !$0.properties.isWhitespace })
+        guard let der = Data(base64Encoded: compact), !der.isEmpty else {
+            throw PKIError(.malformedInput, "the PKCS#7 body is not base64")
+        }
+        return try decode(Array(der))
+    }
+
+    static let contextZero = ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)
+
+    static func malformed(_ what: String) -> PKIError {
+        PKIError(.malformedInput, "the data is not a certs-only PKCS#7 SignedData: \(what)")
+    }
 }

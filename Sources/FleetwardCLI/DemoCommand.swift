@@ -1,0 +1,420 @@
+import ArgumentParser
+import Crypto
+import FleetwardAuthority
+import FleetwardDevice
+import FleetwardKeyCustody
+import FleetwardPKI
+import FleetwardRegistry
+import FleetwardServer
+import Foundation
+import Logging
+import ServiceLifecycle
+import SwiftASN1
+import X509
+
+/// `fleetward demo`: a throwaway fleet, its servers in this process, and simulated devices that
+/// walk the four provisioning flows over the real EST and management API endpoints.
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Walk through the four provisioning flows with simulated devices on a throwaway fleet.",
+        discussion: """
+            Creates a CA hierarchy and registry in a temporary directory, starts the management API and \
+            EST on free loopback ports in this process, and plays a manufacturer, an operator, an owner \
+            and five devices: allow-list (factory secret), birth certificate (factory line, then \
+            re-enrollment), trusted-user claim (claim code, one-time token, report-stolen) and an \
+            enrollment group waiting for approval. Each step prints what was sent and what came back. \
+            Device keys stay in memory; the issued certificates are written to DIR/demo/. The directory \
+            is removed at the end unless --keep names one (its keys are sealed under \
+            FLEETWARD_PASSPHRASE when that is set, otherwise under a random passphrase that is not kept).
+            """
+    )
+
+    @Option(name: .customLong("keep"), help: ArgumentHelp("Build the fleet in this new directory and keep it.", valueName: "dir"))
+    var keep: String?
+
+    func run() async throws {
+        let started = Date()
+        let path: String
+        if let keep {
+            if let existing = try? FileManager.default.contentsOfDirectory(atPath: keep), !existing.isEmpty {
+                throw ValidationError("\(keep) is not empty; --keep needs a new or empty directory")
+            }
+            path = keep
+        } else {
+            path = FileManager.default.temporaryDirectory.appendingPathComponent("fleetward-demo-\(UUID().uuidString.prefix(8))").path
+        }
+        defer { if keep == nil { try? FileManager.default.removeItem(atPath: path) } }
+        let show = DemoOutput()
+        show.line("Fleetward demo: a throwaway fleet in \(path)\(keep == nil ? " (removed at the end)" : "")")
+
+        // The operator's side: CA, registry, servers.
+        let directory = DataDirectory(path: path)
+        let passphrase = Passphrase(
+            ProcessInfo.processInfo.environment["FLEETWARD_PASSPHRASE"].flatMap { $0.isEmpty ? nil : $0 }
+                ?? Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString())
+        let hierarchy = try CAHierarchy.create(
+            in: directory, configuration: AuthorityConfiguration(kdfIterations: 100_000), passphrase: passphrase,
+            progress: { show.line("  " + $0 + "…") })
+        let custodian = EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase)
+        let authority = CertificateAuthority(hierarchy: hierarchy, custodian: custodian)
+        let store = try await RegistryAccess.openStore(directory)
+        let hasher = try RegistryAccess.openHasher(directory, passphrase: passphrase)
+        let servers = try await DemoServers.start(
+            authority: authority, store: store, hasher: hasher, directory: directory, custodian: custodian)
+        defer { servers.stop() }
+        show.line("  management API on http://\(servers.api), EST on https://\(servers.est)")
+
+        var tokens: [Role: String] = [:]
+        for role in [Role.admin, .manufacturer, .operator] {
+            let made = try APITokens.make(role: role, owner: nil, hasher: hasher)
+            try await store.insert(made.record, by: .console, at: Date())
+            tokens[role] = made.token
+        }
+        let api = DemoAPI(port: servers.api.port, show: show)
+        let root = hierarchy.member(.root).certificate
+        let est = ESTClient(host: servers.est.host, port: servers.est.port, roots: [root], serverName: "localhost")
+        let devices = DemoDevices(est: est, show: show, out: path + "/demo")
+        try FileManager.default.createDirectory(atPath: devices.out, withIntermediateDirectories: true)
+
+        // 1. Allow-list.
+        show.heading("1. Allow-list: the manufacturer registers the device and its factory secret; only that proof enrolls it")
+        let sensor = "demo-sensor-1"
+        let sensorSecret = "factory-" + UUID().uuidString
+        try await api.call(
+            "manufacturer", tokens[.manufacturer]!, "POST", "/devices", ["id": sensor, "model": "sensor-v2", "secret": sensorSecret],
+            expect: 201, note: "register \(sensor) with its factory secret (stored hashed)")
+        let sensorKey = P256.Signing.PrivateKey()
+        try await devices.enroll(
+            sensor, key: sensorKey, .secret(id: sensor, secret: "guess-1234"), expect: 401, note: "enroll with a guessed secret")
+        try await devices.enroll(
+            sensor, key: sensorKey, .secret(id: sensor, secret: sensorSecret), expect: 200, note: "enroll with its factory secret")
+        try await api.state(sensor, tokens[.operator]!)
+
+        // 2. Birth certificate.
+        show.heading("2. Birth certificate: the factory line signs a birth certificate; the device trades it for an operational one")
+        let meter = "demo-meter-1"
+        let meterBirthKey = P256.Signing.PrivateKey()
+        let csrDirectory = path + "/demo/factory-csrs"
+        try FileManager.default.createDirectory(atPath: csrDirectory, withIntermediateDirectories: true)
+        try Data(DeviceCSR.make(key: meterBirthKey, deviceID: meter)).write(to: URL(fileURLWithPath: csrDirectory + "/\(meter).der"))
+        var batch = FactoryBatch(csrDirectory: csrDirectory, outDirectory: path + "/demo/birth")
+        batch.model = "meter-v1"
+        let summary = try await batch.run(authority: authority, store: store, by: .console)
+        show.step("factory", "fleetward factory issue: \(summary.issued) birth certificate for \(meter), signed by the factory CA")
+        let birth = try Certificate(
+            pemEncoded: String(decoding: try AtomicFile.read(batch.outDirectory + "/\(meter).pem", limit: 1 << 16), as: UTF8.self))
+        let meterKey = P256.Signing.PrivateKey()
+        try await devices.enroll(
+            meter, key: meterKey, .certificate(chain: [birth], key: meterBirthKey), expect: 200,
+            note: "enroll with its birth certificate (TLS client certificate)")
+        try await devices.reenroll(
+            meter, key: P256.Signing.PrivateKey(), current: [birth], currentKey: meterBirthKey, expect: 403,
+            note: "renew with the birth certificate")
+        let meterOperational = try devices.issued(meter)
+        try await devices.reenroll(
+            meter, key: P256.Signing.PrivateKey(), current: [meterOperational], currentKey: meterKey, expect: 200,
+            note: "renew with its operational certificate and a new key")
+        try await api.state(meter, tokens[.operator]!)
+
+        // 3. Trusted-user claim.
+        show.heading("3. Trusted-user claim: an owner claims the device by the code on its box; the device enrolls bound to her")
+        let lock = "demo-lock-1"
+        try await api.call(
+            "manufacturer", tokens[.manufacturer]!, "POST", "/devices",
+            ["id": lock, "model": "lock-v3", "secret": "factory-" + UUID().uuidString],
+            expect: 201, note: "register \(lock)")
+        let code =
+            try await api.call(
+                "manufacturer", tokens[.manufacturer]!, "POST", "/devices/\(lock)/claim-code", [:], expect: 201,
+                note: "print a claim code on the box (stored hashed; not shown here)")["claimCode"] as? String ?? ""
+        try await api.call(
+            "operator", tokens[.operator]!, "POST", "/owners", ["id": "alice", "name": "Alice"], expect: 201, note: "create owner alice")
+        let alice = try APITokens.make(role: .owner, owner: "alice", hasher: hasher)
+        try await store.insert(alice.record, by: .console, at: Date())
+        try await api.call(
+            "alice", alice.token, "POST", "/claims", ["device": lock, "claimCode": "WRONG-CODE-0000"], expect: 403,
+            note: "claim \(lock) with a wrong code")
+        try await api.call(
+            "alice", alice.token, "POST", "/claims", ["device": lock, "claimCode": code], expect: 200,
+            note: "claim \(lock) with the code on the box")
+        let token =
+            try await api.call(
+                "alice", alice.token, "POST", "/devices/\(lock)/enrollment-tokens", ["ttlSeconds": 600], expect: 201,
+                note: "ask for a one-time enrollment token (10 minutes)")["token"] as? String ?? ""
+        let lockKey = P256.Signing.PrivateKey()
+        try await devices.enroll(lock, key: lockKey, .token(id: lock, token: token), expect: 200, note: "enroll with the one-time token")
+        try await devices.enroll(
+            lock, key: P256.Signing.PrivateKey(), .token(id: lock, token: token), expect: 401, note: "replay the same token")
+        try await api.owner(lock, tokens[.operator]!)
+        try await api.call(
+            "alice", alice.token, "POST", "/devices/\(lock)/report-stolen", [:], expect: 200,
+            note: "report \(lock) stolen (its certificates are revoked)")
+        try await devices.reenroll(
+            lock, key: P256.Signing.PrivateKey(), current: [try devices.issued(lock)], currentKey: lockKey, expect: 403,
+            note: "the thief tries to renew the stolen device's certificate")
+        try await api.call("alice", alice.token, "POST", "/devices/\(lock)/recover", [:], expect: 200, note: "alice recovers \(lock)")
+
+        // 4. Enrollment group.
+        show.heading("4. Enrollment group: devices under a manufacturer's CA register themselves, then wait for approval")
+        let maker = try DemoManufacturer()
+        try await api.call(
+            "operator", tokens[.operator]!, "POST", "/groups",
+            ["name": "acme-cameras", "caCertificate": maker.caPEM, "autoApprove": false], expect: 201,
+            note: "register the manufacturer CA acme-cameras (approval required)")
+        let camera = "demo-camera-1"
+        let cameraMakerKey = P256.Signing.PrivateKey()
+        let cameraCertificate = try maker.issue(camera, key: cameraMakerKey)
+        let cameraKey = P256.Signing.PrivateKey()
+        try await devices.enroll(
+            camera, key: cameraKey, .certificate(chain: [cameraCertificate], key: cameraMakerKey), expect: 202,
+            note: "enroll with its manufacturer certificate")
+        try await api.state(camera, tokens[.operator]!)
+        try await api.call(
+            "operator", tokens[.operator]!, "POST", "/devices/\(camera)/approve", [:], expect: 200, note: "approve \(camera)")
+        try await devices.enroll(
+            camera, key: cameraKey, .certificate(chain: [cameraCertificate], key: cameraMakerKey), expect: 200,
+            note: "ask again after Retry-After")
+        try await api.state(camera, tokens[.operator]!)
+        let stranger = try DemoManufacturer().issue("demo-camera-2", key: cameraMakerKey)
+        try await devices.enroll(
+            "demo-camera-2", key: cameraKey, .certificate(chain: [stranger], key: cameraMakerKey), expect: 403,
+            note: "a camera from an unregistered manufacturer")
+
+        // The record.
+        show.heading("The record")
+        switch try await store.verifyAudit() {
+        case .intact(let entries):
+            show.step("registry", "audit log intact: \(entries) entries, each hashed into the next")
+        case .broken(let sequence, let reason):
+            throw ValidationError("the audit log is broken at entry \(sequence): \(reason)")
+        }
+        show.line(
+            "\nDone in \(String(format: "%.1f", Date().timeIntervalSince(started))) s: \(devices.issuedCount) certificates issued, "
+                + "\(devices.refusals + api.refusals) requests refused as they should be.")
+        if keep == nil {
+            show.line("Run with --keep DIR to keep the fleet for a closer look.")
+        } else {
+            show.line(
+                "Certificates are in \(devices.out); check one with openssl: "
+                    + "openssl verify -CAfile \(path)/ca/root.pem -untrusted \(path)/ca/issuing.pem \(devices.out)/\(sensor).pem")
+        }
+    }
+}
+
+/// Prints the demo's steps, aligned by who acts.
+final class DemoOutput: Sendable {
+    func line(_ text: String) { FileHandle.standardOutput.write(Data((text + "\n").utf8)) }
+    func heading(_ text: String) { line("\n" + text) }
+    func step(_ who: String, _ text: String) { line("  " + who.padding(toLength: 15, withPad: " ", startingAt: 0) + text) }
+}
+
+/// The management API and EST, in this process, on free loopback ports.
+struct DemoServers {
+    let api: ListenAddress
+    let est: ListenAddress
+    let group: ServiceGroup
+    let task: Task<Void, any Error>
+
+    static func start(
+        authority: CertificateAuthority, store: any RegistryStore, hasher: SecretHasher, directory: DataDirectory,
+        custodian: EncryptedFileKeyCustodian
+    ) async throws -> DemoServers {
+        var logger = Logger(label: "fleetward.demo")
+        logger.logLevel = .error
+        let (bound, continuation) = AsyncStream<(String, ListenAddress)>.makeStream()
+        let loopback = ListenAddress(host: "127.0.0.1", port: 0)
+        let api = ManagementServer.application(ManagementAPI(store: store, hasher: hasher), address: loopback, logger: logger) {
+            continuation.yield(("api", $0))
+        }
+        let est = try ESTServer.application(
+            ESTService(authority: authority, store: store, hasher: hasher), address: loopback,
+            certificateChainPEM: try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20),
+            privateKeyPKCS8: try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER, logger: logger
+        ) { continuation.yield(("est", $0)) }
+        let group = ServiceGroup(configuration: .init(services: [.init(service: api), .init(service: est)], logger: logger))
+        let task = Task { try await group.run() }
+        var addresses: [String: ListenAddress] = [:]
+        for await (name, address) in bound {
+            addresses[name] = address
+            if addresses.count == 2 { break }
+        }
+        guard let apiAddress = addresses["api"], let estAddress = addresses["est"] else {
+            throw ValidationError("the demo servers did not start")
+        }
+        return DemoServers(api: apiAddress, est: estAddress, group: group, task: task)
+    }
+
+    func stop() {
+        let group = group
+        Task { await group.triggerGracefulShutdown() }
+    }
+}
+
+/// The management API as the demo's people use it: JSON over HTTP with their bearer tokens.
+final class DemoAPI: @unchecked Sendable {
+    let client: HTTP1Client
+    let show: DemoOutput
+    var refusals = 0
+
+    init(port: Int, show: DemoOutput) {
+        client = HTTP1Client(host: "127.0.0.1", port: port)
+        self.show = show
+    }
+
+    @discardableResult
+    func call(
+        _ who: String, _ token: String, _ method: String, _ path: String, _ body: [String: Any], expect: Int, note: String
+    ) async throws -> [String: Any] {
+        let data = method == "POST" ? try JSONSerialization.data(withJSONObject: body) : Data()
+        let response = try await client.send(
+            HTTP1Request(
+                method: method, path: "/api/v1" + path,
+                headers: [("Authorization", "Bearer " + token), ("Content-Type", "application/json")], body: Array(data)))
+        let json = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any] ?? [:]
+        var outcome = "\(response.status)"
+        if response.status >= 400 {
+            refusals += 1
+            if let detail = (json["error"] as? [String: Any])?["message"] as? String { outcome += " " + detail }
+        } else if let state = json["state"] as? String {
+            outcome += ", state \(state)" + ((json["owner"] as? String).map { ", owner \($0)" } ?? "")
+        }
+        show.step(who, "\(note): \(method) /api/v1\(path) → \(outcome)")
+        guard response.status == expect else {
+            throw ValidationError(
+                "the demo expected \(expect) from \(method) \(path) but got \(response.status): \(response.text.prefix(300))")
+        }
+        return json
+    }
+
+    func device(_ id: String, _ token: String) async throws -> [String: Any] {
+        let response = try await client.send(
+            HTTP1Request(method: "GET", path: "/api/v1/devices/\(id)", headers: [("Authorization", "Bearer " + token)]))
+        guard response.status == 200, let json = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any] else {
+            throw ValidationError("the demo could not read device \(id): \(response.status)")
+        }
+        return json
+    }
+
+    func state(_ id: String, _ token: String) async throws {
+        let json = try await device(id, token)
+        show.step("registry", "\(id) is \(json["state"] as? String ?? "?")")
+    }
+
+    func owner(_ id: String, _ token: String) async throws {
+        let json = try await device(id, token)
+        show.step("registry", "\(id) is \(json["state"] as? String ?? "?"), owned by \(json["owner"] as? String ?? "nobody")")
+    }
+}
+
+/// Simulated devices: each makes its key pair in memory, sends a CSR over EST and keeps what it gets.
+final class DemoDevices: @unchecked Sendable {
+    let est: ESTClient
+    let show: DemoOutput
+    let out: String
+    var certificates: [String: Certificate] = [:]
+    var issuedCount = 0
+    var refusals = 0
+
+    init(est: ESTClient, show: DemoOutput, out: String) {
+        self.est = est
+        self.show = show
+        self.out = out
+    }
+
+    func issued(_ id: String) throws -> Certificate {
+        guard let certificate = certificates[id] else { throw ValidationError("\(id) holds no certificate") }
+        return certificate
+    }
+
+    func enroll(_ id: String, key: P256.Signing.PrivateKey, _ credential: ESTClient.Credential, expect: Int, note: String) async throws {
+        let csr = try DeviceCSR.make(key: key, deviceID: id)
+        try await record(id, note, "simpleenroll", expect: expect) { try await self.est.enroll(csr: csr, with: credential) }
+    }
+
+    func reenroll(
+        _ id: String, key: P256.Signing.PrivateKey, current: [Certificate], currentKey: P256.Signing.PrivateKey, expect: Int, note: String
+    ) async throws {
+        let csr = try DeviceCSR.make(key: key, deviceID: id)
+        try await record(id, note, "simplereenroll", expect: expect) {
+            try await self.est.reenroll(csr: csr, current: current, key: currentKey)
+        }
+    }
+
+    private func record(
+        _ id: String, _ note: String, _ operation: String, expect: Int, _ body: () async throws -> ESTClient.Outcome
+    ) async throws {
+        var status = 0
+        var outcome = ""
+        do {
+            switch try await body() {
+            case .issued(let certificate, let der):
+                status = 200
+                certificates[id] = certificate
+                issuedCount += 1
+                try AtomicFile.write(Array(PEM.encode(der, label: "CERTIFICATE").utf8), to: out + "/\(id).pem", permissions: 0o644)
+                let days = Int(certificate.notValidAfter.timeIntervalSince(certificate.notValidBefore) / 86_400)
+                outcome = "200 certificate \(certificate.serialNumber.hexString.prefix(12))…, \(certificate.subject), \(days) days"
+            case .pending(let retryAfter):
+                status = 202
+                outcome = "202 pending approval, Retry-After \(retryAfter) s"
+            }
+        } catch let error as DeviceError where error.code == .refused {
+            status = error.status ?? 0
+            refusals += 1
+            outcome = "\(status) " + (error.message.components(separatedBy: "): ").dropFirst().joined(separator: "): "))
+        }
+        show.step(id, "\(note): \(operation) → \(outcome)")
+        guard status == expect else { throw ValidationError("the demo expected \(expect) from \(operation) for \(id) but got \(status)") }
+    }
+}
+
+/// A manufacturer's own CA, made in memory, for the enrollment-group flow.
+struct DemoManufacturer {
+    let key: P256.Signing.PrivateKey
+    let certificate: Certificate
+
+    init() throws {
+        let key = P256.Signing.PrivateKey()
+        self.key = key
+        let name = try DistinguishedName {
+            OrganizationName("Acme Devices")
+            CommonName("Acme Device CA")
+        }
+        let now = Date()
+        certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
+            notValidBefore: now - 3600, notValidAfter: now + 365 * 86_400, issuer: name, subject: name,
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+                SubjectKeyIdentifier(hash: Certificate.PublicKey(key.publicKey))
+            },
+            issuerPrivateKey: .init(key))
+    }
+
+    var caPEM: String {
+        (try? certificate.serializeAsPEM().pemString) ?? ""
+    }
+
+    /// A device certificate naming `id`, for the device's `key`.
+    func issue(_ id: String, key deviceKey: P256.Signing.PrivateKey) throws -> Certificate {
+        let now = Date()
+        return try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(deviceKey.publicKey),
+            notValidBefore: now - 3600, notValidAfter: now + 365 * 86_400, issuer: certificate.subject,
+            subject: try DistinguishedName {
+                OrganizationName("Acme Devices")
+                CommonName(id)
+            },
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage([.clientAuth])
+                AuthorityKeyIdentifier(keyIdentifier: try certificate.extensions.subjectKeyIdentifier?.keyIdentifier)
+            },
+            issuerPrivateKey: .init(key))
+    }
+}

@@ -1,0 +1,199 @@
+public import Crypto
+public import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+public import X509
+import SwiftASN1
+
+/// TLS as a Fleetward device speaks it: only the pinned root is trusted for the endpoint, whatever
+/// the system trust store says, and the server certificate must name the server.
+public struct PinnedTLS: Sendable {
+    /// The roots the device was provisioned with (normally the one Fleetward root).
+    public var roots: [Certificate]
+    /// The name the server's certificate must carry; nil checks the IP address connected to.
+    public var serverName: String?
+    /// The device's client certificate chain (leaf first) and key, for mutual TLS.
+    public var clientChain: [Certificate]
+    public var clientKey: P256.Signing.PrivateKey?
+
+    public init(
+        roots: [Certificate], serverName: String? = nil, clientChain: [Certificate] = [], clientKey: P256.Signing.PrivateKey? = nil
+    ) {
+        self.roots = roots
+        self.serverName = serverName
+        self.clientChain = clientChain
+        self.clientKey = clientKey
+    }
+
+    func makeContext() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.certificateVerification = .fullVerification
+        configuration.trustRoots = .certificates(try roots.map { try NIOSSLCertificate(bytes: try Self.der($0), format: .der) })
+        if let clientKey {
+            guard !clientChain.isEmpty else { throw DeviceError(.invalidInput, "a client key needs its certificate") }
+            configuration.certificateChain = try clientChain.map {
+                .certificate(try NIOSSLCertificate(bytes: try Self.der($0), format: .der))
+            }
+            configuration.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(clientKey.derRepresentation), format: .der))
+        }
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw DeviceError(.invalidInput, "the TLS settings are unusable: \(error)")
+        }
+    }
+
+    static func der(_ certificate: Certificate) throws -> [UInt8] {
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        return serializer.serializedBytes
+    }
+}
+
+/// One HTTP/1.1 exchange.
+public struct HTTP1Request: Sendable {
+    public var method: String
+    public var path: String
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+
+    public init(method: String, path: String, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+    }
+}
+
+public struct HTTP1Response: Sendable {
+    public var status: Int
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+
+    /// The first value of header `name` (case-insensitive).
+    public func header(_ name: String) -> String? {
+        headers.first(where: { $0.name.caseInsensitiveCompare(name) == .orderedSame })?.value
+    }
+
+    public var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// A small HTTP/1.1 client over swift-nio, with ``PinnedTLS`` or in the clear (loopback
+/// management API): one request per connection, a bounded answer and a deadline.
+public struct HTTP1Client: Sendable {
+    public static let maximumResponseBytes = 4 << 20
+
+    public var host: String
+    public var port: Int
+    public var tls: PinnedTLS?
+    public var timeout: Duration
+
+    public init(host: String, port: Int, tls: PinnedTLS? = nil, timeout: Duration = .seconds(15)) {
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.timeout = timeout
+    }
+
+    var endpoint: String { (host.contains(":") ? "[\(host)]" : host) + ":\(port)" }
+
+    /// Sends `request` and returns the answer, whatever its status.
+    ///
+    /// - Throws: ``DeviceError`` (`unreachable`, `untrustedServer`, `handshakeRefused`,
+    ///   `malformedResponse`, `timeout`).
+    public func send(_ request: HTTP1Request) async throws -> HTTP1Response {
+        let context = try tls?.makeContext()
+        // SNI and the name check use the configured name; an IP literal is checked as an address.
+        let serverName = tls?.serverName ?? (Self.isIPLiteral(host) ? nil : host)
+        let deadline = timeout
+        let firstError = FirstErrorRecorder()
+        do {
+            return try await withThrowingTaskGroup(of: HTTP1Response.self) { group in
+                group.addTask { try await exchange(request, context: context, serverName: serverName, recorder: firstError) }
+                group.addTask {
+                    try await Task.sleep(for: deadline)
+                    throw DeviceError(.timeout, "no answer from \(endpoint) within \(deadline)")
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next() else { throw DeviceError(.timeout, "no answer from \(endpoint)") }
+                return first
+            }
+        } catch {
+            // A failed handshake closes the channel; the write that notices reports only "closed
+            // channel", so name the error the pipeline saw first.
+            throw DeviceError.classify(firstError.error ?? error, endpoint: endpoint, serverName: serverName)
+        }
+    }
+
+    private func exchange(
+        _ request: HTTP1Request, context: NIOSSLContext?, serverName: String?, recorder: FirstErrorRecorder
+    ) async throws -> HTTP1Response {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(10))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: context, serverHostname: serverName))
+                        try channel.pipeline.syncOperations.addHandler(recorder)
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let host = endpoint
+        return try await channel.executeThenClose { inbound, outbound in
+            var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path)
+            head.headers.add(name: "Host", value: host)
+            head.headers.add(name: "Connection", value: "close")
+            if !request.body.isEmpty || request.method == "POST" || request.method == "PUT" {
+                head.headers.add(name: "Content-Length", value: "\(request.body.count)")
+            }
+            for (name, value) in request.headers { head.headers.add(name: name, value: value) }
+            try await outbound.write(.head(head))
+            if !request.body.isEmpty { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: request.body)))) }
+            try await outbound.write(.end(nil))
+            var status: Int?
+            var headers: [(name: String, value: String)] = []
+            var body = ByteBuffer()
+            for try await part in inbound {
+                switch part {
+                case .head(let responseHead):
+                    status = Int(responseHead.status.code)
+                    headers = responseHead.headers.map { ($0.name, $0.value) }
+                case .body(var chunk):
+                    guard body.readableBytes + chunk.readableBytes <= Self.maximumResponseBytes else {
+                        throw DeviceError(.malformedResponse, "the answer from \(host) is larger than \(Self.maximumResponseBytes) bytes")
+                    }
+                    body.writeBuffer(&chunk)
+                case .end:
+                    guard let status else { throw DeviceError(.malformedResponse, "the answer from \(host) has no status line") }
+                    return HTTP1Response(status: status, headers: headers, body: Array(body.readableBytesView))
+                }
+            }
+            throw DeviceError(.malformedResponse, "\(host) closed the connection before answering")
+        }
+    }
+
+    static func isIPLiteral(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    }
+}
+
+/// Keeps the first error the pipeline reports (a TLS handshake failure, an alert).
+final class FirstErrorRecorder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+    private let first = NIOLockedValueBox<(any Error)?>(nil)
+
+    var error: (any Error)? { first.withLockedValue { $0 } }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        first.withLockedValue { if $0 == nil { $0 = error } }
+        context.fireErrorCaught(error)
+    }
+}

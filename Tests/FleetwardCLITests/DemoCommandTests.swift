@@ -1,0 +1,64 @@
+import FleetwardTestSupport
+import Foundation
+import Testing
+
+/// `fleetward demo`: the whole provisioning story in one command, checked from outside.
+@Suite struct DemoCommandTests {
+    @Test func theDemoWalksEveryFlowAndItsCertificatesVerifyWithOpenSSL() throws {
+        let cli = try CLI()
+        let directory = try TemporaryDirectory(prefix: "fleetward-demo-test")
+        defer { directory.remove() }
+        let fleet = directory.file("fleet")
+        let result = try cli.run(["demo", "--keep", fleet])
+        #expect(result.succeeded, "\(result)")
+        let out = result.stdout
+        for expected in [
+            "simpleenroll → 401",  // a guessed factory secret
+            "enroll with its factory secret: simpleenroll → 200",
+            "enroll with its birth certificate (TLS client certificate): simpleenroll → 200",
+            "renew with the birth certificate: simplereenroll → 403",
+            "renew with its operational certificate and a new key: simplereenroll → 200",
+            "claim demo-lock-1 with a wrong code: POST /api/v1/claims → 403",
+            "enroll with the one-time token: simpleenroll → 200",
+            "replay the same token: simpleenroll → 401",
+            "demo-lock-1 is active, owned by alice",
+            "simplereenroll → 403 certificate",  // the stolen device's certificate is revoked
+            "simpleenroll → 202 pending approval, Retry-After",
+            "ask again after Retry-After: simpleenroll → 200",
+            "a camera from an unregistered manufacturer: simpleenroll → 403",
+            "audit log intact",
+            "5 certificates issued, 6 requests refused",
+        ] {
+            #expect(out.contains(expected), "missing '\(expected)' in:\n\(out)")
+        }
+        // What the devices got verifies under the fleet's root with openssl.
+        for device in ["demo-sensor-1", "demo-meter-1", "demo-lock-1", "demo-camera-1"] {
+            let verify = try cli.openssl([
+                "verify", "-CAfile", fleet + "/ca/root.pem", "-untrusted", fleet + "/ca/issuing.pem", fleet + "/demo/\(device).pem",
+            ])
+            #expect(verify.stdout.contains(": OK"), "\(verify)")
+            let subject = try cli.openssl(["x509", "-in", fleet + "/demo/\(device).pem", "-noout", "-subject"]).stdout
+            #expect(subject.contains("CN = \(device)"), "\(subject)")
+        }
+        // The registry on disk agrees, read by another command.
+        let lock = try cli.run(["devices", "show", "--data", fleet, "demo-lock-1", "--json"])
+        #expect(lock.succeeded, "\(lock)")
+        #expect(lock.stdout.contains("\"owner\" : \"alice\"") || lock.stdout.contains("\"owner\":\"alice\""), "\(lock.stdout)")
+        // Device keys never reached the disk; the only private keys there are the CA's, encrypted.
+        let enumerator = FileManager.default.enumerator(atPath: fleet)
+        while let relative = enumerator?.nextObject() as? String {
+            guard let text = try? String(contentsOfFile: fleet + "/" + relative, encoding: .utf8) else { continue }
+            #expect(!text.contains("BEGIN PRIVATE KEY") && !text.contains("BEGIN EC PRIVATE KEY"), "\(relative) holds a plain key")
+        }
+    }
+
+    @Test func aKeptDirectoryMustBeNew() throws {
+        let cli = try CLI()
+        let directory = try TemporaryDirectory(prefix: "fleetward-demo-test")
+        defer { directory.remove() }
+        try "x".write(toFile: directory.file("something"), atomically: true, encoding: .utf8)
+        let result = try cli.run(["demo", "--keep", directory.path])
+        cli.expectOneLineError(result, containing: "is not empty")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["something"])
+    }
+}
