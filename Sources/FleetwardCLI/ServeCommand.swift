@@ -18,9 +18,11 @@ struct ServeCommand: AsyncParsableCommand {
             Creates or opens the CA hierarchy, checks that the passphrase opens the issuing and factory \
             keys, opens the registry (SQLite inside the data directory, or --database) and serves the \
             management API (bearer tokens from 'fleetward token create') and EST enrollment (RFC 7030, \
-            HTTPS with the data directory's server certificate). It prints one line per listener once \
-            it accepts connections, and stops cleanly on SIGINT or SIGTERM. The gateway listener is \
-            not part of this build yet.
+            HTTPS with the data directory's server certificate) and the device gateway (TLS 1.3 with a \
+            mandatory device certificate, checked against the registry in the handshake; live \
+            connections close within a second of a suspend, revoke or report-stolen, whoever made \
+            it). It prints one line per listener once it accepts connections, and stops cleanly on \
+            SIGINT or SIGTERM.
             """
     )
 
@@ -39,10 +41,20 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var estListen = "127.0.0.1:8443"
 
+    @Option(
+        name: .customLong("gateway-listen"),
+        help: ArgumentHelp("Where the device gateway (mTLS) listens (port 0 picks a free one).", valueName: "host:port")
+    )
+    var gatewayListen = "127.0.0.1:9443"
+
+    @Flag(name: .customLong("gateway-tls12"), help: "Also accept TLS 1.2 on the gateway, for legacy devices (TLS 1.3 only by default).")
+    var gatewayTLS12 = false
+
     func run() async throws {
         let logger = Logger(label: "fleetward.serve")
         let apiAddress = try ListenAddress(parsing: apiListen)
         let estAddress = try ListenAddress(parsing: estListen)
+        let gatewayAddress = try ListenAddress(parsing: gatewayListen)
         let directory = dataOptions.directory
         let hierarchy: CAHierarchy
         let passphrase: Passphrase
@@ -88,16 +100,47 @@ struct ServeCommand: AsyncParsableCommand {
             announce("management API", "http://\(bound)", " (OpenAPI: http://\(bound)\(ManagementAPI.openAPIPath))")
         }
         let est = ESTService(authority: authority, store: store, hasher: hasher)
+        let serverChain = try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20)
+        let serverKey = try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER
         let estApplication = try ESTServer.application(
-            est, address: estAddress, certificateChainPEM: try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20),
-            privateKeyPKCS8: try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER, logger: serverLogger
+            est, address: estAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey, logger: serverLogger
         ) { bound in
             announce("EST", "https://\(bound)", " (\(ESTService.prefix)/)")
         }
+        // The gateway logs each refused handshake with its reason (notice level).
+        var gatewayLogger = Logger(label: "fleetward.gateway")
+        gatewayLogger.logLevel = max(logger.logLevel, .notice)
+        let gateway = Gateway(
+            store: store, issuing: hierarchy.member(.issuing).certificate, factory: hierarchy.member(.factory).certificate,
+            logger: gatewayLogger)
+        let gatewayApplication = try GatewayServer.application(
+            gateway, address: gatewayAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey, allowTLS12: gatewayTLS12,
+            logger: serverLogger
+        ) { bound in
+            announce("gateway", "https://\(bound)", " (mTLS, \(gatewayTLS12 ? "TLS 1.2 and 1.3" : "TLS 1.3"))")
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: apiApplication), .init(service: estApplication)],
+                services: [
+                    .init(service: apiApplication), .init(service: estApplication), .init(service: gatewayApplication),
+                    .init(service: GatewayWatcher(gateway: gateway)),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: serverLogger))
         try await group.run()
+    }
+}
+
+/// Runs ``Gateway/watch(interval:)`` as a service of `serve`.
+struct GatewayWatcher: Service {
+    let gateway: Gateway
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            do {
+                try await gateway.watch()
+            } catch is CancellationError {
+                return
+            }
+        }
     }
 }

@@ -33,6 +33,17 @@ public struct APITokenRecord: Sendable, Equatable {
     }
 }
 
+/// One audit entry's place and subject, for change feeds.
+public struct AuditSubject: Sendable, Equatable {
+    public var sequence: Int64
+    public var subject: String
+
+    public init(sequence: Int64, subject: String) {
+        self.sequence = sequence
+        self.subject = subject
+    }
+}
+
 /// Where the registry lives. One protocol, one behaviour: SQLite (embedded) and PostgreSQL.
 ///
 /// Every method that changes rows does so in one transaction together with the audit entry that
@@ -76,6 +87,13 @@ public protocol RegistryStore: Sendable {
 
     /// Audit entries with sequence ≥ `sequence`, in order, at most `limit`.
     func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry]
+
+    /// The subjects (`device:ID`, `certificate:SERIAL`, …) of audit entries after `sequence`, in
+    /// order, at most `limit`: the change feed the gateway watches, whichever process made the change.
+    func auditSubjects(after sequence: Int64, limit: Int) async throws -> [AuditSubject]
+
+    /// The highest audit sequence; 0 when the log is empty.
+    func auditHead() async throws -> Int64
 
     // MARK: Certificates
 

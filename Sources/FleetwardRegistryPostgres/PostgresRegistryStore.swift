@@ -336,6 +336,30 @@ public final class PostgresRegistryStore: RegistryStore {
 
     // MARK: Audit
 
+    public func auditSubjects(after sequence: Int64, limit: Int) async throws -> [AuditSubject] {
+        do {
+            let rows = try await client.query(
+                "SELECT sequence, subject FROM audit_log WHERE sequence > \(sequence) ORDER BY sequence LIMIT \(limit)", logger: logger)
+            var subjects: [AuditSubject] = []
+            for try await (sequence, subject) in rows.decode((Int64, String).self) {
+                subjects.append(AuditSubject(sequence: sequence, subject: subject))
+            }
+            return subjects
+        } catch {
+            throw Self.mapped(error)
+        }
+    }
+
+    public func auditHead() async throws -> Int64 {
+        do {
+            let rows = try await client.query("SELECT COALESCE(MAX(sequence), 0)::BIGINT FROM audit_log", logger: logger)
+            for try await head in rows.decode(Int64.self) { return head }
+            return 0
+        } catch {
+            throw Self.mapped(error)
+        }
+    }
+
     public func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry] {
         do {
             let rows = try await client.query(

@@ -299,6 +299,24 @@ public final class SQLiteRegistryStore: RegistryStore {
 
     // MARK: Audit
 
+    public func auditSubjects(after sequence: Int64, limit: Int) async throws -> [AuditSubject] {
+        try await withReader { connection in
+            let statement = try connection.statement("SELECT sequence, subject FROM audit_log WHERE sequence > ? ORDER BY sequence LIMIT ?")
+            statement.bind(1, sequence)
+            statement.bind(2, Int64(limit))
+            var subjects: [AuditSubject] = []
+            while try statement.step() { subjects.append(AuditSubject(sequence: statement.int64(0), subject: statement.text(1) ?? "")) }
+            return subjects
+        }
+    }
+
+    public func auditHead() async throws -> Int64 {
+        try await withReader { connection in
+            let statement = try connection.statement("SELECT COALESCE(MAX(sequence), 0) FROM audit_log")
+            return try statement.step() ? statement.int64(0) : 0
+        }
+    }
+
     public func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry] {
         try await withConnection { connection in
             let statement = try connection.statement(

@@ -71,16 +71,45 @@ public enum ESTServer {
         _ service: ESTService, address: ListenAddress, certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8], logger: Logger,
         onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
-        let chain = try NIOSSLCertificate.fromPEMBytes(certificateChainPEM)
-        let key = try NIOSSLPrivateKey(bytes: privateKeyPKCS8, format: .der)
-        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        var tls = try TLSListener.configuration(certificateChainPEM: certificateChainPEM, privateKeyPKCS8: privateKeyPKCS8)
         tls.minimumTLSVersion = .tlsv12
         tls.certificateVerification = .optionalVerification
+        // Any presented certificate passes the handshake (which still proves the client holds its
+        // key): ESTService decides per flow which CA it must chain to and refuses in HTTP. When the
+        // presented certificates form a valid path to one of Fleetward's anchors (issuing CA,
+        // factory CA, a registered group's CA), that path is kept as the connection's validated
+        // chain, so a manufacturer's device can send its intermediates.
+        return try TLSListener.application(
+            router: service.router(), tls: tls, address: address, logger: logger, onListening: onListening
+        ) { presented, _, promise in
+            promise.completeWithTask {
+                let chain = await service.validatedChain(presented)
+                return .certificateVerified(VerificationMetadata(chain.map(ValidatedCertificateChain.init)))
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 listener over TLS whose client certificates go to a verification callback with
+/// the connection's channel (HummingbirdTLS takes only the callback without metadata or channel).
+enum TLSListener {
+    typealias Verify = @Sendable ([NIOSSLCertificate], any Channel, EventLoopPromise<NIOSSLVerificationResultWithMetadata>) -> Void
+
+    static func configuration(certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8]) throws -> TLSConfiguration {
+        let chain = try NIOSSLCertificate.fromPEMBytes(certificateChainPEM)
+        let key = try NIOSSLPrivateKey(bytes: privateKeyPKCS8, format: .der)
+        return TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+    }
+
+    static func application<Context: RequestContext>(
+        router: Router<Context>, tls: TLSConfiguration, address: ListenAddress, logger: Logger,
+        onListening: @escaping @Sendable (ListenAddress) async -> Void, verify: @escaping Verify
+    ) throws -> some ApplicationProtocol where Context.Source == ApplicationRequestContextSource {
         let context = try NIOSSLContext(configuration: tls)
         return Application(
-            router: service.router(),
+            router: router,
             server: HTTPServerBuilder { responder in
-                ESTTLSChannel(base: HTTP1Channel(responder: responder), context: context, service: service)
+                VerifyingTLSChannel(base: HTTP1Channel(responder: responder), context: context, verify: verify)
             },
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
             onServerRunning: { channel in
@@ -92,30 +121,22 @@ public enum ESTServer {
     }
 }
 
-/// TLS for the EST listener. Any presented certificate passes the handshake (which still proves
-/// the client holds its key), because ESTService decides per flow which CA it must chain to and
-/// answers a refusal in HTTP. When the presented certificates do form a valid path to one of
-/// Fleetward's anchors (issuing CA, factory CA, a registered group's CA), that path is kept as
-/// the connection's validated chain, so a manufacturer's device can send its intermediates.
-struct ESTTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
+/// TLS in front of an HTTP channel, handing each handshake's client certificates and the
+/// channel to a ``TLSListener/Verify`` callback.
+struct VerifyingTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
     typealias Value = Base.Value
 
     let base: Base
     let context: NIOSSLContext
-    let service: ESTService
+    let verify: TLSListener.Verify
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        let service = service
+        let verify = verify
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
                 NIOSSLServerHandler(
                     context: context,
-                    customVerificationCallbackWithMetadata: { presented, promise in
-                        promise.completeWithTask {
-                            let chain = await service.validatedChain(presented)
-                            return .certificateVerified(VerificationMetadata(chain.map(ValidatedCertificateChain.init)))
-                        }
-                    }))
+                    customVerificationCallbackWithMetadata: { presented, promise in verify(presented, channel, promise) }))
         }.flatMap {
             base.setup(channel: channel, logger: logger)
         }
@@ -126,6 +147,6 @@ struct ESTTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
     }
 }
 
-extension ESTTLSChannel: HTTPChannelHandler where Base: HTTPChannelHandler {
+extension VerifyingTLSChannel: HTTPChannelHandler where Base: HTTPChannelHandler {
     var responder: HTTPChannelHandler.Responder { base.responder }
 }

@@ -253,7 +253,10 @@ import Testing
         func serve() throws -> RunningServer {
             try RunningServer(
                 executable: cli.fleetward.executable,
-                arguments: ["serve", "--data", dir.file("data"), "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0"],
+                arguments: [
+                    "serve", "--data", dir.file("data"), "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen",
+                    "127.0.0.1:0",
+                ],
                 environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: dir.path)
         }
         let first = try serve()

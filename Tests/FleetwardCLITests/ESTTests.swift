@@ -13,6 +13,8 @@ final class ESTFixture {
     let server: RunningServer
     let est: String
     let api: String
+    /// The device gateway's `https://HOST:PORT`.
+    let gateway: String
     let admin: String
 
     init() throws {
@@ -25,10 +27,13 @@ final class ESTFixture {
         admin = try cli.run(["token", "create", "--data", data, "--role", "admin"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         server = try RunningServer(
             executable: cli.fleetward.executable,
-            arguments: ["serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0"],
-            environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path, expectedListeners: 2)
+            arguments: [
+                "serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
+            ],
+            environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path, expectedListeners: 3)
         est = try #require(server.listeners["EST"]) + "/.well-known/est"
         api = try #require(server.listeners["management API"]) + "/api/v1"
+        gateway = try #require(server.listeners["gateway"])
     }
 
     deinit {

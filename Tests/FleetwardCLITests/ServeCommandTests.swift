@@ -27,7 +27,9 @@ import Testing
     func serve(_ extra: [String] = []) throws -> RunningServer {
         try RunningServer(
             executable: cli.fleetward.executable,
-            arguments: ["serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0"] + extra,
+            arguments: [
+                "serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
+            ] + extra,
             environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path)
     }
 
@@ -109,7 +111,9 @@ import Testing
         let first = try serve()
         defer { first.stop() }
         let address = try #require(first.listeners["management API"]).replacingOccurrences(of: "http://", with: "")
-        let second = try cli.run(["serve", "--data", data, "--api-listen", address, "--est-listen", "127.0.0.1:0"])
+        let second = try cli.run([
+            "serve", "--data", data, "--api-listen", address, "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
+        ])
         #expect(second.status != 0)
         #expect(second.stderr.split(separator: "\n").last?.hasPrefix("fleetward: error: ") == true, "\(second.stderr)")
         #expect(second.stderr.contains("in use"), "\(second.stderr)")

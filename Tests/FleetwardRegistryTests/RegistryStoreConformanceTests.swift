@@ -91,6 +91,25 @@ struct StoreUnderTest {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func theAuditFeedNamesEachChangedSubjectInOrder(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        #expect(try await store.auditHead() == 0)
+        #expect(try await store.auditSubjects(after: 0, limit: 10) == [])
+        try await store.insert(try device("F-1"), by: .console, at: Self.now)
+        try await store.insert(try device("F-2"), by: .console, at: Self.now)
+        _ = try await store.apply(.activate, to: try DeviceID("F-1"), by: .console, at: Self.now)
+        _ = try await store.apply(.suspend, to: try DeviceID("F-1"), by: .console, at: Self.now)
+        #expect(try await store.auditHead() == 4)
+        let feed = try await store.auditSubjects(after: 0, limit: 10)
+        #expect(feed.map(\.sequence) == [1, 2, 3, 4])
+        #expect(feed.map(\.subject) == ["device:F-1", "device:F-2", "device:F-1", "device:F-1"])
+        #expect(try await store.auditSubjects(after: 2, limit: 1) == [AuditSubject(sequence: 3, subject: "device:F-1")])
+        #expect(try await store.auditSubjects(after: 4, limit: 10) == [])
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func importCountsDuplicatesAndAuditsEachBatch(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }

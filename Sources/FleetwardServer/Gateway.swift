@@ -1,0 +1,312 @@
+public import FleetwardPKI
+public import FleetwardRegistry
+public import Foundation
+import Crypto
+public import Logging
+public import NIOCore
+import NIOSSL
+import SwiftASN1
+import Synchronization
+public import X509
+
+/// The device gateway's trust decisions: who may complete a handshake, who is connected, and who
+/// must be cut off when the registry changes.
+///
+/// A connection is accepted only when its client certificate chains to the issuing CA, has the
+/// `device` profile, is within its validity, is on record for its device and not revoked, and
+/// the device is `active`. The registry facts live in memory (one read per device on first
+/// contact); the audit log is the change feed: whatever writes the registry (the management API,
+/// `fleetward devices …` at the console, another node on the same PostgreSQL) appends an entry
+/// naming the device or certificate, and ``watch(interval:)`` evicts it and closes the live
+/// connections that no longer pass.
+public final class Gateway: Sendable {
+    /// What the gateway knows about one device.
+    struct Entry: Sendable {
+        var state: DeviceState
+        var owner: String?
+        /// Serial (lower-case hex) → (SHA-256 fingerprint, revoked).
+        var certificates: [String: (sha256: String, revoked: Bool)]
+    }
+
+    /// The identity a live connection proved.
+    public struct Identity: Sendable, Encodable {
+        public var device: String
+        public var owner: String?
+        public var serial: String
+        public var certificateSHA256: String
+        public var notAfter: Date
+    }
+
+    struct Live: Sendable {
+        var channel: any Channel
+        var identity: Identity
+    }
+
+    private struct State: Sendable {
+        var entries: [DeviceID: Entry] = [:]
+        /// Bumped on every eviction of the device, so a handshake that loaded an older entry knows.
+        var generations: [DeviceID: UInt64] = [:]
+        var live: [DeviceID: [ObjectIdentifier: Live]] = [:]
+        var byChannel: [ObjectIdentifier: Identity] = [:]
+    }
+
+    public let store: any RegistryStore
+    let issuing: Certificate
+    /// The factory CA, only to say why a birth certificate is refused.
+    let factory: Certificate?
+    let logger: Logger
+    let now: @Sendable () -> Date
+    private let state = Mutex(State())
+    private let head = Atomic<Int64>(0)
+
+    public init(
+        store: any RegistryStore, issuing: Certificate, factory: Certificate? = nil, logger: Logger,
+        now: @escaping @Sendable () -> Date = Date.init
+    ) {
+        self.now = now
+        self.factory = factory
+        self.store = store
+        self.issuing = issuing
+        self.logger = logger
+    }
+
+    // MARK: Handshake
+
+    /// Why a certificate was refused; logged, never sent (the TLS alert says only that it was bad).
+    struct Refusal: Error, CustomStringConvertible {
+        var reason: String
+        var device: String?
+        var serial: String?
+        var description: String { reason }
+    }
+
+    /// The checks that need no registry: chain to the issuing CA, validity, profile.
+    func checkCertificate(_ der: [UInt8]) throws -> (DeviceID, Identity) {
+        let certificate: Certificate
+        do {
+            certificate = try Certificate(derEncoded: der)
+        } catch {
+            throw Refusal(reason: "the client certificate does not parse")
+        }
+        if let factory, certificate.issuer == factory.subject {
+            throw Refusal(reason: "a birth certificate cannot connect; the device enrolls over EST for an operational certificate")
+        }
+        guard certificate.issuer == issuing.subject, issuing.publicKey.isValidSignature(certificate.signature, for: certificate) else {
+            throw Refusal(reason: "the client certificate is not issued by the Fleetward issuing CA")
+        }
+        let serial = certificate.serialNumber.hexString.lowercased()
+        let summary: CertificateSummary
+        do {
+            summary = try CertificateSummary(certificate: certificate, der: der)
+        } catch {
+            throw Refusal(reason: "the client certificate's extensions do not decode", serial: serial)
+        }
+        let time = now()
+        guard time >= certificate.notValidBefore else { throw Refusal(reason: "the certificate is not yet valid", serial: serial) }
+        guard time <= certificate.notValidAfter else { throw Refusal(reason: "the certificate has expired", serial: serial) }
+        guard summary.profile == CertificateProfile.device.rawValue else {
+            let what = summary.profile.map { "a \($0) certificate" } ?? "a certificate without a Fleetward profile"
+            throw Refusal(reason: "\(what) cannot connect; the gateway takes operational device certificates", serial: serial)
+        }
+        guard let id = summary.deviceID.flatMap({ try? DeviceID($0) }) else {
+            throw Refusal(reason: "the certificate names no device", serial: serial)
+        }
+        let identity = Identity(
+            device: id.rawValue, owner: nil, serial: serial, certificateSHA256: summary.sha256Fingerprint,
+            notAfter: certificate.notValidAfter)
+        return (id, identity)
+    }
+
+    /// The registry checks, against `entry`.
+    static func checkRegistry(_ entry: Entry?, _ id: DeviceID, _ identity: Identity) throws -> Identity {
+        guard let entry else { throw Refusal(reason: "device \(id) is not registered", device: id.rawValue, serial: identity.serial) }
+        guard entry.state == .active else {
+            throw Refusal(reason: "device \(id) is \(entry.state)", device: id.rawValue, serial: identity.serial)
+        }
+        guard let record = entry.certificates[identity.serial], record.sha256 == identity.certificateSHA256 else {
+            throw Refusal(
+                reason: "certificate \(identity.serial) is not on record for device \(id)", device: id.rawValue, serial: identity.serial)
+        }
+        guard !record.revoked else {
+            throw Refusal(reason: "certificate \(identity.serial) is revoked", device: id.rawValue, serial: identity.serial)
+        }
+        var identity = identity
+        identity.owner = entry.owner
+        return identity
+    }
+
+    /// The verification callback's work for one connection: refuse, or accept and track it.
+    /// Completes at once when the device is in memory; otherwise after one registry read.
+    func verify(_ presented: [NIOSSLCertificate], channel: any Channel, promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>) {
+        let peer = channel.remoteAddress?.description ?? "unknown"
+        let checked: (DeviceID, Identity)
+        do {
+            guard let leaf = presented.first else { throw Refusal(reason: "no client certificate") }
+            checked = try checkCertificate(try leaf.toDERBytes())
+        } catch {
+            refuse(error, peer: peer, promise: promise)
+            return
+        }
+        let (id, identity) = checked
+        let cached = state.withLock { state in state.entries[id].map { ($0, state.generations[id, default: 0]) } }
+        // A certificate the cached entry has never seen may be minutes old (an enrollment the
+        // change feed has not reached yet): read the device again rather than refuse.
+        if let (entry, generation) = cached, entry.certificates[identity.serial] != nil {
+            accept(entry, generation: generation, id, identity, channel: channel, peer: peer, promise: promise)
+            return
+        }
+        promise.completeWithTask {
+            let generation = self.state.withLock { $0.generations[id, default: 0] }
+            let entry = try await self.load(id)
+            if let entry {
+                self.state.withLock { state in if state.generations[id, default: 0] == generation { state.entries[id] = entry } }
+            }
+            return try await channel.eventLoop.submit {
+                try self.acceptNow(entry, generation: generation, id, identity, channel: channel)
+            }.get()
+        }
+        promise.futureResult.whenComplete { result in
+            switch result {
+            case .success(.certificateVerified): self.logAccepted(identity, peer: peer)
+            case .success(.failed): break
+            case .failure(let error): self.logRefused(error, peer: peer)
+            }
+        }
+    }
+
+    private func accept(
+        _ entry: Entry?, generation: UInt64, _ id: DeviceID, _ identity: Identity, channel: any Channel, peer: String,
+        promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>
+    ) {
+        do {
+            promise.succeed(try acceptNow(entry, generation: generation, id, identity, channel: channel))
+            logAccepted(identity, peer: peer)
+        } catch {
+            refuse(error, peer: peer, promise: promise)
+        }
+    }
+
+    /// Checks `entry` and records the connection as live for its device.
+    private func acceptNow(
+        _ entry: Entry?, generation: UInt64, _ id: DeviceID, _ identity: Identity, channel: any Channel
+    ) throws -> NIOSSLVerificationResultWithMetadata {
+        let proven = try Self.checkRegistry(entry, id, identity)
+        let key = ObjectIdentifier(channel)
+        let stale = state.withLock { state -> Bool in
+            state.live[id, default: [:]][key] = Live(channel: channel, identity: proven)
+            state.byChannel[key] = proven
+            return state.generations[id, default: 0] != generation
+        }
+        channel.closeFuture.whenComplete { _ in
+            self.state.withLock { state in
+                state.live[id]?[key] = nil
+                if state.live[id]?.isEmpty == true { state.live[id] = nil }
+                state.byChannel[key] = nil
+            }
+        }
+        // The device changed while this handshake read it: check again with fresh facts.
+        if stale { Task { await self.reevaluate(id) } }
+        return .certificateVerified(VerificationMetadata(nil))
+    }
+
+    private func refuse(_ error: any Error, peer: String, promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>) {
+        logRefused(error, peer: peer)
+        promise.succeed(.failed)
+    }
+
+    private func logAccepted(_ identity: Identity, peer: String) {
+        logger.debug(
+            "gateway accepted a device", metadata: ["device": "\(identity.device)", "serial": "\(identity.serial)", "peer": "\(peer)"])
+    }
+
+    private func logRefused(_ error: any Error, peer: String) {
+        var metadata: Logger.Metadata = ["reason": "\(error)", "peer": "\(peer)"]
+        if let refusal = error as? Refusal {
+            if let device = refusal.device { metadata["device"] = "\(device)" }
+            if let serial = refusal.serial { metadata["serial"] = "\(serial)" }
+        }
+        logger.notice("gateway refused a client certificate", metadata: metadata)
+    }
+
+    /// The device and its certificates from the registry.
+    func load(_ id: DeviceID) async throws -> Entry? {
+        guard let device = try await store.device(id) else { return nil }
+        var certificates: [String: (sha256: String, revoked: Bool)] = [:]
+        for record in try await store.certificates(for: id) where record.profile == CertificateProfile.device.rawValue {
+            certificates[record.serial.lowercased()] = (record.sha256.lowercased(), record.revocation != nil)
+        }
+        return Entry(state: device.state, owner: device.owner, certificates: certificates)
+    }
+
+    // MARK: Live connections
+
+    /// The identity a live connection proved in its handshake.
+    public func identity(of channel: any Channel) -> Identity? {
+        state.withLock { $0.byChannel[ObjectIdentifier(channel)] }
+    }
+
+    /// How many device connections are open.
+    public var liveConnections: Int { state.withLock { $0.byChannel.count } }
+
+    /// Forgets what is known about `id` and closes its connections that no longer pass.
+    func reevaluate(_ id: DeviceID) async {
+        let live = state.withLock { state -> [Live] in
+            state.entries[id] = nil
+            state.generations[id, default: 0] &+= 1
+            return Array(state.live[id]?.values ?? [:].values)
+        }
+        guard !live.isEmpty else { return }
+        let entry: Entry?
+        do {
+            entry = try await load(id)
+        } catch {
+            logger.error("gateway could not re-read a device; closing its connections", metadata: ["device": "\(id)", "error": "\(error)"])
+            for connection in live { connection.channel.close(promise: nil) }
+            return
+        }
+        for connection in live {
+            do {
+                _ = try Self.checkRegistry(entry, id, connection.identity)
+            } catch {
+                logger.notice(
+                    "gateway closed a device connection",
+                    metadata: ["device": "\(id)", "serial": "\(connection.identity.serial)", "reason": "\(error)"])
+                connection.channel.close(promise: nil)
+            }
+        }
+    }
+
+    /// Follows the audit log from its current end: every entry about a device or a certificate
+    /// re-checks that device. Runs until cancelled.
+    public func watch(interval: Duration = .milliseconds(200)) async throws {
+        head.store(try await store.auditHead(), ordering: .relaxed)
+        while !Task.isCancelled {
+            try await Task.sleep(for: interval)
+            do {
+                try await catchUp()
+            } catch {
+                logger.warning("gateway could not read the audit log", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Applies every audit entry after the last one seen.
+    func catchUp() async throws {
+        while true {
+            let subjects = try await store.auditSubjects(after: head.load(ordering: .relaxed), limit: 1000)
+            guard let last = subjects.last else { return }
+            var devices = Set<DeviceID>()
+            for entry in subjects {
+                if entry.subject.hasPrefix("device:"), let id = try? DeviceID(String(entry.subject.dropFirst(7))) {
+                    devices.insert(id)
+                } else if entry.subject.hasPrefix("certificate:") {
+                    let serial = String(entry.subject.dropFirst(12)).lowercased()
+                    if let id = try await store.certificate(serial: serial)?.deviceID { devices.insert(id) }
+                }
+            }
+            for id in devices { await reevaluate(id) }
+            head.store(last.sequence, ordering: .relaxed)
+            if subjects.count < 1000 { return }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+import FleetwardTestSupport
+import Foundation
+import Testing
+
+/// The device gateway, driven with curl and openssl s_client: who gets through the handshake,
+/// and how fast a registry change cuts a live connection.
+@Suite struct GatewayTests {
+    /// An enrolled device: its certificate and key files.
+    struct Enrolled {
+        var id: String
+        var certificate: String
+        var key: String
+    }
+
+    static func enroll(_ fixture: ESTFixture, _ id: String) throws -> Enrolled {
+        let secret = "secret-\(id)-0123456789"
+        try fixture.allow(["\(id),\(secret),,sensor,"])
+        let csr = try fixture.csr(id)
+        let pem = try fixture.acceptCertificate(try fixture.enroll(csr: csr, user: "\(id):\(secret)"), as: id)
+        return Enrolled(id: id, certificate: pem, key: fixture.directory.file(id + ".key"))
+    }
+
+    /// `curl --cert … /v1/whoami`: the exit status and body.
+    static func whoami(_ fixture: ESTFixture, certificate: String?, key: String?) throws -> (exit: Int32, body: String) {
+        var arguments = ["-s", "--max-time", "15", "--cacert", fixture.data + "/ca/root.pem"]
+        if let certificate, let key { arguments += ["--cert", certificate, "--key", key] }
+        let result = try fixture.curl.run(arguments + [fixture.gateway + "/v1/whoami"], timeout: 30)
+        return (result.status, result.stdout)
+    }
+
+    /// Signs a certificate for `id` with openssl under the issuing CA (its key decrypted with the
+    /// passphrase into the test's directory), with the device profile and the given dates: a
+    /// certificate the registry has never seen.
+    static func forge(_ fixture: ESTFixture, _ id: String, name: String, start: String, end: String) throws -> Enrolled {
+        let dir = fixture.directory
+        if !FileManager.default.fileExists(atPath: dir.file("issuing-plain.key")) {
+            try fixture.cli.openssl([
+                "pkey", "-in", fixture.data + "/ca/issuing.key", "-passin", "pass:" + CLI.passphrase, "-out", dir.file("issuing-plain.key"),
+            ])
+            try dir.write(
+                "ca.cnf",
+                """
+                [ca]
+                default_ca = fleet
+                [fleet]
+                database = \(dir.file("index.txt"))
+                new_certs_dir = \(dir.path)
+                serial = \(dir.file("serial"))
+                default_md = sha256
+                policy = anything
+                unique_subject = no
+                [anything]
+                commonName = optional
+                [device]
+                basicConstraints = critical, CA:FALSE
+                keyUsage = critical, digitalSignature
+                extendedKeyUsage = clientAuth
+                certificatePolicies = 1.2.840.113556.1.8000.2554.41859.15517.20887.16429.36653.1713437.4589622.1.1
+                subjectAltName = @names
+                [names]
+                URI.1 = urn:fleetward:device:\(id)
+
+                """)
+            try dir.write("index.txt", "")
+            try dir.write("serial", "1000\n")
+        }
+        try fixture.cli.openssl([
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.file(name + ".key"),
+            "-subj", "/CN=\(id)", "-out", dir.file(name + ".csr"),
+        ])
+        try fixture.cli.openssl([
+            "ca", "-batch", "-config", dir.file("ca.cnf"), "-cert", fixture.data + "/ca/issuing.pem", "-keyfile",
+            dir.file("issuing-plain.key"),
+            "-in", dir.file(name + ".csr"), "-out", dir.file(name + ".pem"), "-startdate", start, "-enddate", end, "-extensions", "device",
+            "-notext",
+        ])
+        return Enrolled(id: id, certificate: dir.file(name + ".pem"), key: dir.file(name + ".key"))
+    }
+
+    @Test func aGoodDeviceConnectsAndEveryBadCertificateIsRefusedInTheHandshake() throws {
+        let fixture = try ESTFixture()
+        let good = try Self.enroll(fixture, "gw-good")
+        let answer = try Self.whoami(fixture, certificate: good.certificate, key: good.key)
+        #expect(answer.exit == 0, "\(answer)")
+        let identity = try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any], "\(answer.body)")
+        #expect(identity["device"] as? String == "gw-good")
+        let fingerprint = try fixture.cli.openssl(["x509", "-in", good.certificate, "-noout", "-fingerprint", "-sha256"]).stdout
+        #expect(
+            fingerprint.lowercased().replacingOccurrences(of: ":", with: "").contains(identity["certificateSHA256"] as? String ?? "-"),
+            "\(fingerprint) vs \(identity)")
+        // openssl s_client completes a TLS 1.3 handshake with the same certificate.
+        let client = try fixture.cli.openssl.run(
+            [
+                "s_client", "-connect", fixture.gateway.replacingOccurrences(of: "https://", with: ""), "-CAfile",
+                fixture.data + "/ca/root.pem",
+                "-cert", good.certificate, "-key", good.key, "-verify_return_error", "-brief", "-ign_eof",
+            ], stdin: Array("GET /v1/whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8), timeout: 30)
+        #expect(client.stdout.contains("gw-good"), "\(client)")
+        #expect(client.stderr.contains("TLSv1.3"), "\(client.stderr)")
+
+        // Refused, each for its reason, before any HTTP: curl gets no status line at all.
+        var refusals: [(what: String, certificate: String?, key: String?, logged: String)] = []
+        try fixture.cli.openssl([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", fixture.directory.file("self.key"),
+            "-out", fixture.directory.file("self.pem"), "-subj", "/CN=gw-good", "-days", "30",
+        ])
+        refusals.append(
+            (
+                "self-signed", fixture.directory.file("self.pem"), fixture.directory.file("self.key"),
+                "not issued by the Fleetward issuing CA"
+            ))
+        refusals.append(("no certificate", nil, nil, ""))
+        // A birth certificate from the factory line.
+        try fixture.csr("birth", subject: "/serialNumber=gw-birth")
+        try FileManager.default.createDirectory(atPath: fixture.directory.file("factory-in"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(
+            atPath: fixture.directory.file("birth.der"), toPath: fixture.directory.file("factory-in/gw-birth.der"))
+        let factory = try fixture.cli.run([
+            "factory", "issue", "--data", fixture.data, "--csr-dir", fixture.directory.file("factory-in"), "--out",
+            fixture.directory.file("factory-out"),
+        ])
+        #expect(factory.succeeded, "\(factory)")
+        refusals.append(
+            (
+                "birth certificate", fixture.directory.file("factory-out/gw-birth.pem"), fixture.directory.file("birth.key"),
+                "a birth certificate cannot connect"
+            ))
+        // Signed by the issuing CA with the device profile, but never recorded; expired; not yet valid.
+        let unrecorded = try Self.forge(fixture, "gw-good", name: "unrecorded", start: "20260101000000Z", end: "20990101000000Z")
+        refusals.append(("not on record", unrecorded.certificate, unrecorded.key, "is not on record for device gw-good"))
+        let expired = try Self.forge(fixture, "gw-good", name: "expired", start: "20200101000000Z", end: "20200201000000Z")
+        refusals.append(("expired", expired.certificate, expired.key, "has expired"))
+        let early = try Self.forge(fixture, "gw-good", name: "early", start: "20980101000000Z", end: "20990101000000Z")
+        refusals.append(("not yet valid", early.certificate, early.key, "is not yet valid"))
+        // Revoked certificate; suspended device; stolen device.
+        let revoked = try Self.enroll(fixture, "gw-revoked")
+        let serial = try fixture.cli.openssl(["x509", "-in", revoked.certificate, "-noout", "-serial"]).stdout
+            .replacingOccurrences(of: "serial=", with: "").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try fixture.cli.run(["cert", "revoke", "--data", fixture.data, "--serial", serial]).succeeded)
+        refusals.append(("revoked certificate", revoked.certificate, revoked.key, "is revoked"))
+        let suspended = try Self.enroll(fixture, "gw-suspended")
+        #expect(try fixture.cli.run(["devices", "suspend", "--data", fixture.data, "gw-suspended"]).succeeded)
+        refusals.append(("suspended device", suspended.certificate, suspended.key, "device gw-suspended is suspended"))
+        let stolen = try Self.enroll(fixture, "gw-stolen")
+        #expect(try fixture.apiCall("POST", "/devices/gw-stolen/report-stolen", token: fixture.admin).0 == 200)
+        refusals.append(("stolen device", stolen.certificate, stolen.key, "device gw-stolen is stolen"))
+
+        for refusal in refusals {
+            let refused = try Self.whoami(fixture, certificate: refusal.certificate, key: refusal.key)
+            #expect(refused.exit != 0 && refused.body.isEmpty, "\(refusal.what) got through: \(refused)")
+            if !refusal.logged.isEmpty {
+                #expect(
+                    fixture.server.stderr.contains(refusal.logged),
+                    "\(refusal.what): '\(refusal.logged)' not logged in \(fixture.server.stderr)")
+            }
+        }
+        // The good device still gets in, and nothing secret reached the log.
+        #expect(try Self.whoami(fixture, certificate: good.certificate, key: good.key).exit == 0)
+        #expect(!fixture.server.stderr.contains("secret-gw-good"))
+    }
+
+    /// An `openssl s_client` holding one mTLS connection open, its stdin kept for requests.
+    final class HeldConnection: @unchecked Sendable {
+        let process = Process()
+        let input = Pipe()
+        let output: String
+        private let lock = NSLock()
+        private var ended: Date?
+
+        init(_ fixture: ESTFixture, _ device: Enrolled, name: String) throws {
+            output = fixture.directory.file("held-\(name).out")
+            FileManager.default.createFile(atPath: output, contents: nil)
+            process.executableURL = URL(fileURLWithPath: fixture.cli.openssl.executable)
+            process.arguments = [
+                "s_client", "-connect", fixture.gateway.replacingOccurrences(of: "https://", with: ""), "-CAfile",
+                fixture.data + "/ca/root.pem", "-cert", device.certificate, "-key", device.key, "-quiet",
+            ]
+            let sink = FileHandle(forWritingAtPath: output)
+            process.standardOutput = sink
+            process.standardError = sink
+            process.standardInput = input
+            process.terminationHandler = { [weak self] _ in self?.markEnded() }
+            try process.run()
+        }
+
+        /// Sends a whoami request on the connection and waits (bounded) for its answer.
+        func proveConnected(_ device: String) -> Bool {
+            input.fileHandleForWriting.write(Data("GET /v1/whoami HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8))
+            for _ in 0..<200 {
+                if (try? String(contentsOfFile: output, encoding: .utf8))?.contains("\"device\":\"\(device)\"") == true { return true }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            return false
+        }
+
+        private func markEnded() { lock.withLock { ended = Date() } }
+
+        var endedAt: Date? { lock.withLock { ended } }
+
+        /// Waits up to `seconds` for the server to close the connection (s_client then exits).
+        func waitForClose(seconds: Double) -> Date? {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if let endedAt { return endedAt }
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            return endedAt
+        }
+
+        func stop() {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+    }
+
+    @Test func liveConnectionsCloseWithinASecondOfAChangeFromTheAPIOrTheConsole() throws {
+        let fixture = try ESTFixture()
+        let busy = try Self.enroll(fixture, "gw-busy")
+        let bystander = try Self.enroll(fixture, "gw-bystander")
+        let console = try Self.enroll(fixture, "gw-console")
+        var held: [HeldConnection] = []
+        defer { for connection in held { connection.stop() } }
+        let busyConnections = try (0..<8).map { try HeldConnection(fixture, busy, name: "busy-\($0)") }
+        let bystanderConnections = try (0..<2).map { try HeldConnection(fixture, bystander, name: "bystander-\($0)") }
+        let consoleConnections = try (0..<2).map { try HeldConnection(fixture, console, name: "console-\($0)") }
+        held = busyConnections + bystanderConnections + consoleConnections
+        for connection in busyConnections { #expect(connection.proveConnected("gw-busy")) }
+        for connection in bystanderConnections { #expect(connection.proveConnected("gw-bystander")) }
+        for connection in consoleConnections { #expect(connection.proveConnected("gw-console")) }
+
+        // Suspended through the management API: every one of its connections closes.
+        let (status, _) = try fixture.apiCall("POST", "/devices/gw-busy/suspend", token: fixture.admin)
+        #expect(status == 200)
+        let changed = Date()
+        for connection in busyConnections {
+            let closed = connection.waitForClose(seconds: 5)
+            let delay = closed.map { $0.timeIntervalSince(changed) }
+            // The gateway polls the change feed every 200 ms; 1 s is the promise, the extra half
+            // second absorbs process-exit detection on a loaded machine.
+            #expect(delay != nil && delay! < 1.5, "API suspend: connection closed after \(String(describing: delay)) s")
+        }
+        // Suspended at the console by another process on the same data directory.
+        #expect(try fixture.cli.run(["devices", "suspend", "--data", fixture.data, "gw-console"]).succeeded)
+        let consoleChanged = Date()
+        for connection in consoleConnections {
+            let delay = connection.waitForClose(seconds: 5).map { $0.timeIntervalSince(consoleChanged) }
+            #expect(delay != nil && delay! < 1.5, "console suspend: connection closed after \(String(describing: delay)) s")
+        }
+        // The bystander's connections were left alone and still answer.
+        for connection in bystanderConnections {
+            #expect(connection.endedAt == nil)
+            #expect(connection.process.isRunning)
+        }
+        // Revoking one certificate closes the connections made with it.
+        let serial = try fixture.cli.openssl(["x509", "-in", bystander.certificate, "-noout", "-serial"]).stdout
+            .replacingOccurrences(of: "serial=", with: "").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try fixture.cli.run(["cert", "revoke", "--data", fixture.data, "--serial", serial, "--reason", "superseded"]).succeeded)
+        let revokedAt = Date()
+        for connection in bystanderConnections {
+            let delay = connection.waitForClose(seconds: 5).map { $0.timeIntervalSince(revokedAt) }
+            #expect(delay != nil && delay! < 1.5, "certificate revoke: connection closed after \(String(describing: delay)) s")
+        }
+        #expect(fixture.server.stderr.contains("gateway closed a device connection"))
+    }
+}
