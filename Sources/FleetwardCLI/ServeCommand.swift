@@ -87,7 +87,8 @@ struct ServeCommand: AsyncParsableCommand {
         // could interleave with a one-line failure (a port in use) on the way out.
         var serverLogger = logger
         serverLogger.logLevel = max(logger.logLevel, .warning)
-        let api = ManagementAPI(store: store, hasher: hasher)
+        var api = ManagementAPI(store: store, hasher: hasher)
+        api.revocation = RevocationPublisher(authority: authority, store: store)
         let json = output.json
         @Sendable func announce(_ name: String, _ url: String, _ extra: String) {
             if json {

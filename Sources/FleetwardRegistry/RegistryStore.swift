@@ -122,6 +122,13 @@ public protocol RegistryStore: Sendable {
     /// The certificates issued to a device, newest first, with their revocation.
     func certificates(for id: DeviceID) async throws -> [CertificateRecord]
 
+    /// Every revoked certificate whose profile is one of `profiles`, by serial: a CA's CRL entries.
+    func revokedCertificates(profiles: [String]) async throws -> [RevokedEntry]
+
+    /// How many certificates are revoked: revocations are never undone, so a CRL is current
+    /// while this number is unchanged.
+    func revocationCount() async throws -> Int
+
     // MARK: Owners
 
     /// Registers an owner. - Throws: ``RegistryError`` `duplicate`.

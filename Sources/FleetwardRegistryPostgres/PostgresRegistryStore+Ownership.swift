@@ -381,6 +381,35 @@ extension PostgresRegistryStore {
         }
     }
 
+    public func revokedCertificates(profiles: [String]) async throws -> [RevokedEntry] {
+        do {
+            let rows = try await client.query(
+                """
+                SELECT r.serial, r.reason, r.revoked_at FROM revocations r JOIN certificates c ON c.serial = r.serial
+                WHERE c.profile = ANY(\(profiles)) ORDER BY r.serial
+                """,
+                logger: logger
+            )
+            var entries: [RevokedEntry] = []
+            for try await (serial, reason, time) in rows.decode((String, Int32, Int64).self) {
+                entries.append(RevokedEntry(serialHex: serial, revocationDate: RegistryEncoding.date(time), reasonCode: Int(reason)))
+            }
+            return entries
+        } catch {
+            throw Self.mapped(error)
+        }
+    }
+
+    public func revocationCount() async throws -> Int {
+        do {
+            let rows = try await client.query("SELECT count(*)::BIGINT FROM revocations", logger: logger)
+            for try await count in rows.decode(Int64.self) { return Int(count) }
+            return 0
+        } catch {
+            throw Self.mapped(error)
+        }
+    }
+
     public func certificates(for id: DeviceID) async throws -> [CertificateRecord] {
         do {
             let rows = try await client.query(

@@ -482,6 +482,35 @@ extension SQLiteRegistryStore {
         return device
     }
 
+    public func revokedCertificates(profiles: [String]) async throws -> [RevokedEntry] {
+        try await withReader { connection in
+            let placeholders = Array(repeating: "?", count: max(1, profiles.count)).joined(separator: ", ")
+            let statement = try connection.statement(
+                """
+                SELECT r.serial, r.reason, r.revoked_at FROM revocations r JOIN certificates c ON c.serial = r.serial
+                WHERE c.profile IN (\(placeholders)) ORDER BY r.serial
+                """
+            )
+            for (index, profile) in profiles.enumerated() { statement.bind(Int32(index + 1), profile) }
+            if profiles.isEmpty { statement.bind(1, "") }
+            var entries: [RevokedEntry] = []
+            while try statement.step() {
+                entries.append(
+                    RevokedEntry(
+                        serialHex: statement.text(0) ?? "", revocationDate: RegistryEncoding.date(statement.int64(2)),
+                        reasonCode: Int(statement.int64(1))))
+            }
+            return entries
+        }
+    }
+
+    public func revocationCount() async throws -> Int {
+        try await withReader { connection in
+            let statement = try connection.statement("SELECT count(*) FROM revocations")
+            return try statement.step() ? Int(statement.int64(0)) : 0
+        }
+    }
+
     public func certificate(serial: String) async throws -> CertificateRecord? {
         try await withReader { connection in
             let statement = try connection.statement(

@@ -24,6 +24,8 @@ public struct ManagementAPI: Sendable {
     /// The largest allow-list CSV accepted on `POST /devices/import`.
     public var importLimit = 16 * 1024 * 1024
     public var now: @Sendable () -> Date = Date.init
+    /// Serves the CAs' CRLs at ``RevocationPublisher/paths`` (no token needed) when set.
+    public var revocation: RevocationPublisher?
 
     public init(store: any RegistryStore, hasher: SecretHasher) {
         self.store = store
@@ -39,7 +41,17 @@ public struct ManagementAPI: Sendable {
         router.add(middleware: ProblemMiddleware())
         router.add(
             middleware: BearerAuthenticator(
-                store: store, hasher: hasher, limiter: authenticationLimiter, now: now, publicPaths: [Self.openAPIPath]))
+                store: store, hasher: hasher, limiter: authenticationLimiter, now: now,
+                publicPaths: Set([Self.openAPIPath] + (revocation == nil ? [] : Array(RevocationPublisher.paths.values)))))
+        if let revocation {
+            for (role, path) in RevocationPublisher.paths {
+                router.get(RouterPath(path)) { _, _ in
+                    Response(
+                        status: .ok, headers: [.contentType: "application/pkix-crl", .cacheControl: "max-age=60"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: try await revocation.crl(of: role))))
+                }
+            }
+        }
         let api = router.group(RouterPath(Self.prefix))
 
         api.get("openapi.json") { _, _ in

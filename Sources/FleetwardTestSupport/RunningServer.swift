@@ -25,10 +25,15 @@ public final class RunningServer: @unchecked Sendable {
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
         process.environment = env
-        process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
-        process.standardError = FileHandle(forWritingAtPath: stderrPath)
+        let out = FileHandle(forWritingAtPath: stdoutPath)
+        let err = FileHandle(forWritingAtPath: stderrPath)
+        process.standardOutput = out
+        process.standardError = err
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try process.launchSerialized()
+        // The child has its own copies; ours would only hold descriptors open.
+        try? out?.close()
+        try? err?.close()
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             listeners = Self.parseListeners(stdout)

@@ -81,7 +81,7 @@ public struct Tool: Sendable {
         process.standardInput = inPipe
         let finished = DispatchSemaphore(value: 0)
         process.terminationHandler = { _ in finished.signal() }
-        try process.run()
+        try process.launchSerialized()
         // Drain both pipes concurrently so a chatty program cannot block on a full pipe.
         let outData = LockedData()
         let errData = LockedData()
@@ -90,6 +90,9 @@ public struct Tool: Sendable {
             group.enter()
             DispatchQueue.global().async {
                 sink.set(pipe.fileHandleForReading.readDataToEndOfFile())
+                // Closed here, not whenever Foundation releases the Pipe: leaked descriptors above
+                // 1023 corrupt memory in Foundation's select()-based process monitor.
+                try? pipe.fileHandleForReading.close()
                 group.leave()
             }
         }
@@ -116,4 +119,16 @@ final class LockedData: @unchecked Sendable {
     private var data = Data()
     func set(_ value: Data) { lock.withLock { data = value } }
     func get() -> Data { lock.withLock { data } }
+}
+
+extension Process {
+    private static let launchLock = NSLock()
+
+    /// `run()`, one launch at a time in this process. Foundation's `Process` on Linux watches each
+    /// child through a socket that its CFSocket manager polls with select(): a descriptor above
+    /// 1023 overflows the fd_set and corrupts memory (seen as crashes in `Process.run`), so tests
+    /// close their pipes promptly and launch one program at a time.
+    public func launchSerialized() throws {
+        try Self.launchLock.withLock { try run() }
+    }
 }

@@ -180,7 +180,8 @@ import Testing
             process.standardError = sink
             process.standardInput = input
             process.terminationHandler = { [weak self] _ in self?.markEnded() }
-            try process.run()
+            try process.launchSerialized()
+            try? sink?.close()
         }
 
         /// Sends a whoami request on the connection and waits (bounded) for its answer.
@@ -209,6 +210,7 @@ import Testing
 
         func stop() {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            try? input.fileHandleForWriting.close()
         }
     }
 

@@ -194,7 +194,7 @@ import Testing
         process.environment = environment
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try process.launchSerialized()
         // Wait (bounded) until a few batches are in, then kill -9 in the middle of the import.
         var batches = 0
         for _ in 0..<600 where batches < 5 {

@@ -74,7 +74,8 @@ import X509
                 process.standardOutput = output
                 process.standardError = output
                 process.standardInput = FileHandle.nullDevice
-                try process.run()
+                try process.launchSerialized()
+                try? output?.close()
                 for _ in 0..<100 where process.isRunning {
                     if (try? String(contentsOfFile: log, encoding: .utf8))?.contains("ACCEPT") == true {
                         self.process = process

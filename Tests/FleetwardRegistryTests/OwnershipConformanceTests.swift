@@ -232,6 +232,12 @@ import Testing
         _ = try await store.apply(.reportStolen, to: id, by: Actor(role: .owner, name: "t", owner: "alice"), at: Self.now)
         let revoked = try await store.certificates(for: id)
         #expect(revoked.count == 2 && revoked.allSatisfy { $0.revocation?.reason == 1 }, "keyCompromise for a stolen device")
+        // What a CRL lists: every revoked certificate of the CA's profiles, by serial.
+        #expect(try await store.revocationCount() == 3)
+        #expect(try await store.revokedCertificates(profiles: ["device"]).map(\.serialHex) == ["4a01", "4b02", "4c03"])
+        #expect(try await store.revokedCertificates(profiles: ["device"]).map(\.reasonCode) == [1, 1, 4])
+        #expect(try await store.revokedCertificates(profiles: ["birth"]) == [])
+        #expect(try await store.revokedCertificates(profiles: []) == [])
         let actions = try await store.auditEntries(from: 1, limit: 10).map(\.action)
         #expect(
             actions == [

@@ -1,0 +1,74 @@
+public import FleetwardAuthority
+public import FleetwardPKI
+public import FleetwardRegistry
+public import Foundation
+import Synchronization
+
+/// The CRLs Fleetward publishes (RFC 5280 §5): one per CA, DER, signed by that CA.
+///
+/// The issuing CA's lists revoked device, server and OCSP-responder certificates, the factory
+/// CA's revoked birth certificates, and the root's the intermediates it revoked (none can be
+/// revoked yet, so it is empty, but relying parties such as nginx's `ssl_crl` need one for
+/// every level of the chain). A list is rebuilt when the number of revocations in the registry
+/// changes (checked at most once a second, whichever process revoked) and at half its lifetime;
+/// its cRLNumber is its thisUpdate in milliseconds, so it only grows, across restarts and nodes.
+public final class RevocationPublisher: Sendable {
+    /// How long a CRL is valid (nextUpdate − thisUpdate).
+    public static let lifetime: TimeInterval = 24 * 3600
+    /// The paths served, by CA.
+    public static let paths: [CARole: String] = [.issuing: "/crl/issuing.crl", .factory: "/crl/factory.crl", .root: "/crl/root.crl"]
+
+    struct Published: Sendable {
+        var der: [UInt8]
+        var revocations: Int
+        var thisUpdate: Date
+        var checked: Date
+    }
+
+    let authority: CertificateAuthority
+    let store: any RegistryStore
+    let now: @Sendable () -> Date
+    private let published = Mutex<[CARole: Published]>([:])
+
+    public init(authority: CertificateAuthority, store: any RegistryStore, now: @escaping @Sendable () -> Date = Date.init) {
+        self.authority = authority
+        self.store = store
+        self.now = now
+    }
+
+    /// The profiles whose revoked certificates appear on `role`'s CRL.
+    static func profiles(of role: CARole) -> [String] {
+        switch role {
+        case .root: []
+        case .issuing, .factory:
+            // The registry does not record which CA signed an OCSP responder's certificate; revoked
+            // responders are listed by the issuing CA.
+            CertificateProfile.allCases.filter { profile in
+                role == .issuing ? profile.allowedIssuers.contains(.issuing) : profile.allowedIssuers == [.factory]
+            }.map(\.rawValue)
+        }
+    }
+
+    /// The current DER CRL of `role`'s CA.
+    public func crl(of role: CARole) async throws -> [UInt8] {
+        let time = now()
+        if let current = published.withLock({ $0[role] }), time.timeIntervalSince(current.checked) < 1 {
+            return current.der
+        }
+        let revocations = try await store.revocationCount()
+        if let current = published.withLock({ $0[role] }), current.revocations == revocations,
+            time.timeIntervalSince(current.thisUpdate) < Self.lifetime / 2
+        {
+            published.withLock { $0[role]?.checked = time }
+            return current.der
+        }
+        let profiles = Self.profiles(of: role)
+        let entries = profiles.isEmpty ? [] : try await store.revokedCertificates(profiles: profiles)
+        let issuer = try authority.issuer(for: role)
+        let der = try issuer.revocationList(
+            entries: entries, number: UInt64(max(0, time.timeIntervalSince1970 * 1000)), thisUpdate: time,
+            nextUpdate: time.addingTimeInterval(Self.lifetime))
+        published.withLock { $0[role] = Published(der: der, revocations: revocations, thisUpdate: time, checked: time) }
+        return der
+    }
+}
