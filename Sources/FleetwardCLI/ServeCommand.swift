@@ -89,6 +89,7 @@ struct ServeCommand: AsyncParsableCommand {
         serverLogger.logLevel = max(logger.logLevel, .warning)
         var api = ManagementAPI(store: store, hasher: hasher)
         api.revocation = RevocationPublisher(authority: authority, store: store)
+        api.ocsp = OCSPService(authority: authority, store: store)
         let json = output.json
         @Sendable func announce(_ name: String, _ url: String, _ extra: String) {
             if json {

@@ -5,8 +5,13 @@ import Foundation
 /// RFC 5280 §4.1.2.5: dates through 2049 are UTCTime, from 2050 GeneralizedTime, both in UTC
 /// with seconds and no fractions.
 enum ASN1Time {
+    /// The DER TLV of `date` as GeneralizedTime whatever the year (OCSP, RFC 6960 §4.2.1).
+    static func generalizedDER(_ date: Date) -> [UInt8] {
+        der(date, forceGeneralized: true)
+    }
+
     /// The DER TLV of `date` as Time.
-    static func der(_ date: Date) -> [UInt8] {
+    static func der(_ date: Date, forceGeneralized: Bool = false) -> [UInt8] {
         let seconds = Int64(date.timeIntervalSince1970.rounded(.down))
         var days = seconds / 86_400
         var rem = seconds % 86_400
@@ -17,7 +22,7 @@ enum ASN1Time {
         let (year, month, day) = civil(fromDays: days)
         let hour = Int(rem / 3600), minute = Int(rem % 3600 / 60), second = Int(rem % 60)
         var out: [UInt8] = []
-        if (1950...2049).contains(year) {
+        if !forceGeneralized, (1950...2049).contains(year) {
             out = [0x17, 13]  // UTCTime
             append2(&out, year % 100)
         } else {

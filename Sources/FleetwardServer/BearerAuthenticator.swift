@@ -4,7 +4,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 
-/// Authenticates every management API request but the OpenAPI document: `Authorization: Bearer
+/// Authenticates every management API request but the public ones (the OpenAPI document, CRLs,
+/// OCSP): `Authorization: Bearer
 /// fwt_<id>_<secret>`, looked up by ID and compared by HMAC in constant time. Tokens that are
 /// unknown, revoked or expired all get the same 401; an address that keeps failing gets 429.
 struct BearerAuthenticator: RouterMiddleware {
@@ -16,9 +17,14 @@ struct BearerAuthenticator: RouterMiddleware {
     let now: @Sendable () -> Date
     /// Paths served without a token.
     let publicPaths: Set<String>
+    /// Path prefixes served without a token (`/ocsp/` for OCSP GET requests).
+    var publicPrefixes: [String] = []
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if publicPaths.contains(request.uri.path) { return try await next(request, context) }
+        let path = request.uri.path
+        if publicPaths.contains(path) || publicPrefixes.contains(where: { path.hasPrefix($0) }) {
+            return try await next(request, context)
+        }
         let addressKey = "auth:" + (context.remoteIP ?? "local")
         // A valid token always gets in: the limit slows guessing from an address without
         // locking out everyone who shares it (a NAT, a proxy).

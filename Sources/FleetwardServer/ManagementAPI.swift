@@ -26,6 +26,8 @@ public struct ManagementAPI: Sendable {
     public var now: @Sendable () -> Date = Date.init
     /// Serves the CAs' CRLs at ``RevocationPublisher/paths`` (no token needed) when set.
     public var revocation: RevocationPublisher?
+    /// Answers OCSP at `POST /ocsp` and `GET /ocsp/{base64}` (no token needed) when set.
+    public var ocsp: OCSPService?
 
     public init(store: any RegistryStore, hasher: SecretHasher) {
         self.store = store
@@ -42,7 +44,11 @@ public struct ManagementAPI: Sendable {
         router.add(
             middleware: BearerAuthenticator(
                 store: store, hasher: hasher, limiter: authenticationLimiter, now: now,
-                publicPaths: Set([Self.openAPIPath] + (revocation == nil ? [] : Array(RevocationPublisher.paths.values)))))
+                publicPaths: Set(
+                    [Self.openAPIPath] + (revocation == nil ? [] : Array(RevocationPublisher.paths.values)) + (ocsp == nil ? [] : ["/ocsp"])
+                ),
+                publicPrefixes: ocsp == nil ? [] : ["/ocsp/"]))
+        if let ocsp { OCSPRoutes.add(to: router, ocsp) }
         if let revocation {
             for (role, path) in RevocationPublisher.paths {
                 router.get(RouterPath(path)) { _, _ in

@@ -107,3 +107,40 @@ import X509
         }
     }
 }
+
+/// OCSP request parsing: never a crash, whatever the bytes.
+@Suite struct OCSPRequestTests {
+    /// An OCSP request for serial 0x1234 by SHA-1 CertID, with a nonce extension (as openssl sends).
+    static func request() -> [UInt8] {
+        func tlv(_ tag: UInt8, _ content: [UInt8]) -> [UInt8] { [tag, UInt8(content.count)] + content }
+        let sha1 = tlv(0x30, [0x06, 0x05, 0x2B, 0x0E, 0x03, 0x02, 0x1A, 0x05, 0x00])
+        let certID = tlv(
+            0x30,
+            sha1 + tlv(0x04, [UInt8](repeating: 1, count: 20)) + tlv(0x04, [UInt8](repeating: 2, count: 20)) + tlv(0x02, [0x12, 0x34]))
+        let list = tlv(0x30, tlv(0x30, certID))
+        let nonceOID: [UInt8] = [0x06, 0x09, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02]
+        let nonce = tlv(0x30, nonceOID + tlv(0x04, tlv(0x04, [UInt8](repeating: 7, count: 16))))
+        return tlv(0x30, tlv(0x30, list + tlv(0xA2, tlv(0x30, nonce))))
+    }
+
+    @Test func aRequestIsReadWithItsSerialAndNonce() throws {
+        let parsed = try OCSP.parseRequest(Self.request())
+        #expect(parsed.certIDs.map(\.serialHex) == ["1234"])
+        #expect(parsed.certIDs.first?.hashAlgorithm == .sha1)
+        #expect(parsed.nonceExtension?.count == 33, "SEQUENCE { id-pkix-ocsp-nonce, OCTET STRING { OCTET STRING (16) } }")
+    }
+
+    @Test func everyTruncationAndByteFlipIsAnErrorOrAParseNeverACrash() {
+        let good = Self.request()
+        for length in 0..<good.count {
+            #expect(throws: PKIError.self) { try OCSP.parseRequest(Array(good.prefix(length))) }
+        }
+        for index in good.indices {
+            for flip: UInt8 in [0x01, 0x80, 0xFF] {
+                var bytes = good
+                bytes[index] ^= flip
+                _ = try? OCSP.parseRequest(bytes)
+            }
+        }
+    }
+}
