@@ -174,6 +174,18 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// The same checks for a resumed session, whose handshake ran no verification callback, on
+    /// the certificate the session carries; succeeds with false when the connection must close.
+    func admitResumed(_ channel: any Channel) -> EventLoopFuture<Bool> {
+        let promise = channel.eventLoop.makePromise(of: NIOSSLVerificationResultWithMetadata.self)
+        let presented = ((try? channel.pipeline.syncOperations.nioSSL_peerCertificate()) ?? nil).map { [$0] } ?? []
+        verify(presented, channel: channel, promise: promise)
+        return promise.futureResult.map { result in
+            if case .certificateVerified = result { return true }
+            return false
+        }.recover { _ in false }
+    }
+
     private func accept(
         _ entry: Entry?, generation: UInt64, _ id: DeviceID, _ identity: Identity, channel: any Channel, peer: String,
         promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>

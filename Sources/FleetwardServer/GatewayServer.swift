@@ -5,6 +5,7 @@ import HummingbirdCore
 public import Logging
 public import NIOCore
 import NIOSSL
+import NIOTLS
 
 /// The request context on the gateway: the channel, whose handshake proved the device.
 public struct GatewayRequestContext: RequestContext {
@@ -37,7 +38,8 @@ public enum GatewayServer {
         // A certificate is required; the callback replaces chain verification entirely.
         tls.certificateVerification = .noHostnameVerification
         return try TLSListener.application(
-            router: router(gateway), tls: tls, address: address, logger: logger, onListening: onListening
+            router: router(gateway), tls: tls, address: address, logger: logger, onListening: onListening,
+            afterTLS: { _ in ResumptionGate(gateway: gateway) }
         ) { presented, channel, promise in
             gateway.verify(presented, channel: channel, promise: promise)
         }
@@ -54,5 +56,78 @@ public enum GatewayServer {
             return JSONResponse.make(identity)
         }
         return router
+    }
+}
+
+/// Holds a connection's application data until its device is admitted.
+///
+/// BoringSSL resumes TLS 1.3 sessions from tickets by default (swift-nio-ssl offers no switch),
+/// and a resumed handshake runs no verification callback. So when the handshake completes
+/// without an identity, the certificate the session carries goes through the same checks
+/// (``Gateway/admitResumed(_:)``) before a byte reaches HTTP; a device suspended, revoked or
+/// stolen since its ticket was issued is disconnected there.
+final class ResumptionGate: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private enum State {
+        case handshaking
+        case checking
+        case open
+    }
+
+    let gateway: Gateway
+    private var state = State.handshaking
+    private var held: [NIOAny] = []
+    private var readCompletePending = false
+
+    init(gateway: Gateway) {
+        self.gateway = gateway
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls, case .handshaking = state {
+            if gateway.identity(of: context.channel) != nil {
+                state = .open
+            } else {
+                state = .checking
+                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                gateway.admitResumed(context.channel).hop(to: context.eventLoop).whenComplete { result in
+                    let (gate, context) = loopBound.value
+                    if case .success(true) = result {
+                        gate.release(context)
+                    } else {
+                        gate.held.removeAll()
+                        context.close(promise: nil)
+                    }
+                }
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .open = state {
+            context.fireChannelRead(data)
+        } else {
+            held.append(data)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .open = state {
+            context.fireChannelReadComplete()
+        } else {
+            readCompletePending = true
+        }
+    }
+
+    private func release(_ context: ChannelHandlerContext) {
+        state = .open
+        let data = held
+        held.removeAll()
+        for item in data { context.fireChannelRead(item) }
+        if readCompletePending || !data.isEmpty { context.fireChannelReadComplete() }
+        readCompletePending = false
     }
 }

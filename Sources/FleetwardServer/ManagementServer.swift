@@ -101,15 +101,19 @@ enum TLSListener {
         return TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
     }
 
+    /// Makes a handler to sit right after TLS on each connection (nil: none).
+    typealias AfterTLS = @Sendable (any Channel) -> (any ChannelHandler)?
+
     static func application<Context: RequestContext>(
         router: Router<Context>, tls: TLSConfiguration, address: ListenAddress, logger: Logger,
-        onListening: @escaping @Sendable (ListenAddress) async -> Void, verify: @escaping Verify
+        onListening: @escaping @Sendable (ListenAddress) async -> Void, afterTLS: @escaping AfterTLS = { _ in nil },
+        verify: @escaping Verify
     ) throws -> some ApplicationProtocol where Context.Source == ApplicationRequestContextSource {
         let context = try NIOSSLContext(configuration: tls)
         return Application(
             router: router,
             server: HTTPServerBuilder { responder in
-                VerifyingTLSChannel(base: HTTP1Channel(responder: responder), context: context, verify: verify)
+                VerifyingTLSChannel(base: HTTP1Channel(responder: responder), context: context, verify: verify, afterTLS: afterTLS)
             },
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
             onServerRunning: { channel in
@@ -129,14 +133,17 @@ struct VerifyingTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
     let base: Base
     let context: NIOSSLContext
     let verify: TLSListener.Verify
+    let afterTLS: TLSListener.AfterTLS
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let verify = verify
+        let afterTLS = afterTLS
         return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
                 NIOSSLServerHandler(
                     context: context,
                     customVerificationCallbackWithMetadata: { presented, promise in verify(presented, channel, promise) }))
+            if let handler = afterTLS(channel) { try channel.pipeline.syncOperations.addHandler(handler) }
         }.flatMap {
             base.setup(channel: channel, logger: logger)
         }

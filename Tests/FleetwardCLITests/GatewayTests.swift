@@ -159,6 +159,43 @@ import Testing
         #expect(!fixture.server.stderr.contains("secret-gw-good"))
     }
 
+    /// `openssl s_client` with a saved session: writes (`-sess_out`) or resumes (`-sess_in`) it and
+    /// asks whoami; stdout and stderr together.
+    static func session(_ fixture: ESTFixture, _ device: Enrolled, _ mode: String, _ file: String) throws -> String {
+        let result = try fixture.cli.openssl.run(
+            [
+                "s_client", "-connect", fixture.gateway.replacingOccurrences(of: "https://", with: ""), "-CAfile",
+                fixture.data + "/ca/root.pem", "-cert", device.certificate, "-key", device.key, mode, file, "-ign_eof",
+            ], stdin: Array("GET /v1/whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8), timeout: 30)
+        return result.stdout + result.stderr
+    }
+
+    /// BoringSSL resumes TLS 1.3 sessions from tickets, and a resumed handshake sends no
+    /// certificate: the gateway checks the one the session carries before any HTTP.
+    @Test func aResumedSessionIsHeldToTheSameChecksAsAFullHandshake() throws {
+        let fixture = try ESTFixture()
+        let suspended = try Self.enroll(fixture, "gw-resume-a")
+        let revoked = try Self.enroll(fixture, "gw-resume-b")
+        for device in [suspended, revoked] {
+            let ticket = fixture.directory.file(device.id + ".session")
+            let full = try Self.session(fixture, device, "-sess_out", ticket)
+            #expect(full.contains("New, TLSv1.3") && full.contains("\"device\":\"\(device.id)\""), "\(full)")
+            let resumed = try Self.session(fixture, device, "-sess_in", ticket)
+            #expect(resumed.contains("Reused, TLSv1.3"), "no resumption: \(resumed)")
+            #expect(resumed.contains("\"device\":\"\(device.id)\""), "a resumed session keeps its identity: \(resumed)")
+        }
+        #expect(try fixture.apiCall("POST", "/devices/gw-resume-a/suspend", token: fixture.admin).0 == 200)
+        let serial = try fixture.cli.openssl(["x509", "-in", revoked.certificate, "-noout", "-serial"]).stdout
+            .replacingOccurrences(of: "serial=", with: "").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try fixture.cli.run(["cert", "revoke", "--data", fixture.data, "--serial", serial]).succeeded)
+        for (device, reason) in [(suspended, "device gw-resume-a is suspended"), (revoked, "is revoked")] {
+            let refused = try Self.session(fixture, device, "-sess_in", fixture.directory.file(device.id + ".session"))
+            #expect(!refused.contains("\"device\""), "\(device.id) resumed its way in: \(refused)")
+            #expect(!refused.contains("HTTP/1.1"), "no HTTP at all: \(refused)")
+            #expect(fixture.server.stderr.contains(reason), "'\(reason)' not logged")
+        }
+    }
+
     /// An `openssl s_client` holding one mTLS connection open, its stdin kept for requests.
     final class HeldConnection: @unchecked Sendable {
         let process = Process()
