@@ -43,6 +43,8 @@ paths["/api/v1/devices/import"] = {"post": op("Import an allow-list CSV (all row
 paths["/api/v1/devices/{id}"] = {"get": op("Show a device", "all; an owner only their own", {"200": resp("The device", S("Device")), **errors(*common)}, params=[device_id], tag="devices")}
 paths["/api/v1/devices/{id}/certificates"] = {"get": op("The certificates issued to a device, newest first, with their revocation", "all; an owner only their own",
      {"200": resp("The certificates", S("CertificateList")), **errors(*common)}, params=[device_id], tag="devices")}
+paths["/api/v1/devices/{id}/telemetry"] = {"get": op("The device's newest telemetry messages (sent to the gateway's POST /v1/telemetry), newest first", "all; an owner only their own",
+     {"200": resp("The messages", S("TelemetryList")), **errors(*common)}, params=[device_id, limit], tag="devices")}
 roles = {"suspend": "admin, operator", "resume": "admin, operator", "revoke": "admin, operator", "approve": "admin, operator",
          "report-stolen": "admin, owner (own devices)", "recover": "admin, owner (own devices)"}
 summaries = {"suspend": "Suspend an active device", "resume": "Resume a suspended device",
@@ -125,6 +127,9 @@ schemas = {
  "RevokeRequest": {"type": "object", "additionalProperties": False, "properties": {"reason": {"type": "string", "default": "keyCompromise",
     "enum": ["unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded", "cessationOfOperation", "privilegeWithdrawn", "aACompromise"]}}},
  "CertificateList": {"type": "object", "required": ["certificates"], "properties": {"certificates": {"type": "array", "items": S("Certificate")}}},
+ "TelemetryList": {"type": "object", "required": ["telemetry"], "properties": {"telemetry": {"type": "array", "items": {"type": "object",
+     "required": ["sequence", "device", "receivedAt", "body"], "properties": {"sequence": {"type": "integer"}, "device": {"type": "string"},
+     "receivedAt": {"type": "string", "format": "date-time"}, "body": {"type": "string", "description": "The JSON object the device sent"}}}}}},
  "AuditEntry": {"type": "object", "required": ["sequence", "time", "actor", "action", "subject", "hash"], "properties": {"sequence": {"type": "integer"}, "time": ts,
     "actor": {"type": "string"}, "action": {"type": "string"}, "subject": {"type": "string"}, "before": {"type": "string"}, "after": {"type": "string"}, "hash": {"type": "string"}}},
  "AuditPage": {"type": "object", "required": ["entries", "next"], "properties": {"entries": {"type": "array", "items": S("AuditEntry")}, "next": {"type": ["integer", "null"]}}},

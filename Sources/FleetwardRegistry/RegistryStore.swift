@@ -33,6 +33,22 @@ public struct APITokenRecord: Sendable, Equatable {
     }
 }
 
+/// One telemetry message as stored.
+public struct TelemetryRecord: Sendable, Equatable, Encodable {
+    public var sequence: Int64
+    public var device: String
+    public var receivedAt: Date
+    /// The JSON document the device sent.
+    public var body: String
+
+    public init(sequence: Int64, device: String, receivedAt: Date, body: String) {
+        self.sequence = sequence
+        self.device = device
+        self.receivedAt = receivedAt
+        self.body = body
+    }
+}
+
 /// One audit entry's place and subject, for change feeds.
 public struct AuditSubject: Sendable, Equatable {
     public var sequence: Int64
@@ -124,6 +140,14 @@ public protocol RegistryStore: Sendable {
 
     /// Every revoked certificate whose profile is one of `profiles`, by serial: a CA's CRL entries.
     func revokedCertificates(profiles: [String]) async throws -> [RevokedEntry]
+
+    // MARK: Telemetry
+
+    /// Stores one telemetry message (a JSON document) from `device`.
+    func insertTelemetry(_ body: String, from device: DeviceID, at time: Date) async throws
+
+    /// The newest `limit` telemetry messages of `device`, newest first.
+    func telemetry(for device: DeviceID, limit: Int) async throws -> [TelemetryRecord]
 
     /// How many certificates are revoked: revocations are never undone, so a CRL is current
     /// while this number is unchanged.

@@ -131,5 +131,19 @@ enum PostgresMigrations {
             version: 4,
             statements: ["ALTER TABLE certificates DROP CONSTRAINT IF EXISTS certificates_sha256_key"]
         ),
+        Migration(
+            version: 5,
+            statements: [
+                """
+                CREATE TABLE telemetry (
+                    sequence BIGSERIAL PRIMARY KEY,
+                    device_id TEXT NOT NULL REFERENCES devices (id),
+                    received_at BIGINT NOT NULL,
+                    body TEXT NOT NULL
+                )
+                """,
+                "CREATE INDEX telemetry_by_device ON telemetry (device_id, sequence)",
+            ]
+        ),
     ]
 }

@@ -400,6 +400,37 @@ extension PostgresRegistryStore {
         }
     }
 
+    public func insertTelemetry(_ body: String, from device: DeviceID, at time: Date) async throws {
+        do {
+            try await client.query(
+                "INSERT INTO telemetry (device_id, received_at, body) VALUES (\(device.rawValue), \(RegistryEncoding.milliseconds(time)), \(body))",
+                logger: logger)
+        } catch {
+            let mapped = Self.mapped(error)
+            if mapped.code == .invalidInput { throw RegistryError(.notFound, "no device \(device)") }
+            throw mapped
+        }
+    }
+
+    public func telemetry(for device: DeviceID, limit: Int) async throws -> [TelemetryRecord] {
+        do {
+            let rows = try await client.query(
+                """
+                SELECT sequence, received_at, body FROM telemetry WHERE device_id = \(device.rawValue)
+                ORDER BY sequence DESC LIMIT \(Int64(limit))
+                """,
+                logger: logger)
+            var records: [TelemetryRecord] = []
+            for try await (sequence, time, body) in rows.decode((Int64, Int64, String).self) {
+                records.append(
+                    TelemetryRecord(sequence: sequence, device: device.rawValue, receivedAt: RegistryEncoding.date(time), body: body))
+            }
+            return records
+        } catch {
+            throw Self.mapped(error)
+        }
+    }
+
     public func revocationCount() async throws -> Int {
         do {
             let rows = try await client.query("SELECT count(*)::BIGINT FROM revocations", logger: logger)

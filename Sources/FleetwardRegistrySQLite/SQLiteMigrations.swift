@@ -142,5 +142,18 @@ enum SQLiteMigrations {
                 """,
             rebuildsTables: true
         ),
+        // Telemetry the gateway received, per device, in arrival order.
+        Migration(
+            version: 5,
+            sql: """
+                CREATE TABLE telemetry (
+                    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                    device_id TEXT NOT NULL REFERENCES devices (id),
+                    received_at INTEGER NOT NULL,
+                    body TEXT NOT NULL
+                );
+                CREATE INDEX telemetry_by_device ON telemetry (device_id, sequence);
+                """
+        ),
     ]
 }

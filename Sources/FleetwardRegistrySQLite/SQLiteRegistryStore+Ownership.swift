@@ -504,6 +504,37 @@ extension SQLiteRegistryStore {
         }
     }
 
+    public func insertTelemetry(_ body: String, from device: DeviceID, at time: Date) async throws {
+        try await withConnection { connection in
+            let insert = try connection.statement("INSERT INTO telemetry (device_id, received_at, body) VALUES (?, ?, ?)")
+            insert.bind(1, device.rawValue)
+            insert.bind(2, RegistryEncoding.milliseconds(time))
+            insert.bind(3, body)
+            do {
+                try insert.step()
+            } catch let error as RegistryError where error.code == .invalidInput {
+                throw RegistryError(.notFound, "no device \(device)")
+            }
+        }
+    }
+
+    public func telemetry(for device: DeviceID, limit: Int) async throws -> [TelemetryRecord] {
+        try await withReader { connection in
+            let statement = try connection.statement(
+                "SELECT sequence, received_at, body FROM telemetry WHERE device_id = ? ORDER BY sequence DESC LIMIT ?")
+            statement.bind(1, device.rawValue)
+            statement.bind(2, Int64(limit))
+            var records: [TelemetryRecord] = []
+            while try statement.step() {
+                records.append(
+                    TelemetryRecord(
+                        sequence: statement.int64(0), device: device.rawValue, receivedAt: RegistryEncoding.date(statement.int64(1)),
+                        body: statement.text(2) ?? ""))
+            }
+            return records
+        }
+    }
+
     public func revocationCount() async throws -> Int {
         try await withReader { connection in
             let statement = try connection.statement("SELECT count(*) FROM revocations")

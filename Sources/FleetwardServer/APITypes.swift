@@ -167,3 +167,7 @@ struct AuditPage: Encodable {
 struct CertificateList: Encodable {
     var certificates: [CertificateRecord.PublicView]
 }
+
+struct TelemetryList: Encodable {
+    var telemetry: [TelemetryRecord]
+}

@@ -1,4 +1,6 @@
 public import Foundation
+import FleetwardPKI
+import FleetwardRegistry
 import HTTPTypes
 public import Hummingbird
 import HummingbirdCore
@@ -54,6 +56,25 @@ public enum GatewayServer {
                 throw APIProblem(.unauthorized, "this connection proved no device")
             }
             return JSONResponse.make(identity)
+        }
+        // One JSON object per message, at most bodyLimit bytes, stored for the proven device.
+        v1.post("telemetry") { request, context in
+            guard let identity = gateway.identity(of: context.channel) else {
+                throw APIProblem(.unauthorized, "this connection proved no device")
+            }
+            guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
+                throw APIProblem(.unsupportedMediaType, "send telemetry as application/json")
+            }
+            var request = request
+            let buffer = try await request.collectBody(upTo: bodyLimit)
+            let bytes = Data(buffer.readableBytesView)
+            guard (try? JSONSerialization.jsonObject(with: bytes)) is [String: Any] else {
+                throw APIProblem(.badRequest, "telemetry is one JSON object")
+            }
+            let received = Date()
+            try await gateway.store.insertTelemetry(
+                String(decoding: bytes, as: UTF8.self), from: try DeviceID(identity.device), at: received)
+            return JSONResponse.make(TelemetryReceipt(device: identity.device, receivedAt: received), status: .accepted)
         }
         return router
     }
@@ -130,4 +151,9 @@ final class ResumptionGate: ChannelInboundHandler, RemovableChannelHandler {
         if readCompletePending || !data.isEmpty { context.fireChannelReadComplete() }
         readCompletePending = false
     }
+}
+
+struct TelemetryReceipt: Encodable {
+    var device: String
+    var receivedAt: Date
 }

@@ -79,6 +79,11 @@ public struct ManagementAPI: Sendable {
             let device = try await visibleDevice(context, actor)
             return JSONResponse.make(CertificateList(certificates: try await store.certificates(for: device.id).map(\.publicView)))
         }
+        api.get("devices/{id}/telemetry") { request, context in
+            let actor = try authorize(.readDevices, context)
+            let device = try await visibleDevice(context, actor)
+            return JSONResponse.make(TelemetryList(telemetry: try await store.telemetry(for: device.id, limit: try pageSize(request))))
+        }
         for event in LifecycleStateMachine.Event.allCases where event != .activate {
             api.post("devices/{id}/\(event.rawValue)") { _, context in
                 let actor = try authorize(.transition(event), context)

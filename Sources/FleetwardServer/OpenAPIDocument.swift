@@ -529,6 +529,98 @@ enum OpenAPIDocument {
                 ]
               }
             },
+            "/api/v1/devices/{id}/telemetry": {
+              "get": {
+                "summary": "The device's newest telemetry messages (sent to the gateway's POST /v1/telemetry), newest first",
+                "description": "Roles: all; an owner only their own.",
+                "responses": {
+                  "200": {
+                    "description": "The messages",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/TelemetryList"
+                        }
+                      }
+                    }
+                  },
+                  "400": {
+                    "description": "Malformed input",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "401": {
+                    "description": "Missing or invalid bearer token",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "403": {
+                    "description": "The token's role may not do this",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "404": {
+                    "description": "No such resource (or not yours)",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  },
+                  "503": {
+                    "description": "The registry database is unavailable",
+                    "content": {
+                      "application/json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/Error"
+                        }
+                      }
+                    }
+                  }
+                },
+                "tags": [
+                  "devices"
+                ],
+                "parameters": [
+                  {
+                    "name": "id",
+                    "in": "path",
+                    "required": true,
+                    "schema": {
+                      "type": "string",
+                      "pattern": "^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$"
+                    }
+                  },
+                  {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {
+                      "type": "integer",
+                      "minimum": 1,
+                      "maximum": 1000,
+                      "default": 100
+                    }
+                  }
+                ]
+              }
+            },
             "/api/v1/devices/{id}/suspend": {
               "post": {
                 "summary": "Suspend an active device",
@@ -3014,6 +3106,42 @@ enum OpenAPIDocument {
                     "type": "array",
                     "items": {
                       "$ref": "#/components/schemas/Certificate"
+                    }
+                  }
+                }
+              },
+              "TelemetryList": {
+                "type": "object",
+                "required": [
+                  "telemetry"
+                ],
+                "properties": {
+                  "telemetry": {
+                    "type": "array",
+                    "items": {
+                      "type": "object",
+                      "required": [
+                        "sequence",
+                        "device",
+                        "receivedAt",
+                        "body"
+                      ],
+                      "properties": {
+                        "sequence": {
+                          "type": "integer"
+                        },
+                        "device": {
+                          "type": "string"
+                        },
+                        "receivedAt": {
+                          "type": "string",
+                          "format": "date-time"
+                        },
+                        "body": {
+                          "type": "string",
+                          "description": "The JSON object the device sent"
+                        }
+                      }
                     }
                   }
                 }

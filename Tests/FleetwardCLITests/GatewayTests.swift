@@ -159,6 +159,33 @@ import Testing
         #expect(!fixture.server.stderr.contains("secret-gw-good"))
     }
 
+    @Test func telemetryIsStoredForTheProvenDeviceAndBadBodiesAreRefused() throws {
+        let fixture = try ESTFixture()
+        let device = try Self.enroll(fixture, "gw-telemetry")
+        /// POSTs `body` to /v1/telemetry with the device's certificate: the status.
+        func send(_ body: String, type: String = "application/json") throws -> Int {
+            try fixture.directory.write("telemetry.json", body)
+            let result = try fixture.curl.run(
+                [
+                    "-s", "--max-time", "15", "--cacert", fixture.data + "/ca/root.pem", "--cert", device.certificate, "--key", device.key,
+                    "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: \(type)", "--data-binary",
+                    "@" + fixture.directory.file("telemetry.json"), fixture.gateway + "/v1/telemetry",
+                ], timeout: 30)
+            return Int(result.stdout) ?? 0
+        }
+        #expect(try send(#"{"temperature": 21.5, "door": "closed"}"#) == 202)
+        #expect(try send("not json") == 400)
+        #expect(try send("[1, 2, 3]") == 400)
+        #expect(try send(#"{"a": 1}"#, type: "text/plain") == 415)
+        #expect(try send("{\"pad\": \"" + String(repeating: "x", count: 70_000) + "\"}") == 413)
+        let (status, json) = try fixture.apiCall("GET", "/devices/gw-telemetry/telemetry", token: fixture.admin)
+        #expect(status == 200)
+        let messages = json["telemetry"] as? [[String: Any]] ?? []
+        #expect(messages.count == 1, "only the good message is stored: \(json)")
+        #expect((messages.first?["body"] as? String)?.contains("\"temperature\": 21.5") == true, "\(json)")
+        #expect(messages.first?["device"] as? String == "gw-telemetry")
+    }
+
     /// `openssl s_client` with a saved session: writes (`-sess_out`) or resumes (`-sess_in`) it and
     /// asks whoami; stdout and stderr together.
     static func session(_ fixture: ESTFixture, _ device: Enrolled, _ mode: String, _ file: String) throws -> String {

@@ -110,6 +110,28 @@ struct StoreUnderTest {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func telemetryIsKeptPerDeviceNewestFirst(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        try await store.insert(try device("T-1"), by: .console, at: Self.now)
+        try await store.insert(try device("T-2"), by: .console, at: Self.now)
+        let t1 = try DeviceID("T-1")
+        for index in 0..<3 {
+            try await store.insertTelemetry(#"{"n":\#(index)}"#, from: t1, at: Self.now.addingTimeInterval(Double(index)))
+        }
+        try await store.insertTelemetry(#"{"other":true}"#, from: try DeviceID("T-2"), at: Self.now)
+        let newest = try await store.telemetry(for: t1, limit: 2)
+        #expect(newest.map(\.body) == [#"{"n":2}"#, #"{"n":1}"#])
+        #expect(newest.first?.receivedAt == Self.now.addingTimeInterval(2))
+        #expect(try await store.telemetry(for: try DeviceID("T-2"), limit: 10).count == 1)
+        await #expect(throws: RegistryError(.notFound, "")) {
+            try await store.insertTelemetry("{}", from: try DeviceID("NOBODY"), at: Self.now)
+        }
+        #expect(try await store.auditHead() == 2, "telemetry is not a registry change and is not audited")
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func importCountsDuplicatesAndAuditsEachBatch(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }

@@ -54,6 +54,7 @@ struct RouteCase: Sendable, CustomStringConvertible {
         RouteCase(.post, "/api/v1/devices/import", body: { _ in csv }, contentType: "text/csv", [200, 200, 403, 403, 403]),
         RouteCase(.get, "/api/v1/devices/{id}", [200, 200, 200, 200, 404]),
         RouteCase(.get, "/api/v1/devices/{id}/certificates", [200, 200, 200, 200, 404]),
+        RouteCase(.get, "/api/v1/devices/{id}/telemetry", [200, 200, 200, 200, 404]),
         RouteCase(.post, "/api/v1/devices/{id}/suspend", [200, 403, 200, 403, 403]),
         RouteCase(.post, "/api/v1/devices/{id}/resume", aliceState: .suspended, [200, 403, 200, 403, 403]),
         RouteCase(.post, "/api/v1/devices/{id}/revoke", [200, 403, 200, 403, 403]),
