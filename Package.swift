@@ -111,6 +111,7 @@ let package = Package(
                 "FleetwardKeyCustody",
                 "FleetwardRegistry",
                 "FleetwardAuthority",
+                "FleetwardDevice",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

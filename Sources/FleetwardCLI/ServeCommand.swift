@@ -47,6 +47,13 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var gatewayListen = "127.0.0.1:9443"
 
+    @Option(
+        name: .customLong("upstream"),
+        help: ArgumentHelp(
+            "Reverse-proxy mode: forward the gateway's device requests (all but /v1/whoami and /v1/telemetry) to this backend, with X-Fleetward-Device, X-Fleetward-Owner and X-Fleetward-Cert-Sha256.",
+            valueName: "http://host:port"))
+    var upstream: String?
+
     @Flag(name: .customLong("gateway-tls12"), help: "Also accept TLS 1.2 on the gateway, for legacy devices (TLS 1.3 only by default).")
     var gatewayTLS12 = false
 
@@ -55,6 +62,7 @@ struct ServeCommand: AsyncParsableCommand {
         let apiAddress = try ListenAddress(parsing: apiListen)
         let estAddress = try ListenAddress(parsing: estListen)
         let gatewayAddress = try ListenAddress(parsing: gatewayListen)
+        let upstreamService = try upstream.map { try Upstream(parsing: $0) }
         let directory = dataOptions.directory
         let hierarchy: CAHierarchy
         let passphrase: Passphrase
@@ -117,9 +125,11 @@ struct ServeCommand: AsyncParsableCommand {
             logger: gatewayLogger)
         let gatewayApplication = try GatewayServer.application(
             gateway, address: gatewayAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey, allowTLS12: gatewayTLS12,
-            logger: serverLogger
+            upstream: upstreamService, logger: serverLogger
         ) { bound in
-            announce("gateway", "https://\(bound)", " (mTLS, \(gatewayTLS12 ? "TLS 1.2 and 1.3" : "TLS 1.3"))")
+            announce(
+                "gateway", "https://\(bound)",
+                " (mTLS, \(gatewayTLS12 ? "TLS 1.2 and 1.3" : "TLS 1.3")\(upstreamService.map { ", forwarding to \($0)" } ?? ""))")
         }
         let group = ServiceGroup(
             configuration: .init(

@@ -31,25 +31,32 @@ public enum GatewayServer {
     ///   - certificateChainPEM: the server certificate and its issuing CA, PEM.
     ///   - privateKeyPKCS8: the server key, PKCS#8 DER (held in memory only).
     ///   - allowTLS12: accept TLS 1.2 for legacy devices.
+    ///   - upstream: reverse-proxy mode: every request but whoami and telemetry goes there.
     public static func application(
         _ gateway: Gateway, address: ListenAddress, certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8], allowTLS12: Bool = false,
-        logger: Logger, onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
+        upstream: Upstream? = nil, logger: Logger, onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
         var tls = try TLSListener.configuration(certificateChainPEM: certificateChainPEM, privateKeyPKCS8: privateKeyPKCS8)
         tls.minimumTLSVersion = allowTLS12 ? .tlsv12 : .tlsv13
         // A certificate is required; the callback replaces chain verification entirely.
         tls.certificateVerification = .noHostnameVerification
         return try TLSListener.application(
-            router: router(gateway), tls: tls, address: address, logger: logger, onListening: onListening,
+            router: router(gateway, upstream: upstream), tls: tls, address: address, logger: logger, onListening: onListening,
             afterTLS: { _ in ResumptionGate(gateway: gateway) }
         ) { presented, channel, promise in
             gateway.verify(presented, channel: channel, promise: promise)
         }
     }
 
-    static func router(_ gateway: Gateway) -> Router<GatewayRequestContext> {
+    static let whoamiPath = "/v1/whoami"
+    static let telemetryPath = "/v1/telemetry"
+
+    static func router(_ gateway: Gateway, upstream: Upstream? = nil) -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: ProblemMiddleware())
+        if let upstream {
+            router.add(middleware: UpstreamProxyMiddleware(gateway: gateway, upstream: upstream, localPaths: [whoamiPath, telemetryPath]))
+        }
         let v1 = router.group("v1")
         v1.get("whoami") { _, context in
             guard let identity = gateway.identity(of: context.channel) else {

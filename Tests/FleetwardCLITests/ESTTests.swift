@@ -17,7 +17,8 @@ final class ESTFixture {
     let gateway: String
     let admin: String
 
-    init() throws {
+    /// - Parameter serveArguments: more `fleetward serve` options (e.g. `--upstream`).
+    init(serveArguments: [String] = []) throws {
         cli = try CLI()
         curl = try Tool("curl")
         directory = try TemporaryDirectory(prefix: "fleetward-est")
@@ -29,7 +30,7 @@ final class ESTFixture {
             executable: cli.fleetward.executable,
             arguments: [
                 "serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
-            ],
+            ] + serveArguments,
             environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path, expectedListeners: 3)
         est = try #require(server.listeners["EST"]) + "/.well-known/est"
         api = try #require(server.listeners["management API"]) + "/api/v1"

@@ -186,6 +186,47 @@ import Testing
         #expect(messages.first?["device"] as? String == "gw-telemetry")
     }
 
+    @Test func reverseProxyModeForwardsWithTheProvenIdentityAndDropsForgedHeaders() throws {
+        let upstreamDirectory = try TemporaryDirectory(prefix: "fleetward-upstream")
+        defer { upstreamDirectory.remove() }
+        // The backend: nginx echoing what it was told about the caller.
+        let backend = try NginxProcess(
+            in: upstreamDirectory, curl: try Tool("curl"),
+            server: """
+                        listen 127.0.0.1:PORT;
+                        location / {
+                            return 200 "device=[$http_x_fleetward_device] owner=[$http_x_fleetward_owner] sha=[$http_x_fleetward_cert_sha256] $request_method $request_uri extra=[$http_x_extra]\\n";
+                        }
+                """)
+        defer { backend.stop() }
+        let fixture = try ESTFixture(serveArguments: ["--upstream", "http://127.0.0.1:\(backend.port)"])
+        #expect(fixture.server.stdout.contains("forwarding to http://127.0.0.1:\(backend.port)"))
+        let device = try Self.enroll(fixture, "gw-proxied")
+        let fingerprint =
+            try fixture.cli.openssl(["x509", "-in", device.certificate, "-noout", "-fingerprint", "-sha256"]).stdout
+            .split(separator: "=").last.map { $0.replacingOccurrences(of: ":", with: "").lowercased() }?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "-"
+        let forwarded = try fixture.curl.run(
+            [
+                "-s", "--max-time", "15", "--cacert", fixture.data + "/ca/root.pem", "--cert", device.certificate, "--key", device.key,
+                "-H", "X-Fleetward-Device: someone-else", "-H", "x-fleetward-owner: mallory", "-H", "X-Fleetward-Cert-Sha256: 00",
+                "-H", "X-Extra: kept", "-w", "\n%{http_code}", fixture.gateway + "/api/readings?since=5",
+            ], timeout: 30)
+        let lines = forwarded.stdout.split(separator: "\n")
+        #expect(lines.last == "200", "\(forwarded)")
+        let echo = lines.first.map(String.init) ?? ""
+        #expect(echo.contains("device=[gw-proxied]"), "\(echo)")
+        #expect(echo.contains("owner=[]"), "a device without an owner sends none, and the forged one is gone: \(echo)")
+        #expect(echo.contains("sha=[\(fingerprint)]"), "\(echo) vs \(fingerprint)")
+        #expect(echo.contains("GET /api/readings?since=5") && echo.contains("extra=[kept]"), "\(echo)")
+        // whoami is still the gateway's own; a refused certificate never reaches the backend.
+        #expect(try Self.whoami(fixture, certificate: device.certificate, key: device.key).body.contains("\"device\":\"gw-proxied\""))
+        #expect(try fixture.cli.run(["devices", "suspend", "--data", fixture.data, "gw-proxied"]).succeeded)
+        Thread.sleep(forTimeInterval: 1)  // a change reaches the gateway's memory within a second
+        let refused = try Self.whoami(fixture, certificate: device.certificate, key: device.key)
+        #expect(refused.exit != 0 && refused.body.isEmpty, "\(refused)")
+    }
+
     /// `openssl s_client` with a saved session: writes (`-sess_out`) or resumes (`-sess_in`) it and
     /// asks whoami; stdout and stderr together.
     static func session(_ fixture: ESTFixture, _ device: Enrolled, _ mode: String, _ file: String) throws -> String {

@@ -66,10 +66,6 @@ import Testing
     }
 
     @Test func nginxWithOurCRLsRefusesARevokedDeviceAndAcceptsAGoodOne() throws {
-        guard let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            Issue.record("nginx is not installed (scripts/test.sh installs it)")
-            return
-        }
         let fixture = try ESTFixture()
         let good = try GatewayTests.enroll(fixture, "nginx-good")
         let bad = try GatewayTests.enroll(fixture, "nginx-bad")
@@ -93,29 +89,10 @@ import Testing
         try fixture.cli.openssl([
             "pkey", "-in", fixture.data + "/tls/gateway.key", "-passin", "pass:" + CLI.passphrase, "-out", dir.file("nginx-server.key"),
         ])
-        try FileManager.default.createDirectory(atPath: dir.file("nginx"), withIntermediateDirectories: true)
-        var server: Process?
-        var port = 0
-        defer { if let server, server.isRunning { kill(server.processIdentifier, SIGKILL) } }
-        for _ in 0..<5 where server == nil {
-            let candidate = Int.random(in: 20_000...60_000)
-            try dir.write(
-                "nginx.conf",
-                """
-                daemon off;
-                master_process off;
-                pid \(dir.file("nginx/nginx.pid"));
-                error_log \(dir.file("nginx/error.log")) info;
-                events { worker_connections 64; }
-                http {
-                    access_log off;
-                    client_body_temp_path \(dir.file("nginx/body"));
-                    proxy_temp_path \(dir.file("nginx/proxy"));
-                    fastcgi_temp_path \(dir.file("nginx/fastcgi"));
-                    uwsgi_temp_path \(dir.file("nginx/uwsgi"));
-                    scgi_temp_path \(dir.file("nginx/scgi"));
-                    server {
-                        listen 127.0.0.1:\(candidate) ssl;
+        let server = try NginxProcess(
+            in: dir, curl: fixture.curl,
+            server: """
+                        listen 127.0.0.1:PORT ssl;
                         ssl_protocols TLSv1.3;
                         ssl_certificate \(fixture.data + "/tls/gateway.pem");
                         ssl_certificate_key \(dir.file("nginx-server.key"));
@@ -124,30 +101,9 @@ import Testing
                         ssl_verify_depth 2;
                         ssl_crl \(dir.file("nginx-crl.pem"));
                         location / { return 200 "hello $ssl_client_s_dn\\n"; }
-                    }
-                }
-
                 """)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: nginx)
-            process.arguments = ["-c", dir.file("nginx.conf"), "-p", dir.file("nginx")]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            process.standardInput = FileHandle.nullDevice
-            try process.launchSerialized()
-            for _ in 0..<100 where process.isRunning {
-                let probe = try fixture.curl.run(
-                    ["-s", "-k", "--max-time", "2", "-o", "/dev/null", "https://127.0.0.1:\(candidate)/"], timeout: 5)
-                if probe.status != 7 { break }  // 7: nothing listening yet
-                Thread.sleep(forTimeInterval: 0.05)
-            }
-            if process.isRunning {
-                server = process
-                port = candidate
-            }
-        }
-        #expect(server != nil, "nginx did not start: \((try? String(contentsOfFile: dir.file("nginx/error.log"), encoding: .utf8)) ?? "")")
-        guard server != nil else { return }
+        defer { server.stop() }
+        let port = server.port
         func get(_ device: GatewayTests.Enrolled) throws -> (status: String, body: String) {
             let result = try fixture.curl.run(
                 [
@@ -161,7 +117,6 @@ import Testing
         #expect(accepted.status == "200" && accepted.body.contains("CN=nginx-good"), "\(accepted)")
         let refused = try get(bad)
         #expect(refused.status == "400", "\(refused)")
-        let log = (try? String(contentsOfFile: dir.file("nginx/error.log"), encoding: .utf8)) ?? ""
-        #expect(log.contains("certificate revoked"), "\(log)")
+        #expect(server.errorLog.contains("certificate revoked"), "\(server.errorLog)")
     }
 }

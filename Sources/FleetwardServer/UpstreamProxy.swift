@@ -1,0 +1,75 @@
+import FleetwardDevice
+public import Foundation
+import HTTPTypes
+public import Hummingbird
+import Logging
+import NIOCore
+
+/// Where the gateway forwards device requests in reverse-proxy mode (`--upstream http://HOST:PORT`).
+public struct Upstream: Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    /// Parses `http://HOST:PORT` (IPv6 in brackets); only plain HTTP, to a backend beside the gateway.
+    public init(parsing text: String) throws {
+        guard text.hasPrefix("http://") else { throw APIProblem(.badRequest, "--upstream takes http://HOST:PORT, not '\(text)'") }
+        var rest = String(text.dropFirst("http://".count))
+        while rest.hasSuffix("/") { rest.removeLast() }
+        let address = try ListenAddress(parsing: rest)
+        guard address.port > 0 else { throw APIProblem(.badRequest, "--upstream needs a port other than 0") }
+        host = address.host
+        port = address.port
+    }
+
+    public var description: String { "http://" + (host.contains(":") ? "[\(host)]" : host) + ":\(port)" }
+}
+
+/// Forwards every gateway request it does not answer itself to the upstream, with the identity
+/// the handshake proved in `X-Fleetward-Device`, `X-Fleetward-Owner` and `X-Fleetward-Cert-Sha256`;
+/// any `X-Fleetward-*` header the client sent is dropped first, with the hop-by-hop headers.
+struct UpstreamProxyMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+
+    let gateway: Gateway
+    let upstream: Upstream
+    /// Paths the gateway answers itself.
+    let localPaths: Set<String>
+
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
+        "proxy-authenticate", "host", "content-length",
+    ]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if localPaths.contains(request.uri.path) { return try await next(request, context) }
+        guard let identity = gateway.identity(of: context.channel) else {
+            throw APIProblem(.unauthorized, "this connection proved no device")
+        }
+        var headers: [(name: String, value: String)] = []
+        for field in request.headers {
+            let name = field.name.canonicalName
+            if name.hasPrefix("x-fleetward-") || Self.hopByHop.contains(name) { continue }
+            headers.append((field.name.rawName, field.value))
+        }
+        headers.append(("X-Fleetward-Device", identity.device))
+        if let owner = identity.owner { headers.append(("X-Fleetward-Owner", owner)) }
+        headers.append(("X-Fleetward-Cert-Sha256", identity.certificateSHA256))
+        var request = request
+        let body = try await request.collectBody(upTo: GatewayServer.bodyLimit)
+        let answer: HTTP1Response
+        do {
+            answer = try await HTTP1Client(host: upstream.host, port: upstream.port, timeout: .seconds(30)).send(
+                HTTP1Request(
+                    method: request.method.rawValue, path: request.uri.description, headers: headers, body: Array(body.readableBytesView)))
+        } catch {
+            context.logger.warning("the upstream did not answer", metadata: ["upstream": "\(upstream)", "error": "\(error)"])
+            throw APIProblem(.badGateway, "the upstream service did not answer")
+        }
+        var fields = HTTPFields()
+        for (name, value) in answer.headers where !Self.hopByHop.contains(name.lowercased()) {
+            if let field = HTTPField.Name(name) { fields.append(HTTPField(name: field, value: value)) }
+        }
+        return Response(
+            status: HTTPResponse.Status(code: answer.status), headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+    }
+}
