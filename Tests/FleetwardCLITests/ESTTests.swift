@@ -17,20 +17,26 @@ final class ESTFixture {
     let gateway: String
     let admin: String
 
-    /// - Parameter serveArguments: more `fleetward serve` options (e.g. `--upstream`).
-    init(serveArguments: [String] = []) throws {
+    /// `--data DIR`, and `--database URL` when the registry is on PostgreSQL.
+    let registry: [String]
+
+    /// - Parameters:
+    ///   - serveArguments: more `fleetward serve` options (e.g. `--upstream`).
+    ///   - database: a PostgreSQL URL for the registry instead of the embedded SQLite.
+    init(serveArguments: [String] = [], database: String? = nil) throws {
         cli = try CLI()
         curl = try Tool("curl")
         directory = try TemporaryDirectory(prefix: "fleetward-est")
         data = directory.file("data")
+        registry = ["--data", data] + (database.map { ["--database", $0] } ?? [])
         let initResult = try cli.run(["init", "--data", data, "--kdf-iterations", "10000"])
         guard initResult.succeeded else { throw Tool.Missing(description: "init failed: \(initResult)") }
-        admin = try cli.run(["token", "create", "--data", data, "--role", "admin"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        admin = try cli.run(["token", "create"] + registry + ["--role", "admin"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         server = try RunningServer(
             executable: cli.fleetward.executable,
             arguments: [
-                "serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
-            ] + serveArguments,
+                "serve", "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
+            ] + registry + serveArguments,
             environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path, expectedListeners: 3)
         est = try #require(server.listeners["EST"]) + "/.well-known/est"
         api = try #require(server.listeners["management API"]) + "/api/v1"
@@ -45,7 +51,7 @@ final class ESTFixture {
     /// Imports allow-list rows (`id,secret,key_sha256,model,metadata` without the header).
     func allow(_ rows: [String]) throws {
         try directory.write("allow.csv", "id,secret,key_sha256,model,metadata\n" + rows.joined(separator: "\n") + "\n")
-        let result = try cli.run(["devices", "import", "--data", data, directory.file("allow.csv"), "--json"])
+        let result = try cli.run(["devices", "import"] + registry + [directory.file("allow.csv"), "--json"])
         #expect(result.succeeded, "\(result)")
     }
 
@@ -108,7 +114,7 @@ final class ESTFixture {
     }
 
     func state(_ id: String) throws -> String {
-        let shown = try cli.run(["devices", "show", "--data", data, id, "--json"])
+        let shown = try cli.run(["devices", "show"] + registry + [id, "--json"])
         let object = (try? JSONSerialization.jsonObject(with: Data(shown.stdout.utf8))) as? [String: Any]
         return object?["state"] as? String ?? "(\(shown.stderr))"
     }

@@ -272,12 +272,16 @@ import Testing
         private let lock = NSLock()
         private var ended: Date?
 
-        init(_ fixture: ESTFixture, _ device: Enrolled, name: String) throws {
+        convenience init(_ fixture: ESTFixture, _ device: Enrolled, name: String) throws {
+            try self.init(fixture, device, name: name, gateway: fixture.gateway)
+        }
+
+        init(_ fixture: ESTFixture, _ device: Enrolled, name: String, gateway: String) throws {
             output = fixture.directory.file("held-\(name).out")
             FileManager.default.createFile(atPath: output, contents: nil)
             process.executableURL = URL(fileURLWithPath: fixture.cli.openssl.executable)
             process.arguments = [
-                "s_client", "-connect", fixture.gateway.replacingOccurrences(of: "https://", with: ""), "-CAfile",
+                "s_client", "-connect", gateway.replacingOccurrences(of: "https://", with: ""), "-CAfile",
                 fixture.data + "/ca/root.pem", "-cert", device.certificate, "-key", device.key, "-quiet",
             ]
             let sink = FileHandle(forWritingAtPath: output)
@@ -367,5 +371,43 @@ import Testing
             #expect(delay != nil && delay! < 1.5, "certificate revoke: connection closed after \(String(describing: delay)) s")
         }
         #expect(fixture.server.stderr.contains("gateway closed a device connection"))
+    }
+
+    /// Two `fleetward serve` nodes on one PostgreSQL registry: a device revoked through one node
+    /// loses its connections on the other within a second.
+    @Test func aRevocationOnOneNodeCutsTheDevicesConnectionsOnAnother() throws {
+        let database = try TestPostgres.makeDatabase()
+        defer { database.drop() }
+        let fixture = try ESTFixture(database: database.url)
+        // The second node: the same CA (a copy of the data directory's keys and certificates).
+        let second = fixture.directory.file("node-b")
+        try FileManager.default.createDirectory(atPath: second, withIntermediateDirectories: true)
+        for item in ["ca", "tls", "fleetward.json"] {
+            try FileManager.default.copyItem(atPath: fixture.data + "/" + item, toPath: second + "/" + item)
+        }
+        let nodeB = try RunningServer(
+            executable: fixture.cli.fleetward.executable,
+            arguments: [
+                "serve", "--data", second, "--database", database.url, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0",
+                "--gateway-listen", "127.0.0.1:0",
+            ],
+            environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: fixture.directory.path, expectedListeners: 3)
+        defer { nodeB.stop() }
+        let gatewayB = try #require(nodeB.listeners["gateway"])
+
+        let device = try Self.enroll(fixture, "gw-two-nodes")
+        var held: [HeldConnection] = []
+        defer { for connection in held { connection.stop() } }
+        held = try (0..<4).map { try HeldConnection(fixture, device, name: "node-b-\($0)", gateway: gatewayB) }
+        for connection in held { #expect(connection.proveConnected("gw-two-nodes")) }
+
+        // Revoked through node A's API.
+        #expect(try fixture.apiCall("POST", "/devices/gw-two-nodes/revoke", token: fixture.admin).0 == 200)
+        let changed = Date()
+        for connection in held {
+            let delay = connection.waitForClose(seconds: 5).map { $0.timeIntervalSince(changed) }
+            #expect(delay != nil && delay! < 1.5, "node B closed the connection after \(String(describing: delay)) s")
+        }
+        #expect(nodeB.stderr.contains("device gw-two-nodes is revoked"), "\(nodeB.stderr)")
     }
 }
