@@ -256,6 +256,7 @@ import Testing
         let serial = try fixture.cli.openssl(["x509", "-in", revoked.certificate, "-noout", "-serial"]).stdout
             .replacingOccurrences(of: "serial=", with: "").trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(try fixture.cli.run(["cert", "revoke", "--data", fixture.data, "--serial", serial]).succeeded)
+        Thread.sleep(forTimeInterval: 1)  // a change reaches the gateway's memory within a second
         for (device, reason) in [(suspended, "device gw-resume-a is suspended"), (revoked, "is revoked")] {
             let refused = try Self.session(fixture, device, "-sess_in", fixture.directory.file(device.id + ".session"))
             #expect(!refused.contains("\"device\""), "\(device.id) resumed its way in: \(refused)")

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Gateway handshakes: full mutual-TLS 1.3 handshakes per second, and resumed ones (TLS 1.3
+# tickets), of `fleetward serve`'s gateway
+# with its registry and revocation checks on, beside Debian's nginx (OpenSSL 3) configured for
+# mTLS with the same server certificate, key and client CAs. No request follows the handshake:
+# s_time's -www sends HTTP/1.0 and waits for the server to close, which the gateway (Hummingbird)
+# does not do for HTTP/1.0 without Connection: close. Both servers are pinned to core 0; the load is `openssl s_time` on core 1, one
+# connection at a time (an OpenSSL client spends more per handshake than either server, so the
+# servers are not saturated: compare the rates per core of server CPU, from /proc/PID/stat).
+# Runs twice: the default hierarchy (P-384 root) and an all-P-256 one (`init --root-key P-256`).
+# Medians of 3 runs each.
+# Usage: [FLEETWARD_BIN=…] bench/gateway.sh [seconds-per-run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+for tool in openssl curl taskset python3; do
+  command -v "$tool" >/dev/null || { echo "bench/gateway.sh: needs $tool" >&2; exit 1; }
+done
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$nginx" ] || { echo "bench/gateway.sh: needs nginx (apt-get install nginx)" >&2; exit 1; }
+work=$(mktemp -d /tmp/fleetward-gateway-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export FLEETWARD_PASSPHRASE=${FLEETWARD_PASSPHRASE:-bench-passphrase-not-secret}
+if [ -n "${FLEETWARD_BIN:-}" ]; then
+  fleetward=$FLEETWARD_BIN
+else
+  echo "Building fleetward (release)…" >&2
+  swift build -c release --product fleetward >&2
+  fleetward=$PWD/.build/release/fleetward
+fi
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks_per_second=$(getconf CLK_TCK)
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# One measured s_time run against a server process: prints "rate cpu_share per_core".
+measure() { # pid port mode(new|reuse) dir
+  local pid=$1 port=$2 mode=$3 dir=$4 before after start end out count
+  before=$(cpu_ticks "$pid"); start=$(date +%s.%N)
+  out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" "-$mode" -cert "$dir/dev.pem" -key "$dir/dev.key" \
+    -CAfile "$dir/data/ca/root.pem" -time "$seconds" 2>&1 || true)
+  end=$(date +%s.%N); after=$(cpu_ticks "$pid")
+  # "N connections in T real seconds, …" (T is whole seconds): the rate uses our own clock.
+  count=$(awk '/connections in .* real seconds/ {print $1; exit}' <<<"$out")
+  if [ -z "${count:-}" ]; then echo "s_time failed: $out" >&2; echo "0 0 0"; return; fi
+  awk -v c="$count" -v a="$before" -v b="$after" -v t0="$start" -v t1="$end" -v tk="$ticks_per_second" \
+    'BEGIN {rate = c / (t1 - t0); share = (b - a) / tk / (t1 - t0); printf "%.0f %.3f %.0f\n", rate, share, (share > 0 ? rate / share : 0)}'
+}
+
+report() { # label rates... (triples "rate share per_core")
+  local label=$1; shift
+  local rates=() shares=() cores=()
+  while [ $# -gt 0 ]; do rates+=("$1"); shares+=("$2"); cores+=("$3"); shift 3; done
+  local rate core
+  rate=$(printf '%s\n' "${rates[@]}" | median); core=$(printf '%s\n' "${cores[@]}" | median)
+  printf '%-44s median %6s/s, server CPU %s cores, per server core %6s/s (runs: %s)\n' "$label" "$rate" \
+    "$(printf '%s\n' "${shares[@]}" | median)" "$core" "${cores[*]}"
+  echo "$core" >"$work/last-per-core"
+}
+
+echo "date:      $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "machine:   $(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo), $(nproc) cores"
+for hierarchy in default all-P-256; do
+  dir="$work/$hierarchy"; mkdir -p "$dir"
+  extra=(); [ "$hierarchy" = all-P-256 ] && extra=(--root-key P-256)
+  "$fleetward" init --data "$dir/data" --kdf-iterations 100000 "${extra[@]}" >/dev/null 2>&1
+  printf 'id,secret,key_sha256,model,metadata\nbench-1,bench-secret-0000000001,,bench,\n' >"$dir/allow.csv"
+  "$fleetward" devices import --data "$dir/data" "$dir/allow.csv" --json >/dev/null
+  taskset -c 0 "$fleetward" serve --data "$dir/data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 \
+    >"$dir/serve.out" 2>"$dir/serve.err" &
+  fw=$!; pids+=("$fw")
+  for _ in $(seq 1 100); do grep -q '^gateway listening' "$dir/serve.out" && break; sleep 0.1; done
+  est=$(grep '^EST listening' "$dir/serve.out" | grep -o 'https://[0-9.]*:[0-9]*')
+  fw_port=$(grep '^gateway listening' "$dir/serve.out" | grep -o '127.0.0.1:[0-9]*' | cut -d: -f2)
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/dev.key" -subj / -outform DER 2>/dev/null \
+    | base64 >"$dir/dev.b64"
+  curl -s --cacert "$dir/data/ca/root.pem" -u bench-1:bench-secret-0000000001 -H 'Content-Type: application/pkcs10' \
+    --data-binary @"$dir/dev.b64" "$est/.well-known/est/simpleenroll" | base64 -d | openssl pkcs7 -inform DER -print_certs >"$dir/dev.pem"
+
+  # nginx with the same server certificate (its key decrypted into the bench's temp dir) and CAs.
+  openssl pkey -in "$dir/data/tls/gateway.key" -passin env:FLEETWARD_PASSPHRASE -out "$dir/nginx.key"
+  cat "$dir/data/ca/root.pem" "$dir/data/ca/issuing.pem" >"$dir/clients.pem"
+  ng_port=$(free_port); mkdir -p "$dir/nginx"
+  cat >"$dir/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/error.log crit;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/nginx/body; proxy_temp_path $dir/nginx/proxy; fastcgi_temp_path $dir/nginx/fastcgi;
+    uwsgi_temp_path $dir/nginx/uwsgi; scgi_temp_path $dir/nginx/scgi;
+    server {
+        listen 127.0.0.1:$ng_port ssl;
+        ssl_protocols TLSv1.3;
+        ssl_certificate $dir/data/tls/gateway.pem;
+        ssl_certificate_key $dir/nginx.key;
+        ssl_client_certificate $dir/clients.pem;
+        ssl_verify_client on;
+        ssl_verify_depth 2;
+        ssl_session_tickets on;
+        location /v1/whoami { return 200 '{"device":"bench-1"}'; }
+    }
+}
+EOF
+  taskset -c 0 "$nginx" -c "$dir/nginx.conf" -p "$dir/nginx" &
+  ng=$!; pids+=("$ng")
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.05; done
+
+  for mode in new reuse; do
+    fw_runs=(); ng_runs=()
+    for run in 1 2 3; do
+      echo "$hierarchy, $mode, run $run/3…" >&2
+      read -r -a result < <(measure "$fw" "$fw_port" "$mode" "$dir"); fw_runs+=("${result[@]}")
+      read -r -a result < <(measure "$ng" "$ng_port" "$mode" "$dir"); ng_runs+=("${result[@]}")
+    done
+    what=$([ "$mode" = new ] && echo "full handshakes" || echo "resumed handshakes")
+    report "fleetward gateway, $hierarchy, $what:" "${fw_runs[@]}"; fw_core=$(cat "$work/last-per-core")
+    report "nginx mTLS, $hierarchy, $what:" "${ng_runs[@]}"; ng_core=$(cat "$work/last-per-core")
+    echo "fleetward / nginx per server core: $(awk -v a="$fw_core" -v b="$ng_core" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')"
+  done
+  kill -9 "$fw" "$ng" 2>/dev/null || true
+  wait "$fw" "$ng" 2>/dev/null || true
+done
