@@ -14,26 +14,10 @@ connections=${2:-32}
 for tool in wrk cfssl openssl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "bench/est.sh: needs $tool (apt-get install wrk golang-cfssl openssl)" >&2; exit 1; }
 done
+. bench/lib.sh
 work=$(mktemp -d /tmp/fleetward-est-bench.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-export FLEETWARD_PASSPHRASE=${FLEETWARD_PASSPHRASE:-bench-passphrase-not-secret}
-if [ -n "${FLEETWARD_BIN:-}" ]; then
-  fleetward=$FLEETWARD_BIN
-else
-  echo "Building fleetward (release)…" >&2
-  swift build -c release --product fleetward >&2
-  fleetward=$PWD/.build/release/fleetward
-fi
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ticks_per_second=$(getconf CLK_TCK)
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+trap bench_cleanup EXIT
+fleetward=$(fleetward_binary)
 
 # One CSR with an empty subject (the identity comes from the proof), base64 DER for EST, PEM for cfssl.
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null -subj "/" -outform DER -out "$work/csr.der" 2>/dev/null
@@ -70,7 +54,7 @@ for run in 1 2 3; do
   "$fleetward" init --data "$data" --kdf-iterations 100000 >/dev/null 2>&1
   "$fleetward" devices import --data "$data" "$work/allow.csv" --json >/dev/null
   taskset -c 0 "$fleetward" serve --data "$data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 >"$work/serve$run.out" 2>"$work/serve$run.err" &
-  pid=$!; pids+=("$pid")
+  pid=$!; bench_pids+=("$pid")
   for _ in $(seq 1 100); do grep -q '^EST listening' "$work/serve$run.out" && break; sleep 0.1; done
   url=$(grep -o 'https://[0-9.]*:[0-9]*' "$work/serve$run.out" | head -1)/.well-known/est/simpleenroll
   before=$(cpu_ticks "$pid"); start=$(date +%s.%N)
@@ -92,7 +76,7 @@ for run in 1 2 3; do
   echo "cfssl run ${run}/3…" >&2
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   taskset -c 0 cfssl serve -ca "$work/ca.pem" -ca-key "$work/ca-key.pem" -address 127.0.0.1 -port "$port" >"$work/cfssl.log" 2>&1 &
-  pid=$!; pids+=("$pid")
+  pid=$!; bench_pids+=("$pid")
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
   before=$(cpu_ticks "$pid"); start=$(date +%s.%N)
   read -r rate p99 bad < <(CFSSL_BODY="$work/cfssl.json" run_wrk "http://127.0.0.1:$port/api/v1/cfssl/sign" bench/cfssl.lua)

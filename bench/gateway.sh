@@ -18,25 +18,10 @@ for tool in openssl curl taskset python3; do
 done
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$nginx" ] || { echo "bench/gateway.sh: needs nginx (apt-get install nginx)" >&2; exit 1; }
+. bench/lib.sh
 work=$(mktemp -d /tmp/fleetward-gateway-bench.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-export FLEETWARD_PASSPHRASE=${FLEETWARD_PASSPHRASE:-bench-passphrase-not-secret}
-if [ -n "${FLEETWARD_BIN:-}" ]; then
-  fleetward=$FLEETWARD_BIN
-else
-  echo "Building fleetward (release)…" >&2
-  swift build -c release --product fleetward >&2
-  fleetward=$PWD/.build/release/fleetward
-fi
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ticks_per_second=$(getconf CLK_TCK)
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+trap bench_cleanup EXIT
+fleetward=$(fleetward_binary)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # One measured s_time run against a server process: prints "rate cpu_share per_core".
@@ -74,7 +59,7 @@ for hierarchy in default all-P-256; do
   "$fleetward" devices import --data "$dir/data" "$dir/allow.csv" --json >/dev/null
   taskset -c 0 "$fleetward" serve --data "$dir/data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 \
     >"$dir/serve.out" 2>"$dir/serve.err" &
-  fw=$!; pids+=("$fw")
+  fw=$!; bench_pids+=("$fw")
   for _ in $(seq 1 100); do grep -q '^gateway listening' "$dir/serve.out" && break; sleep 0.1; done
   est=$(grep '^EST listening' "$dir/serve.out" | grep -o 'https://[0-9.]*:[0-9]*')
   fw_port=$(grep '^gateway listening' "$dir/serve.out" | grep -o '127.0.0.1:[0-9]*' | cut -d: -f2)
@@ -112,7 +97,7 @@ http {
 }
 EOF
   taskset -c 0 "$nginx" -c "$dir/nginx.conf" -p "$dir/nginx" &
-  ng=$!; pids+=("$ng")
+  ng=$!; bench_pids+=("$ng")
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.05; done
 
   for mode in new reuse; do

@@ -11,23 +11,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-1000000}
 work=$(mktemp -d /tmp/fleetward-import-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-export FLEETWARD_PASSPHRASE=${FLEETWARD_PASSPHRASE:-bench-passphrase-not-secret}
-
+. bench/lib.sh
+trap bench_cleanup EXIT
 # FLEETWARD_BIN=/path/to/fleetward measures another build (e.g. the one before a change) instead.
-if [ -n "${FLEETWARD_BIN:-}" ]; then
-  fleetward=$FLEETWARD_BIN
-else
-  echo "Building fleetward (release)…" >&2
-  swift build -c release --product fleetward >&2
-  fleetward=$PWD/.build/release/fleetward
-fi
+fleetward=$(fleetward_binary)
 
 echo "Writing ${rows} rows…" >&2
 python3 bench/make_allowlist.py "$rows" "$work/allow.csv"
 
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b-a}'; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 runs=()
 for run in 1 2 3; do
