@@ -209,7 +209,16 @@ public final class Gateway: Sendable {
             state.byChannel[key] = proven
             return state.generations[id, default: 0] != generation
         }
+        // The certificate's validity ends the connection too.
+        let remaining = proven.notAfter.timeIntervalSince(now())
+        let expiry = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(max(0, remaining) * 1000) + 1)) { [logger] in
+            logger.notice(
+                "gateway closed a device connection",
+                metadata: ["device": "\(id)", "serial": "\(proven.serial)", "reason": "the certificate expired"])
+            channel.close(promise: nil)
+        }
         channel.closeFuture.whenComplete { _ in
+            expiry.cancel()
             self.state.withLock { state in
                 state.live[id]?[key] = nil
                 if state.live[id]?.isEmpty == true { state.live[id] = nil }

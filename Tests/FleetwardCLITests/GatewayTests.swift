@@ -227,6 +227,38 @@ import Testing
         #expect(refused.exit != 0 && refused.body.isEmpty, "\(refused)")
     }
 
+    @Test func aConnectionEndsWhenItsCertificateExpires() throws {
+        let fixture = try ESTFixture()
+        _ = try Self.enroll(fixture, "gw-expiring")
+        // A certificate that expires in a few seconds (no Fleetward profile issues one so short):
+        // signed with openssl under the issuing CA and written into the registry with sqlite3.
+        let end = Date().addingTimeInterval(8)
+        let formatter = DateFormatter()
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMddHHmmss'Z'"
+        let short = try Self.forge(fixture, "gw-expiring", name: "short", start: "20260101000000Z", end: formatter.string(from: end))
+        let serial = try fixture.cli.openssl(["x509", "-in", short.certificate, "-noout", "-serial"]).stdout
+            .replacingOccurrences(of: "serial=", with: "").trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        let sha =
+            try fixture.cli.openssl(["x509", "-in", short.certificate, "-noout", "-fingerprint", "-sha256"]).stdout
+            .split(separator: "=").last.map { $0.replacingOccurrences(of: ":", with: "").lowercased() }?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        let milliseconds = Int64(end.timeIntervalSince1970) * 1000
+        let record = try Tool("sqlite3").run([
+            fixture.data + "/registry.sqlite",
+            "INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at) "
+                + "VALUES ('\(serial)', 'gw-expiring', 'device', NULL, 0, \(milliseconds), '\(sha)', 0)",
+        ])
+        try #require(record.succeeded, "\(record)")
+        let connection = try HeldConnection(fixture, short, name: "expiring")
+        defer { connection.stop() }
+        #expect(connection.proveConnected("gw-expiring"))
+        let closed = connection.waitForClose(seconds: 15)
+        let after = closed.map { $0.timeIntervalSince(end) }
+        #expect(after != nil && after! > -0.5 && after! < 1.5, "closed \(String(describing: after)) s after notAfter")
+        #expect(fixture.server.stderr.contains("the certificate expired"))
+    }
+
     /// `openssl s_client` with a saved session: writes (`-sess_out`) or resumes (`-sess_in`) it and
     /// asks whoami; stdout and stderr together.
     static func session(_ fixture: ESTFixture, _ device: Enrolled, _ mode: String, _ file: String) throws -> String {
