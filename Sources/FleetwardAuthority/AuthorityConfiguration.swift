@@ -17,6 +17,10 @@ public struct AuthorityConfiguration: Codable, Sendable, Equatable {
     /// PBKDF2 iterations used for new key files.
     public var kdfIterations: Int
     public var createdAt: Date
+    /// Where relying parties reach the CRLs and the OCSP responder (the management API listener):
+    /// issued certificates carry `BASE/crl/<ca>.crl` and `BASE/ocsp`. Absent in directories made
+    /// before it existed; then certificates carry neither.
+    public var revocationBaseURL: String?
 
     public init(
         organization: String = "Fleetward",
@@ -27,8 +31,10 @@ public struct AuthorityConfiguration: Codable, Sendable, Equatable {
         rootDays: Int = 7305,
         intermediateDays: Int = 1826,
         kdfIterations: Int = PBES2.defaultIterations,
-        createdAt: Date = Date()
+        createdAt: Date = Date(),
+        revocationBaseURL: String? = "http://127.0.0.1:8080"
     ) {
+        self.revocationBaseURL = revocationBaseURL
         self.organization = organization
         self.hosts = hosts
         self.rootKeyType = rootKeyType
@@ -42,6 +48,13 @@ public struct AuthorityConfiguration: Codable, Sendable, Equatable {
 
     /// Checks every setting, naming the first that is out of range.
     public func validate() throws {
+        if let base = revocationBaseURL {
+            guard let url = URL(string: base), ["http", "https"].contains(url.scheme ?? ""), url.host?.isEmpty == false, url.query == nil,
+                base.utf8.count <= 200, base.allSatisfy({ $0.isASCII && !$0.isWhitespace })
+            else {
+                throw AuthorityError(.invalidConfiguration, "the revocation URL must be http(s)://HOST[:PORT][/PATH], not '\(base)'")
+            }
+        }
         try CACertificateFactory.validateOrganization(organization)
         guard !hosts.isEmpty else {
             throw AuthorityError(.invalidConfiguration, "the gateway certificate needs at least one host name or IP address")

@@ -170,7 +170,8 @@ public struct CAHierarchy: Sendable {
     public func makeIssuer(for role: CARole, custodian: any KeyCustodian) throws -> CertificateIssuer {
         let key = try custodian.loadKey(named: DataDirectory.keyName(of: role))
         return try CertificateIssuer(
-            caCertificate: member(role).certificate, key: key, role: role, organization: configuration.organization
+            caCertificate: member(role).certificate, key: key, role: role, organization: configuration.organization,
+            revocationBaseURL: configuration.revocationBaseURL
         )
     }
 }

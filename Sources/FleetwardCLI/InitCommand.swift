@@ -46,6 +46,12 @@ struct InitCommand: ParsableCommand {
     @Option(help: ArgumentHelp("PBKDF2 iterations protecting the key files.", valueName: "n"))
     var kdfIterations = PBES2.defaultIterations
 
+    @Option(
+        help: ArgumentHelp(
+            "Base URL where relying parties reach the CRLs and OCSP (the management API); issued certificates carry BASE/crl/<ca>.crl and BASE/ocsp. 'none' leaves them out.",
+            valueName: "url"))
+    var revocationURL = "http://127.0.0.1:8080"
+
     @Flag(help: "Replace an existing CA in the data directory (its keys are lost).")
     var force = false
 
@@ -86,7 +92,8 @@ struct InitCommand: ParsableCommand {
             factoryKeyType: try keyType(factoryKey, "--factory-key"),
             rootDays: rootDays,
             intermediateDays: intermediateDays,
-            kdfIterations: kdfIterations
+            kdfIterations: kdfIterations,
+            revocationBaseURL: revocationURL.lowercased() == "none" ? nil : revocationURL
         )
         if !hosts.isEmpty { configuration.hosts = hosts }
         return configuration

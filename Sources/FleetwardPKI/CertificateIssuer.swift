@@ -46,7 +46,9 @@ public struct CertificateIssuer: Sendable {
     ///
     /// - Throws: ``PKIError/Code-swift.struct/invalidRequest`` when the key does not belong to
     ///   the certificate or the certificate is not a CA.
-    public init(caCertificate: Certificate, key: SigningKey, role: CARole, organization: String) throws {
+    ///   - revocationBaseURL: when set, leaf certificates carry a CRL distribution point
+    ///     (`BASE/crl/<role>.crl`) and an OCSP access location (`BASE/ocsp`).
+    public init(caCertificate: Certificate, key: SigningKey, role: CARole, organization: String, revocationBaseURL: String? = nil) throws {
         guard caCertificate.publicKey == key.publicKey else {
             throw PKIError(.invalidRequest, "the \(role) CA key does not match the \(role) CA certificate")
         }
@@ -67,10 +69,30 @@ public struct CertificateIssuer: Sendable {
         self.caNotValidBefore = caCertificate.notValidBefore
         self.caNotValidAfter = caCertificate.notValidAfter
         var fixed: [CertificateProfile: [UInt8]] = [:]
+        let pointers = revocationBaseURL.map { Self.revocationPointers(base: $0, role: role) } ?? []
         for profile in CertificateProfile.allCases {
-            fixed[profile] = Self.fixedExtensions(profile, isRSA: false, aki: authorityKeyIdentifierDER)
+            // An OCSP responder's own certificate is not checked by OCSP (it carries ocsp-nocheck).
+            fixed[profile] =
+                Self.fixedExtensions(profile, isRSA: false, aki: authorityKeyIdentifierDER) + (profile == .ocsp ? [] : pointers)
         }
         self.fixedExtensions = fixed
+    }
+
+    /// cRLDistributionPoints (RFC 5280 §4.2.1.13) naming `BASE/crl/<role>.crl` and
+    /// authorityInfoAccess (§4.2.2.1) with id-ad-ocsp `BASE/ocsp`.
+    static func revocationPointers(base: String, role: CARole) -> [UInt8] {
+        var base = base
+        while base.hasSuffix("/") { base.removeLast() }
+        // DistributionPoint { distributionPoint [0] { fullName [0] { uniformResourceIdentifier [6] } } }
+        let crl = Array((base + "/crl/\(role.rawValue).crl").utf8)
+        let point = DERBytes.tlv(0x30, DERBytes.tlv(0xA0, DERBytes.tlv(0xA0, DERBytes.tlv(0x86, crl))))
+        var out = DERBytes.extensionDER(oid: [0x06, 0x03, 0x55, 0x1D, 0x1F], critical: false, value: DERBytes.tlv(0x30, point))
+        // AccessDescription { id-ad-ocsp (1.3.6.1.5.5.7.48.1), uniformResourceIdentifier [6] }
+        let ocspMethod: [UInt8] = [0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01]
+        let access = DERBytes.tlv(0x30, ocspMethod + DERBytes.tlv(0x86, Array((base + "/ocsp").utf8)))
+        out += DERBytes.extensionDER(
+            oid: [0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x01], critical: false, value: DERBytes.tlv(0x30, access))
+        return out
     }
 
     /// basicConstraints, keyUsage, extendedKeyUsage, authorityKeyIdentifier, certificatePolicies

@@ -121,6 +121,27 @@ import Testing
         #expect(!dir.exists("data"))
     }
 
+    @Test func theRevocationURLIsCheckedAndCanBeLeftOut() throws {
+        let cli = try CLI()
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        for bad in ["ftp://x/", "not a url", "http://", "http://h/?q=1"] {
+            cli.expectOneLineError(
+                try cli.run(["init", "--data", dir.file("bad"), "--kdf-iterations", "1000", "--revocation-url", bad]),
+                containing: "revocation URL")
+            #expect(!dir.exists("bad/fleetward.json"))
+        }
+        let made = try cli.run(["init", "--data", dir.file("none"), "--kdf-iterations", "1000", "--revocation-url", "none"])
+        #expect(made.succeeded, "\(made)")
+        let json = try String(contentsOfFile: dir.file("none/fleetward.json"), encoding: .utf8)
+        #expect(!json.contains("revocationBaseURL"), "\(json)")
+        let custom = try cli.run([
+            "init", "--data", dir.file("custom"), "--kdf-iterations", "1000", "--revocation-url", "https://pki.example/fleet",
+        ])
+        #expect(custom.succeeded, "\(custom)")
+        #expect(try String(contentsOfFile: dir.file("custom/fleetward.json"), encoding: .utf8).contains("https:\\/\\/pki.example\\/fleet"))
+    }
+
     @Test func aShortOrMissingPassphraseIsRefused() throws {
         let cli = try CLI()
         let dir = try TemporaryDirectory()

@@ -119,4 +119,35 @@ import Testing
         #expect(refused.status == "400", "\(refused)")
         #expect(server.errorLog.contains("certificate revoked"), "\(server.errorLog)")
     }
+
+    /// Issued certificates say where their CRL and OCSP responder are (init's revocation URL).
+    @Test func certificatesPointToTheirCRLAndOCSPResponder() throws {
+        let fixture = try ESTFixture()
+        let device = try GatewayTests.enroll(fixture, "crl-pointers")
+        let text = try fixture.cli.openssl(["x509", "-in", device.certificate, "-noout", "-text"]).stdout
+        #expect(text.contains("X509v3 CRL Distribution Points"), "\(text)")
+        #expect(text.contains("URI:http://127.0.0.1:8080/crl/issuing.crl"), "\(text)")
+        #expect(text.contains("OCSP - URI:http://127.0.0.1:8080/ocsp"), "\(text)")
+        let ocspURI = try fixture.cli.openssl(["x509", "-in", device.certificate, "-noout", "-ocsp_uri"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(ocspURI == "http://127.0.0.1:8080/ocsp")
+        // The paths are the ones served (this test's server listens on another port than the default).
+        let base = fixture.api.replacingOccurrences(of: "/api/v1", with: "")
+        let answer = try fixture.cli.openssl.run([
+            "ocsp", "-issuer", fixture.data + "/ca/issuing.pem", "-cert", device.certificate, "-url",
+            ocspURI.replacingOccurrences(of: "http://127.0.0.1:8080", with: base), "-CAfile", fixture.data + "/ca/root.pem",
+        ])
+        #expect((answer.stdout + answer.stderr).contains(": good"), "\(answer)")
+        // Birth certificates point to the factory CA's CRL.
+        try fixture.csr("birth", subject: "/serialNumber=crl-birth")
+        try FileManager.default.createDirectory(atPath: fixture.directory.file("in"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: fixture.directory.file("birth.der"), toPath: fixture.directory.file("in/crl-birth.der"))
+        #expect(
+            try fixture.cli.run([
+                "factory", "issue", "--data", fixture.data, "--csr-dir", fixture.directory.file("in"), "--out",
+                fixture.directory.file("out"),
+            ]).succeeded)
+        let birth = try fixture.cli.openssl(["x509", "-in", fixture.directory.file("out/crl-birth.pem"), "-noout", "-text"]).stdout
+        #expect(birth.contains("URI:http://127.0.0.1:8080/crl/factory.crl"), "\(birth)")
+    }
 }
