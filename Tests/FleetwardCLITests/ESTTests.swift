@@ -68,6 +68,18 @@ final class ESTFixture {
         return directory.file(name + ".b64")
     }
 
+    /// A birth certificate for `id` from the factory line (`fleetward factory issue` on one CSR):
+    /// its PEM path, with the key in `birth-<id>.key`.
+    func birthCertificate(_ id: String) throws -> (certificate: String, key: String) {
+        try csr("birth-" + id, subject: "/serialNumber=" + id)
+        let input = directory.file("factory-in-" + id)
+        try FileManager.default.createDirectory(atPath: input, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: directory.file("birth-\(id).der"), toPath: input + "/\(id).der")
+        let result = try cli.run(["factory", "issue", "--data", data, "--csr-dir", input, "--out", directory.file("factory-out")])
+        #expect(result.succeeded, "\(result)")
+        return (directory.file("factory-out/\(id).pem"), directory.file("birth-\(id).key"))
+    }
+
     struct Answer {
         var status: Int
         var body: String

@@ -111,20 +111,8 @@ import Testing
             ))
         refusals.append(("no certificate", nil, nil, ""))
         // A birth certificate from the factory line.
-        try fixture.csr("birth", subject: "/serialNumber=gw-birth")
-        try FileManager.default.createDirectory(atPath: fixture.directory.file("factory-in"), withIntermediateDirectories: true)
-        try FileManager.default.copyItem(
-            atPath: fixture.directory.file("birth.der"), toPath: fixture.directory.file("factory-in/gw-birth.der"))
-        let factory = try fixture.cli.run([
-            "factory", "issue", "--data", fixture.data, "--csr-dir", fixture.directory.file("factory-in"), "--out",
-            fixture.directory.file("factory-out"),
-        ])
-        #expect(factory.succeeded, "\(factory)")
-        refusals.append(
-            (
-                "birth certificate", fixture.directory.file("factory-out/gw-birth.pem"), fixture.directory.file("birth.key"),
-                "a birth certificate cannot connect"
-            ))
+        let birth = try fixture.birthCertificate("gw-birth")
+        refusals.append(("birth certificate", birth.certificate, birth.key, "a birth certificate cannot connect"))
         // Signed by the issuing CA with the device profile, but never recorded; expired; not yet valid.
         let unrecorded = try Self.forge(fixture, "gw-good", name: "unrecorded", start: "20260101000000Z", end: "20990101000000Z")
         refusals.append(("not on record", unrecorded.certificate, unrecorded.key, "is not on record for device gw-good"))

@@ -37,15 +37,7 @@ import Testing
         // A serial the registry never recorded is unknown; a birth certificate is answered by the factory CA.
         let forged = try GatewayTests.forge(fixture, "ocsp-dev", name: "forged", start: "20260101000000Z", end: "20990101000000Z")
         #expect(try Self.ask(fixture, issuer: issuing, [forged.certificate]).contains("\(forged.certificate): unknown"))
-        try fixture.csr("birth", subject: "/serialNumber=ocsp-birth")
-        try FileManager.default.createDirectory(atPath: fixture.directory.file("in"), withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: fixture.directory.file("birth.der"), toPath: fixture.directory.file("in/ocsp-birth.der"))
-        #expect(
-            try fixture.cli.run([
-                "factory", "issue", "--data", fixture.data, "--csr-dir", fixture.directory.file("in"), "--out",
-                fixture.directory.file("out"),
-            ]).succeeded)
-        let birth = fixture.directory.file("out/ocsp-birth.pem")
+        let birth = try fixture.birthCertificate("ocsp-birth").certificate
         let factoryAnswer = try Self.ask(fixture, issuer: fixture.data + "/ca/factory.pem", [birth])
         #expect(factoryAnswer.contains("Response verify OK") && factoryAnswer.contains("\(birth): good"), "\(factoryAnswer)")
     }

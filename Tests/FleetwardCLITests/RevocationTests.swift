@@ -139,15 +139,8 @@ import Testing
         ])
         #expect((answer.stdout + answer.stderr).contains(": good"), "\(answer)")
         // Birth certificates point to the factory CA's CRL.
-        try fixture.csr("birth", subject: "/serialNumber=crl-birth")
-        try FileManager.default.createDirectory(atPath: fixture.directory.file("in"), withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: fixture.directory.file("birth.der"), toPath: fixture.directory.file("in/crl-birth.der"))
-        #expect(
-            try fixture.cli.run([
-                "factory", "issue", "--data", fixture.data, "--csr-dir", fixture.directory.file("in"), "--out",
-                fixture.directory.file("out"),
-            ]).succeeded)
-        let birth = try fixture.cli.openssl(["x509", "-in", fixture.directory.file("out/crl-birth.pem"), "-noout", "-text"]).stdout
+        let birth = try fixture.cli.openssl(["x509", "-in", try fixture.birthCertificate("crl-birth").certificate, "-noout", "-text"])
+            .stdout
         #expect(birth.contains("URI:http://127.0.0.1:8080/crl/factory.crl"), "\(birth)")
     }
 }
