@@ -88,7 +88,7 @@ public struct CertificateSummary: Codable, Sendable, Equatable {
             subjectAlternativeNames = names
             deviceID = device
             policies = try Self.policyOIDs(certificate)
-            profile = policies.compactMap { CertificateProfile(policyOID: $0)?.rawValue }.first
+            profile = Self.profile(policies: policies)?.rawValue
             subjectKeyIdentifier = try extensions.subjectKeyIdentifier.map { Array($0.keyIdentifier).hexString }
             authorityKeyIdentifier = try extensions.authorityKeyIdentifier?.keyIdentifier.map { Array($0).hexString }
             sha256Fingerprint = SHA256.hash(data: der).hexString
@@ -134,6 +134,29 @@ public struct CertificateSummary: Codable, Sendable, Equatable {
         case "Ed25519.PublicKey": "Ed25519"
         case let other where other.hasPrefix("RSA"): "RSA-" + other.dropFirst(3).prefix(while: \.isNumber)
         case let other: other
+        }
+    }
+
+    /// The Fleetward profile a policy OID names, if any.
+    static func profile(policies: [String]) -> CertificateProfile? {
+        policies.lazy.compactMap { CertificateProfile(policyOID: $0) }.first
+    }
+
+    /// Only what a relying party needs per connection: the Fleetward profile and the device ID
+    /// (`urn:fleetward:device:` URI SAN), without formatting the rest of a summary.
+    ///
+    /// - Throws: ``PKIError/Code-swift.struct/malformedInput`` when an extension cannot be decoded.
+    public static func fleetwardIdentity(of certificate: Certificate) throws -> (profile: CertificateProfile?, deviceID: String?) {
+        do {
+            var device: String?
+            for case .uniformResourceIdentifier(let uri) in try certificate.extensions.subjectAlternativeNames ?? SubjectAlternativeNames()
+            where uri.hasPrefix("urn:fleetward:device:") {
+                device = String(uri.dropFirst(21))
+                break
+            }
+            return (profile(policies: try policyOIDs(certificate)), device)
+        } catch {
+            throw PKIError(.malformedInput, "the certificate has an extension that cannot be decoded", underlying: error)
         }
     }
 

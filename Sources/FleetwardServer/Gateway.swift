@@ -95,24 +95,24 @@ public final class Gateway: Sendable {
             throw Refusal(reason: "the client certificate is not issued by the Fleetward issuing CA")
         }
         let serial = certificate.serialNumber.hexString.lowercased()
-        let summary: CertificateSummary
+        let named: (profile: CertificateProfile?, deviceID: String?)
         do {
-            summary = try CertificateSummary(certificate: certificate, der: der)
+            named = try CertificateSummary.fleetwardIdentity(of: certificate)
         } catch {
             throw Refusal(reason: "the client certificate's extensions do not decode", serial: serial)
         }
         let time = now()
         guard time >= certificate.notValidBefore else { throw Refusal(reason: "the certificate is not yet valid", serial: serial) }
         guard time <= certificate.notValidAfter else { throw Refusal(reason: "the certificate has expired", serial: serial) }
-        guard summary.profile == CertificateProfile.device.rawValue else {
-            let what = summary.profile.map { "a \($0) certificate" } ?? "a certificate without a Fleetward profile"
+        guard named.profile == .device else {
+            let what = named.profile.map { "a \($0.rawValue) certificate" } ?? "a certificate without a Fleetward profile"
             throw Refusal(reason: "\(what) cannot connect; the gateway takes operational device certificates", serial: serial)
         }
-        guard let id = summary.deviceID.flatMap({ try? DeviceID($0) }) else {
+        guard let id = named.deviceID.flatMap({ try? DeviceID($0) }) else {
             throw Refusal(reason: "the certificate names no device", serial: serial)
         }
         let identity = Identity(
-            device: id.rawValue, owner: nil, serial: serial, certificateSHA256: summary.sha256Fingerprint,
+            device: id.rawValue, owner: nil, serial: serial, certificateSHA256: SHA256.hash(data: der).hexString,
             notAfter: certificate.notValidAfter)
         return (id, identity)
     }

@@ -117,6 +117,9 @@ final class ResumptionGate: ChannelInboundHandler, RemovableChannelHandler {
         if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls, case .handshaking = state {
             if gateway.identity(of: context.channel) != nil {
                 state = .open
+                context.fireUserInboundEventTriggered(event)
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                return
             } else {
                 state = .checking
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -157,6 +160,8 @@ final class ResumptionGate: ChannelInboundHandler, RemovableChannelHandler {
         for item in data { context.fireChannelRead(item) }
         if readCompletePending || !data.isEmpty { context.fireChannelReadComplete() }
         readCompletePending = false
+        // Nothing left to guard: out of the way of every later read.
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
 
