@@ -12,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "fleetward", targets: ["FleetwardCLI"]),
+        .executable(name: "fleetward-agent", targets: ["FleetwardAgentCLI"]),
         .executable(name: "fleetward-bench", targets: ["FleetwardBench"]),
         .library(name: "FleetwardPKI", targets: ["FleetwardPKI"]),
         .library(name: "FleetwardKeyCustody", targets: ["FleetwardKeyCustody"]),
@@ -131,6 +132,7 @@ let package = Package(
             name: "FleetwardDevice",
             dependencies: [
                 "FleetwardPKI",
+                "FleetwardKeyCustody",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -161,6 +163,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // fleetward-agent: the device agent and the fleet simulator, over the device kit only.
+        .executableTarget(
+            name: "FleetwardAgentCLI",
+            dependencies: [
+                "FleetwardDevice",
+                "FleetwardPKI",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -237,6 +252,7 @@ let package = Package(
             name: "FleetwardDeviceTests",
             dependencies: [
                 "FleetwardDevice", "FleetwardTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
@@ -245,7 +261,7 @@ let package = Package(
         .testTarget(
             name: "FleetwardCLITests",
             dependencies: [
-                "FleetwardCLI", "FleetwardTestSupport", "FleetwardPKI",
+                "FleetwardCLI", "FleetwardAgentCLI", "FleetwardTestSupport", "FleetwardPKI",
                 .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strictSettings

@@ -37,6 +37,7 @@ public final class CertificateAuthority: Sendable {
         identity: CertificateIdentity,
         issuerRole: CARole? = nil,
         days: Int? = nil,
+        lifetime: TimeInterval? = nil,
         now: Date = Date()
     ) throws -> IssuedCertificate {
         try request.requireSubject(matching: identity)
@@ -50,6 +51,7 @@ public final class CertificateAuthority: Sendable {
             role = profile.allowedIssuers.contains(.issuing) ? .issuing : .factory
         }
         var rng = SystemRandomNumberGenerator()
-        return try issuer(for: role).issue(request, profile: profile, identity: identity, days: days, now: now, using: &rng)
+        return try issuer(for: role).issue(
+            request, profile: profile, identity: identity, days: days, lifetime: lifetime, now: now, using: &rng)
     }
 }

@@ -54,6 +54,13 @@ struct ServeCommand: AsyncParsableCommand {
             valueName: "http://host:port"))
     var upstream: String?
 
+    @Option(
+        name: .customLong("device-lifetime"),
+        help: ArgumentHelp(
+            "How long operational certificates issued over EST last: 30d, 12h, 15m, 90s (default 30d; 60 s to 825 d). Devices renew after two thirds of it.",
+            valueName: "duration"))
+    var deviceLifetime: String?
+
     @Flag(name: .customLong("gateway-tls12"), help: "Also accept TLS 1.2 on the gateway, for legacy devices (TLS 1.3 only by default).")
     var gatewayTLS12 = false
 
@@ -109,7 +116,11 @@ struct ServeCommand: AsyncParsableCommand {
         let apiApplication = ManagementServer.application(api, address: apiAddress, logger: serverLogger) { bound in
             announce("management API", "http://\(bound)", " (OpenAPI: http://\(bound)\(ManagementAPI.openAPIPath))")
         }
-        let est = ESTService(authority: authority, store: store, hasher: hasher)
+        var est = ESTService(authority: authority, store: store, hasher: hasher)
+        est.deviceLifetime = try deviceLifetime.map(LifetimeParser.seconds)
+        if let lifetime = est.deviceLifetime, !(60...825 * 86_400).contains(lifetime) {
+            throw ValidationError("--device-lifetime must be 60 s to 825 d, not \(deviceLifetime ?? "")")
+        }
         let serverChain = try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20)
         let serverKey = try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER
         let estApplication = try ESTServer.application(

@@ -21,6 +21,10 @@ public struct DeviceError: Error, Sendable, CustomStringConvertible, Equatable {
         public static let timeout = Code(name: "timeout")
         /// A local input (key, certificate, configuration) is unusable.
         public static let invalidInput = Code(name: "invalid-input")
+        /// The sealed credential store cannot be opened (altered, truncated, or another device-unique key).
+        public static let sealedStore = Code(name: "sealed-store")
+        /// The device holds no credential for this yet (enroll first).
+        public static let notEnrolled = Code(name: "not-enrolled")
 
         public var description: String { name }
     }
@@ -37,6 +41,9 @@ public struct DeviceError: Error, Sendable, CustomStringConvertible, Equatable {
     }
 
     public var description: String { message }
+
+    /// Errors are equal when their codes are (tests match on the kind, not the sentence).
+    public static func == (lhs: DeviceError, rhs: DeviceError) -> Bool { lhs.code == rhs.code }
 
     /// Names a connection failure for `endpoint`: unreachable, untrusted server, refused handshake.
     static func classify(_ error: any Error, endpoint: String, serverName: String?) -> DeviceError {

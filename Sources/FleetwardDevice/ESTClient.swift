@@ -20,7 +20,7 @@ public struct ESTClient: Sendable {
         case registeredKey(id: String)
         /// A TLS client certificate (birth, manufacturer or current operational certificate), leaf
         /// first, with its key.
-        case certificate(chain: [Certificate], key: P256.Signing.PrivateKey)
+        case certificate(chain: [Certificate], key: any DeviceSigningKey)
     }
 
     /// What the server did with an enrollment.
@@ -36,6 +36,8 @@ public struct ESTClient: Sendable {
     public var host: String
     public var port: Int
     public var pinned: PinnedTLS
+    /// How long one exchange may take.
+    public var timeout: Duration = .seconds(15)
 
     /// - Parameters:
     ///   - roots: the pinned Fleetward root(s).
@@ -48,7 +50,7 @@ public struct ESTClient: Sendable {
 
     /// The CA certificates the server publishes (`GET cacerts`): root and issuing CA.
     public func caCertificates() async throws -> [Certificate] {
-        let response = try await HTTP1Client(host: host, port: port, tls: pinned).send(
+        let response = try await HTTP1Client(host: host, port: port, tls: pinned, timeout: timeout).send(
             HTTP1Request(method: "GET", path: Self.prefix + "/cacerts"))
         guard response.status == 200 else { throw Self.refusal(response, "cacerts") }
         return try Self.certificates(response).map(\.certificate)
@@ -60,7 +62,7 @@ public struct ESTClient: Sendable {
     }
 
     /// `simplereenroll`: a fresh certificate, proving identity with the current one.
-    public func reenroll(csr: [UInt8], current chain: [Certificate], key: P256.Signing.PrivateKey) async throws -> Outcome {
+    public func reenroll(csr: [UInt8], current chain: [Certificate], key: any DeviceSigningKey) async throws -> Outcome {
         try await post("simplereenroll", csr: csr, credential: .certificate(chain: chain, key: key))
     }
 
@@ -79,7 +81,7 @@ public struct ESTClient: Sendable {
             tls.clientKey = key
         }
         let body = Array(Data(csr).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed]).utf8) + [0x0A]
-        let response = try await HTTP1Client(host: host, port: port, tls: tls).send(
+        let response = try await HTTP1Client(host: host, port: port, tls: tls, timeout: timeout).send(
             HTTP1Request(method: "POST", path: Self.prefix + "/" + operation, headers: headers, body: body))
         switch response.status {
         case 200:
@@ -109,15 +111,27 @@ public struct ESTClient: Sendable {
     }
 }
 
-/// PKCS#10 requests made on the device, for keys that never leave it.
+/// PKCS#10 requests made on the device, signed inside the key's custody.
 public enum DeviceCSR {
     /// A CSR for `key` naming `deviceID` as its commonName (or an empty subject when nil), signed
-    /// with ECDSA-SHA256: DER.
-    public static func make(key: P256.Signing.PrivateKey, deviceID: String?) throws -> [UInt8] {
+    /// with ECDSA-SHA256 by the custody: DER.
+    public static func make(key: some DeviceSigningKey, deviceID: String?) throws -> [UInt8] {
         let subject = try deviceID.map { id in try DistinguishedName { CommonName(id) } } ?? DistinguishedName()
+        let publicKey = Certificate.PublicKey(key.publicKey)
+        // CertificationRequestInfo (RFC 2986 §4.1): version 0, subject, SPKI, no attributes.
+        var info = DER.Serializer()
+        try info.appendConstructedNode(identifier: .sequence) { body in
+            try body.serialize(0)
+            try body.serialize(subject)
+            try body.serialize(publicKey)
+            body.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)) { _ in }
+        }
+        let signature = try key.signature(for: info.serializedBytes)
         let request = try CertificateSigningRequest(
-            version: .v1, subject: subject, privateKey: Certificate.PrivateKey(key),
-            attributes: CertificateSigningRequest.Attributes(), signatureAlgorithm: .ecdsaWithSHA256)
+            version: .v1, subject: subject, publicKey: publicKey, attributes: CertificateSigningRequest.Attributes(),
+            signatureAlgorithm: .ecdsaWithSHA256,
+            signature: try Certificate.Signature(
+                signatureAlgorithm: .ecdsaWithSHA256, signatureBytes: ASN1BitString(bytes: Array(signature.derRepresentation)[...])))
         var serializer = DER.Serializer()
         try serializer.serialize(request)
         return serializer.serializedBytes

@@ -17,10 +17,11 @@ public struct PinnedTLS: Sendable {
     public var serverName: String?
     /// The device's client certificate chain (leaf first) and key, for mutual TLS.
     public var clientChain: [Certificate]
-    public var clientKey: P256.Signing.PrivateKey?
+    /// Signs the handshake inside its custody; the private key never reaches the TLS library.
+    public var clientKey: (any DeviceSigningKey)?
 
     public init(
-        roots: [Certificate], serverName: String? = nil, clientChain: [Certificate] = [], clientKey: P256.Signing.PrivateKey? = nil
+        roots: [Certificate], serverName: String? = nil, clientChain: [Certificate] = [], clientKey: (any DeviceSigningKey)? = nil
     ) {
         self.roots = roots
         self.serverName = serverName
@@ -38,13 +39,62 @@ public struct PinnedTLS: Sendable {
             configuration.certificateChain = try clientChain.map {
                 .certificate(try NIOSSLCertificate(bytes: try Self.der($0), format: .der))
             }
-            configuration.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(clientKey.derRepresentation), format: .der))
+            configuration.privateKey = .privateKey(NIOSSLPrivateKey(customPrivateKey: CustodyTLSKey(key: clientKey)))
         }
         do {
             return try NIOSSLContext(configuration: configuration)
         } catch {
             throw DeviceError(.invalidInput, "the TLS settings are unusable: \(error)")
         }
+    }
+
+    /// The TLS handler for a connection to `host`: the chain must lead to a pinned root, and the
+    /// server's certificate must name `serverName` (or `host`) itself. swift-nio-ssl's own check
+    /// also accepts a certificate whose IP address SAN matches the address connected to, whatever
+    /// name was asked for; a device programmed with a name must not settle for that, so the name is
+    /// checked again once the chain has been verified (the handshake fails otherwise).
+    func makeHandler(context: NIOSSLContext, host: String) throws -> NIOSSLClientHandler {
+        let expected = serverName ?? host
+        let sni = HTTP1Client.isIPLiteral(expected) ? nil : expected
+        return try NIOSSLClientHandler._makeSSLClientHandler(context: context, serverHostname: sni) { peer, channel in
+            do {
+                let leaf = try Certificate(derEncoded: try peer.toDERBytes())
+                guard try Self.certificate(leaf, names: expected) else {
+                    return channel.eventLoop.makeFailedFuture(NIOSSLExtraError.failedToValidateHostname)
+                }
+                return channel.eventLoop.makeSucceededVoidFuture()
+            } catch {
+                return channel.eventLoop.makeFailedFuture(NIOSSLExtraError.failedToValidateHostname)
+            }
+        }
+    }
+
+    /// True when `certificate`'s subjectAltName carries `name`: an IP address SAN for an address,
+    /// a DNS SAN (exact, or a `*.` wildcard for the first label) for a host name.
+    static func certificate(_ certificate: Certificate, names name: String) throws -> Bool {
+        guard let names = try certificate.extensions.subjectAlternativeNames else { return false }
+        if let wanted = ipAddressBytes(name) {
+            return names.contains { if case .ipAddress(let bytes) = $0 { return Array(bytes.bytes) == wanted } else { return false } }
+        }
+        let host = name.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "."))
+        return names.contains { general in
+            guard case .dnsName(let dns) = general else { return false }
+            let pattern = dns.lowercased()
+            if pattern == host { return true }
+            if pattern.hasPrefix("*."), let dot = host.firstIndex(of: ".") {
+                return host[host.index(after: dot)...] == pattern.dropFirst(2) && !host[..<dot].isEmpty
+            }
+            return false
+        }
+    }
+
+    /// The 4 or 16 bytes of an IP address literal, nil for anything else.
+    static func ipAddressBytes(_ text: String) -> [UInt8]? {
+        var v4 = [UInt8](repeating: 0, count: 4)
+        if inet_pton(AF_INET, text, &v4) == 1 { return v4 }
+        var v6 = [UInt8](repeating: 0, count: 16)
+        if inet_pton(AF_INET6, text, &v6) == 1 { return v6 }
+        return nil
     }
 
     static func der(_ certificate: Certificate) throws -> [UInt8] {
@@ -132,14 +182,15 @@ public struct HTTP1Client: Sendable {
     private func exchange(
         _ request: HTTP1Request, context: NIOSSLContext?, serverName: String?, recorder: FirstErrorRecorder
     ) async throws -> HTTP1Response {
+        let tlsSettings = tls ?? PinnedTLS(roots: [])
+        let connectHost = self.host
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(10))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let context {
-                        try channel.pipeline.syncOperations.addHandler(
-                            try NIOSSLClientHandler(context: context, serverHostname: serverName))
+                        try channel.pipeline.syncOperations.addHandler(try tlsSettings.makeHandler(context: context, host: connectHost))
                         try channel.pipeline.syncOperations.addHandler(recorder)
                     }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()

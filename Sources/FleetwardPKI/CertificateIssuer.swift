@@ -127,12 +127,13 @@ public struct CertificateIssuer: Sendable {
         profile: CertificateProfile,
         identity: CertificateIdentity,
         days: Int? = nil,
+        lifetime: TimeInterval? = nil,
         now: Date,
         using rng: inout some RandomNumberGenerator
     ) throws -> IssuedCertificate {
         try issue(
             publicKey: request.publicKey, spki: request.subjectPublicKeyInfo, keyBits: request.subjectPublicKeyBits,
-            profile: profile, identity: identity, days: days, now: now, using: &rng
+            profile: profile, identity: identity, days: days, lifetime: lifetime, now: now, using: &rng
         )
     }
 
@@ -148,7 +149,7 @@ public struct CertificateIssuer: Sendable {
         let spki = try DERBytes.encode(publicKey)
         return try issue(
             publicKey: publicKey, spki: spki, keyBits: publicKey.subjectPublicKeyInfoBytes,
-            profile: profile, identity: identity, days: days, now: now, using: &rng
+            profile: profile, identity: identity, days: days, lifetime: nil, now: now, using: &rng
         )
     }
 
@@ -159,6 +160,7 @@ public struct CertificateIssuer: Sendable {
         profile: CertificateProfile,
         identity: CertificateIdentity,
         days: Int?,
+        lifetime: TimeInterval?,
         now: Date,
         using rng: inout some RandomNumberGenerator
     ) throws -> IssuedCertificate {
@@ -170,11 +172,17 @@ public struct CertificateIssuer: Sendable {
         guard (1...profile.maximumDays).contains(lifetimeDays) else {
             throw PKIError(.invalidRequest, "a \(profile) certificate may last 1 to \(profile.maximumDays) days, not \(lifetimeDays)")
         }
+        if let lifetime {
+            guard (60...Double(profile.maximumDays) * 86_400).contains(lifetime) else {
+                throw PKIError(
+                    .invalidRequest, "a \(profile) certificate may last 60 seconds to \(profile.maximumDays) days, not \(lifetime) s")
+            }
+        }
         guard now < caNotValidAfter else {
             throw PKIError(.invalidRequest, "the \(role) CA expired on \(caNotValidAfter); renew the CA before issuing")
         }
         let notBefore = max(now.addingTimeInterval(-60), caNotValidBefore)
-        let notAfter = min(now.addingTimeInterval(Double(lifetimeDays) * 86_400), caNotValidAfter)
+        let notAfter = min(now.addingTimeInterval(lifetime ?? Double(lifetimeDays) * 86_400), caNotValidAfter)
         let serial = SerialNumberGenerator.make(at: now, using: &rng)
 
         let subject = try subjectDER(profile: profile, identity: identity)

@@ -143,8 +143,11 @@ public protocol RegistryStore: Sendable {
 
     // MARK: Telemetry
 
-    /// Stores one telemetry message (a JSON document) from `device`.
-    func insertTelemetry(_ body: String, from device: DeviceID, at time: Date) async throws
+    /// Stores one telemetry message (a JSON document) from `device` with its nonce.
+    ///
+    /// - Throws: ``RegistryError`` `duplicate` when `device` already sent a message with `nonce`
+    ///   (a replay), `notFound` when there is no such device.
+    func insertTelemetry(_ body: String, from device: DeviceID, nonce: String, at time: Date) async throws
 
     /// The newest `limit` telemetry messages of `device`, newest first.
     func telemetry(for device: DeviceID, limit: Int) async throws -> [TelemetryRecord]

@@ -400,10 +400,13 @@ extension PostgresRegistryStore {
         }
     }
 
-    public func insertTelemetry(_ body: String, from device: DeviceID, at time: Date) async throws {
+    public func insertTelemetry(_ body: String, from device: DeviceID, nonce: String, at time: Date) async throws {
         do {
             try await client.query(
-                "INSERT INTO telemetry (device_id, received_at, body) VALUES (\(device.rawValue), \(RegistryEncoding.milliseconds(time)), \(body))",
+                """
+                INSERT INTO telemetry (device_id, received_at, body, nonce)
+                VALUES (\(device.rawValue), \(RegistryEncoding.milliseconds(time)), \(body), \(nonce))
+                """,
                 logger: logger)
         } catch {
             let mapped = Self.mapped(error)

@@ -155,5 +155,13 @@ enum SQLiteMigrations {
                 CREATE INDEX telemetry_by_device ON telemetry (device_id, sequence);
                 """
         ),
+        // Signed telemetry: each message's nonce, unique per device, so a replay is refused on any node.
+        Migration(
+            version: 6,
+            sql: """
+                ALTER TABLE telemetry ADD COLUMN nonce TEXT;
+                CREATE UNIQUE INDEX telemetry_nonce ON telemetry (device_id, nonce);
+                """
+        ),
     ]
 }

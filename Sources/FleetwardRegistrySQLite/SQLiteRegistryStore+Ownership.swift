@@ -504,12 +504,13 @@ extension SQLiteRegistryStore {
         }
     }
 
-    public func insertTelemetry(_ body: String, from device: DeviceID, at time: Date) async throws {
+    public func insertTelemetry(_ body: String, from device: DeviceID, nonce: String, at time: Date) async throws {
         try await withConnection { connection in
-            let insert = try connection.statement("INSERT INTO telemetry (device_id, received_at, body) VALUES (?, ?, ?)")
+            let insert = try connection.statement("INSERT INTO telemetry (device_id, received_at, body, nonce) VALUES (?, ?, ?, ?)")
             insert.bind(1, device.rawValue)
             insert.bind(2, RegistryEncoding.milliseconds(time))
             insert.bind(3, body)
+            insert.bind(4, nonce)
             do {
                 try insert.step()
             } catch let error as RegistryError where error.code == .invalidInput {

@@ -54,6 +54,8 @@ public struct ESTService: Sendable {
     public var limiter = AttemptLimiter(.init(maximumFailures: 10, window: 900))
     /// Seconds a pending device is told to wait (Retry-After on 202).
     public var retryAfter = 300
+    /// How long operational certificates last (nil: the device profile's default, 30 days).
+    public var deviceLifetime: TimeInterval?
     public var now: @Sendable () -> Date = Date.init
 
     let rootDER: [UInt8]
@@ -156,7 +158,7 @@ public struct ESTService: Sendable {
         } catch let error as PKIError {
             throw ESTProblem(.badRequest, error.description)
         }
-        let issued = try authority.issue(csr, profile: .device, identity: identity, now: now())
+        let issued = try authority.issue(csr, profile: .device, identity: identity, lifetime: deviceLifetime, now: now())
         let time = now()
         let record = EnrollmentRecord(
             device: proof.device, registerIfMissing: proof.registerIfMissing, acceptedStates: proof.acceptedStates,

@@ -48,6 +48,8 @@ public final class Gateway: Sendable {
         var generations: [DeviceID: UInt64] = [:]
         var live: [DeviceID: [ObjectIdentifier: Live]] = [:]
         var byChannel: [ObjectIdentifier: Identity] = [:]
+        /// The public key of each live connection's certificate, once a signed message needed it.
+        var signingKeys: [ObjectIdentifier: P256.Signing.PublicKey] = [:]
     }
 
     public let store: any RegistryStore
@@ -223,6 +225,7 @@ public final class Gateway: Sendable {
                 state.live[id]?[key] = nil
                 if state.live[id]?.isEmpty == true { state.live[id] = nil }
                 state.byChannel[key] = nil
+                state.signingKeys[key] = nil
             }
         }
         // The device changed while this handshake read it: check again with fresh facts.
@@ -264,6 +267,19 @@ public final class Gateway: Sendable {
     /// The identity a live connection proved in its handshake.
     public func identity(of channel: any Channel) -> Identity? {
         state.withLock { $0.byChannel[ObjectIdentifier(channel)] }
+    }
+
+    /// The P-256 key of the certificate `channel` proved, once ``rememberSigningKey(_:for:)`` kept it.
+    func signingKey(of channel: any Channel) -> P256.Signing.PublicKey? {
+        state.withLock { $0.signingKeys[ObjectIdentifier(channel)] }
+    }
+
+    /// Keeps the connection's key for its later messages; forgotten when the connection closes.
+    func rememberSigningKey(_ publicKey: P256.Signing.PublicKey, for channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        state.withLock { state in
+            if state.byChannel[key] != nil { state.signingKeys[key] = publicKey }
+        }
     }
 
     /// How many device connections are open.

@@ -1,4 +1,6 @@
 public import Foundation
+import Crypto
+import FleetwardDevice
 import FleetwardPKI
 import FleetwardRegistry
 import HTTPTypes
@@ -8,6 +10,8 @@ public import Logging
 public import NIOCore
 import NIOSSL
 import NIOTLS
+import SwiftASN1
+import X509
 
 /// The request context on the gateway: the channel, whose handshake proved the device.
 public struct GatewayRequestContext: RequestContext {
@@ -64,7 +68,8 @@ public enum GatewayServer {
             }
             return JSONResponse.make(identity)
         }
-        // One JSON object per message, at most bodyLimit bytes, stored for the proven device.
+        // One JSON object per message, at most bodyLimit bytes, signed by the device key with a
+        // fresh timestamp and a nonce never used before (SignedMessage), stored for the proven device.
         v1.post("telemetry") { request, context in
             guard let identity = gateway.identity(of: context.channel) else {
                 throw APIProblem(.unauthorized, "this connection proved no device")
@@ -74,13 +79,20 @@ public enum GatewayServer {
             }
             var request = request
             let buffer = try await request.collectBody(upTo: bodyLimit)
+            let received = Date()
+            let nonce = try await TelemetrySignature.check(
+                request.headers, body: buffer.readableBytesView, device: identity.device, channel: context.channel, gateway: gateway,
+                now: received)
             let bytes = Data(buffer.readableBytesView)
             guard (try? JSONSerialization.jsonObject(with: bytes)) is [String: Any] else {
                 throw APIProblem(.badRequest, "telemetry is one JSON object")
             }
-            let received = Date()
-            try await gateway.store.insertTelemetry(
-                String(decoding: bytes, as: UTF8.self), from: try DeviceID(identity.device), at: received)
+            do {
+                try await gateway.store.insertTelemetry(
+                    String(decoding: bytes, as: UTF8.self), from: try DeviceID(identity.device), nonce: nonce, at: received)
+            } catch let error as RegistryError where error.code == .duplicate {
+                throw APIProblem(.conflict, "this message was already received (its nonce was used before): a replay is refused")
+            }
             return JSONResponse.make(TelemetryReceipt(device: identity.device, receivedAt: received), status: .accepted)
         }
         return router
@@ -162,6 +174,58 @@ final class ResumptionGate: ChannelInboundHandler, RemovableChannelHandler {
         readCompletePending = false
         // Nothing left to guard: out of the way of every later read.
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+/// Checks a telemetry message's signature (``SignedMessage``): by the key of the certificate this
+/// connection proved, over this device, body, timestamp and nonce, with the timestamp within
+/// ``window`` of the gateway's clock. Returns the nonce, which the store keeps unique per device.
+enum TelemetrySignature {
+    /// How far a message's timestamp may be from the gateway's clock, either way.
+    static let window: TimeInterval = 300
+
+    static func check(
+        _ headers: HTTPFields, body: ByteBufferView, device: String, channel: any Channel, gateway: Gateway, now: Date
+    ) async throws -> String {
+        guard let timestampText = headers[HTTPField.Name(SignedMessage.timestampHeader)!],
+            let nonce = headers[HTTPField.Name(SignedMessage.nonceHeader)!],
+            let signatureText = headers[HTTPField.Name(SignedMessage.signatureHeader)!]
+        else {
+            throw APIProblem(
+                .unauthorized,
+                "telemetry must be signed by the device key: send \(SignedMessage.timestampHeader), \(SignedMessage.nonceHeader) and \(SignedMessage.signatureHeader)"
+            )
+        }
+        guard let timestamp = Int64(timestampText) else {
+            throw APIProblem(.badRequest, "\(SignedMessage.timestampHeader) must be Unix seconds")
+        }
+        guard abs(Double(timestamp) - now.timeIntervalSince1970) <= window else {
+            throw APIProblem(
+                .unauthorized, "the message's timestamp is more than \(Int(window)) s from the gateway's clock: stale or replayed")
+        }
+        guard SignedMessage.isValidNonce(nonce) else {
+            throw APIProblem(.badRequest, "\(SignedMessage.nonceHeader) must be 16 to 64 characters of A-Z a-z 0-9 - _")
+        }
+        guard let signatureDER = Data(base64Encoded: signatureText),
+            let signature = try? P256.Signing.ECDSASignature(derRepresentation: signatureDER)
+        else {
+            throw APIProblem(.badRequest, "\(SignedMessage.signatureHeader) must be a base64 DER ECDSA signature")
+        }
+        var key = gateway.signingKey(of: channel)
+        if key == nil, let peer = try? await channel.nioSSL_peerCertificate().get(),
+            let certificate = try? Certificate(derEncoded: try peer.toDERBytes())
+        {
+            key = P256.Signing.PublicKey(certificate.publicKey)
+            if let key { gateway.rememberSigningKey(key, for: channel) }
+        }
+        guard let key else {
+            throw APIProblem(.unauthorized, "this connection's certificate has no P-256 key to check the signature with")
+        }
+        let signed = SignedMessage.signedBytes(device: device, timestamp: timestamp, nonce: nonce, body: body)
+        guard key.isValidSignature(signature, for: signed) else {
+            throw APIProblem(.unauthorized, "the message's signature does not verify with this device's certificate")
+        }
+        return nonce
     }
 }
 

@@ -147,29 +147,62 @@ import Testing
         #expect(!fixture.server.stderr.contains("secret-gw-good"))
     }
 
-    @Test func telemetryIsStoredForTheProvenDeviceAndBadBodiesAreRefused() throws {
+    /// The three signature headers for `body`, signed with openssl (`dgst -sha256 -sign`) over the
+    /// bytes README documents: `fleetward-telemetry-v1\n<device>\n<timestamp>\n<nonce>\n<body>`.
+    static func signedHeaders(
+        _ fixture: ESTFixture, body: String, device: String, key: String, nonce: String = UUID().uuidString,
+        timestamp: Int = Int(Date().timeIntervalSince1970)
+    ) throws -> [String] {
+        let dir = fixture.directory
+        try dir.write("signed.bin", "fleetward-telemetry-v1\n\(device)\n\(timestamp)\n\(nonce)\n" + body)
+        try fixture.cli.openssl(["dgst", "-sha256", "-sign", key, "-out", dir.file("signature.der"), dir.file("signed.bin")])
+        let signature = try Data(contentsOf: URL(fileURLWithPath: dir.file("signature.der"))).base64EncodedString()
+        return [
+            "-H", "Fleetward-Timestamp: \(timestamp)", "-H", "Fleetward-Nonce: \(nonce)", "-H", "Fleetward-Signature: \(signature)",
+        ]
+    }
+
+    @Test func telemetryMustBeSignedFreshAndOnceAndBadBodiesAreRefused() throws {
         let fixture = try ESTFixture()
         let device = try Self.enroll(fixture, "gw-telemetry")
-        /// POSTs `body` to /v1/telemetry with the device's certificate: the status.
-        func send(_ body: String, type: String = "application/json") throws -> Int {
+        let other = try Self.enroll(fixture, "gw-telemetry-other")
+        /// POSTs `body` to /v1/telemetry with the device's certificate and `headers`: the status.
+        func send(_ body: String, type: String = "application/json", headers: [String]) throws -> Int {
             try fixture.directory.write("telemetry.json", body)
             let result = try fixture.curl.run(
                 [
                     "-s", "--max-time", "15", "--cacert", fixture.data + "/ca/root.pem", "--cert", device.certificate, "--key", device.key,
                     "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: \(type)", "--data-binary",
                     "@" + fixture.directory.file("telemetry.json"), fixture.gateway + "/v1/telemetry",
-                ], timeout: 30)
+                ] + headers, timeout: 30)
             return Int(result.stdout) ?? 0
         }
-        #expect(try send(#"{"temperature": 21.5, "door": "closed"}"#) == 202)
-        #expect(try send("not json") == 400)
-        #expect(try send("[1, 2, 3]") == 400)
-        #expect(try send(#"{"a": 1}"#, type: "text/plain") == 415)
-        #expect(try send("{\"pad\": \"" + String(repeating: "x", count: 70_000) + "\"}") == 413)
+        func signed(_ body: String, key: String? = nil, device id: String = "gw-telemetry", nonce: String = UUID().uuidString, age: Int = 0)
+            throws -> [String]
+        {
+            try Self.signedHeaders(
+                fixture, body: body, device: id, key: key ?? device.key, nonce: nonce, timestamp: Int(Date().timeIntervalSince1970) - age)
+        }
+        let good = #"{"temperature": 21.5, "door": "closed"}"#
+        let goodHeaders = try signed(good)
+        #expect(try send(good, headers: goodHeaders) == 202)
+        #expect(try send(good, headers: goodHeaders) == 409, "the same signed message again is a replay")
+        #expect(try send(good, headers: []) == 401, "unsigned")
+        #expect(try send(good, headers: try signed(good, age: 600)) == 401, "ten minutes old")
+        #expect(try send(good, headers: try signed(good, age: -600)) == 401, "ten minutes in the future")
+        #expect(try send(#"{"temperature": 99}"#, headers: try signed(good)) == 401, "the body was changed after signing")
+        #expect(try send(good, headers: try signed(good, key: other.key)) == 401, "signed by another device's key")
+        #expect(try send(good, headers: try signed(good, device: "gw-telemetry-other")) == 401, "signed for another device")
+        #expect(try send(good, headers: try signed(good, nonce: "short")) == 400, "a nonce too short")
+        #expect(try send("not json", headers: try signed("not json")) == 400)
+        #expect(try send("[1, 2, 3]", headers: try signed("[1, 2, 3]")) == 400)
+        #expect(try send(#"{"a": 1}"#, type: "text/plain", headers: try signed(#"{"a": 1}"#)) == 415)
+        let big = "{\"pad\": \"" + String(repeating: "x", count: 70_000) + "\"}"
+        #expect(try send(big, headers: try signed(big)) == 413)
         let (status, json) = try fixture.apiCall("GET", "/devices/gw-telemetry/telemetry", token: fixture.admin)
         #expect(status == 200)
         let messages = json["telemetry"] as? [[String: Any]] ?? []
-        #expect(messages.count == 1, "only the good message is stored: \(json)")
+        #expect(messages.count == 1, "only the good message is stored, once: \(json)")
         #expect((messages.first?["body"] as? String)?.contains("\"temperature\": 21.5") == true, "\(json)")
         #expect(messages.first?["device"] as? String == "gw-telemetry")
     }

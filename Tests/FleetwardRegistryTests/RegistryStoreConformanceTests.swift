@@ -118,16 +118,22 @@ struct StoreUnderTest {
         try await store.insert(try device("T-2"), by: .console, at: Self.now)
         let t1 = try DeviceID("T-1")
         for index in 0..<3 {
-            try await store.insertTelemetry(#"{"n":\#(index)}"#, from: t1, at: Self.now.addingTimeInterval(Double(index)))
+            try await store.insertTelemetry(
+                #"{"n":\#(index)}"#, from: t1, nonce: "nonce-\(index)-0123456789", at: Self.now.addingTimeInterval(Double(index)))
         }
-        try await store.insertTelemetry(#"{"other":true}"#, from: try DeviceID("T-2"), at: Self.now)
+        // The same nonce from another device is another message.
+        try await store.insertTelemetry(#"{"other":true}"#, from: try DeviceID("T-2"), nonce: "nonce-0-0123456789", at: Self.now)
         let newest = try await store.telemetry(for: t1, limit: 2)
         #expect(newest.map(\.body) == [#"{"n":2}"#, #"{"n":1}"#])
         #expect(newest.first?.receivedAt == Self.now.addingTimeInterval(2))
         #expect(try await store.telemetry(for: try DeviceID("T-2"), limit: 10).count == 1)
         await #expect(throws: RegistryError(.notFound, "")) {
-            try await store.insertTelemetry("{}", from: try DeviceID("NOBODY"), at: Self.now)
+            try await store.insertTelemetry("{}", from: try DeviceID("NOBODY"), nonce: "nonce-x-0123456789", at: Self.now)
         }
+        await #expect(throws: RegistryError(.duplicate, ""), "a replayed nonce is refused") {
+            try await store.insertTelemetry(#"{"n":9}"#, from: t1, nonce: "nonce-1-0123456789", at: Self.now.addingTimeInterval(9))
+        }
+        #expect(try await store.telemetry(for: t1, limit: 10).count == 3, "the replay stored nothing")
         #expect(try await store.auditHead() == 2, "telemetry is not a registry change and is not audited")
     }
 

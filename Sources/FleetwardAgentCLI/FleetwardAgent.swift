@@ -1,0 +1,122 @@
+import ArgumentParser
+import FleetwardDevice
+import Foundation
+
+/// `fleetward-agent`: Fleetward on the device. Enrolls, keeps the key sealed on the device,
+/// renews, stays connected to the gateway with signed telemetry; and simulates a fleet.
+@main
+struct FleetwardAgent: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fleetward-agent",
+        abstract: "Fleetward's device agent: enroll, renew, connect and send signed telemetry; or simulate a fleet.",
+        discussion: """
+            The device is programmed with a provisioning file (--config, from 'fleetward provisioning-config': \
+            the EST and gateway endpoints and the one root it trusts). Keys are made on the device and \
+            kept sealed in the credential directory (--credentials) under the device-unique key \
+            (--unique-key), which lives apart from it. Exit codes: 0 done, 1 failure, 2 bad usage, \
+            3 server unreachable, 4 refused by the server (revoked, suspended, bad credential), 5 server \
+            not trusted (wrong CA or name), 6 sealed store damaged or not enrolled.
+            """,
+        subcommands: [
+            FactoryRequestCommand.self, EnrollCommand.self, StatusCommand.self, RenewCommand.self, SendCommand.self, RunCommand.self,
+            SimulateCommand.self,
+        ]
+    )
+
+    static func main() async {
+        let command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }
+            let message = fullMessage(for: error)
+            let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
+            fail(firstLine.hasPrefix("Error: ") ? String(firstLine.dropFirst(7)) : firstLine, code: 2)
+        }
+        do {
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                var syncCommand = command
+                try syncCommand.run()
+            }
+        } catch let exit as ExitCode {
+            Foundation.exit(exit.rawValue)
+        } catch let error as DeviceError {
+            fail(error.message, code: Self.exitCode(error))
+        } catch let error as ValidationError {
+            fail(error.message, code: 2)
+        } catch {
+            if exitCode(for: error) == .success { exit(withError: error) }
+            fail((error as? ValidationError)?.message ?? String(describing: error), code: 1)
+        }
+    }
+
+    static func exitCode(_ error: DeviceError) -> Int32 {
+        switch error.code {
+        case .unreachable, .timeout: 3
+        case .refused, .handshakeRefused: 4
+        case .untrustedServer: 5
+        case .sealedStore, .notEnrolled: 6
+        default: 1
+        }
+    }
+
+    static func fail(_ message: String, code: Int32) -> Never {
+        FileHandle.standardError.write(Data(("fleetward-agent: error: " + message.replacingOccurrences(of: "\n", with: " ") + "\n").utf8))
+        Foundation.exit(code)
+    }
+}
+
+/// Where the device's provisioning file, credentials and device-unique key are.
+struct DeviceOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The provisioning file: endpoints and the pinned root.", valueName: "file"))
+    var config = "/etc/fleetward/provisioning.json"
+
+    @Option(help: ArgumentHelp("The credential directory (sealed keys and certificate), apart from firmware.", valueName: "dir"))
+    var credentials = "/var/lib/fleetward/credentials"
+
+    @Option(
+        name: .customLong("unique-key"),
+        help: ArgumentHelp("The device-unique key that seals the credentials, on its own partition.", valueName: "file"))
+    var uniqueKey = "/var/lib/fleetward-secret/device.key"
+
+    /// The agent for this device; `create` makes the device-unique key when it is missing (first provisioning).
+    func agent(create: Bool = false) throws -> DeviceAgent {
+        let config = try ProvisioningConfig.load(path: config)
+        let key = try DeviceUniqueKey.load(path: uniqueKey, createIfMissing: create)
+        return DeviceAgent(config: config, store: CredentialStore(directory: credentials, uniqueKey: key))
+    }
+}
+
+enum AgentOutput {
+    static func json(_ value: some Encodable) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        FileHandle.standardOutput.write(try encoder.encode(value) + Data("\n".utf8))
+    }
+
+    static func line(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+
+    /// A progress line on stderr, keeping stdout for results.
+    static func progress(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    static func date(_ date: Date) -> String {
+        ISO8601DateFormatter().string(from: date)
+    }
+}
+
+/// Reads a secret from `--x` or `--x-file` (a file keeps it out of the process list).
+func secretValue(_ value: String?, file: String?, name: String) throws -> String? {
+    if let file {
+        guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read --\(name)-file \(file)") }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+    return value
+}

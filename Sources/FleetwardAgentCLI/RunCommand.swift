@@ -1,0 +1,79 @@
+import ArgumentParser
+import FleetwardDevice
+import Foundation
+
+/// `fleetward-agent run`: stay connected, send telemetry, renew in time, reconnect.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Stay connected to the gateway: signed telemetry every interval, renewal in time, reconnect with backoff.",
+        discussion: """
+            Renews once two thirds of the certificate's lifetime has passed (jittered backoff on \
+            failure; the old credential is kept until the new one is stored) and reconnects with \
+            jittered backoff. Exits non-zero, saying why, when the device cannot go on by itself: the \
+            server is not the pinned one, or the device was suspended, revoked or reported stolen.
+            """
+    )
+
+    @OptionGroup var device: DeviceOptions
+
+    @Option(help: ArgumentHelp("Seconds between telemetry messages.", valueName: "seconds"))
+    var interval = 30.0
+
+    @Option(
+        help: ArgumentHelp(
+            "Send this file's JSON object each time (the firmware keeps it current); default: a heartbeat.", valueName: "file"))
+    var telemetry: String?
+
+    @Option(help: ArgumentHelp("Stop after this many seconds (default: run until stopped).", valueName: "seconds"))
+    var duration: Double?
+
+    func validate() throws {
+        guard interval >= 0.1 else { throw ValidationError("--interval must be at least 0.1 seconds") }
+    }
+
+    func run() async throws {
+        let agent = try device.agent()
+        let started = Date()
+        let sequence = Counter()
+        let file = telemetry
+        let deadline = duration.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
+        try await agent.run(
+            interval: .milliseconds(Int64(interval * 1000)), until: deadline,
+            telemetry: {
+                if let file, let data = FileManager.default.contents(atPath: file),
+                    (try? JSONSerialization.jsonObject(with: data)) is [String: Any]
+                {
+                    return Array(data)
+                }
+                return Array(#"{"heartbeat":\#(sequence.next()),"uptime_s":\#(Int(Date().timeIntervalSince(started)))}"#.utf8)
+            },
+            events: { event in
+                switch event {
+                case .connected(let identity):
+                    AgentOutput.line("connected to the gateway as \(identity.device)" + (identity.owner.map { " (owner \($0))" } ?? ""))
+                case .sent(let bytes):
+                    AgentOutput.line("sent telemetry (\(bytes) bytes)")
+                case .disconnected(let reason):
+                    AgentOutput.line("disconnected: \(reason)")
+                case .renewed(let serial, let notAfter):
+                    AgentOutput.line("renewed: certificate \(serial), valid until \(AgentOutput.date(notAfter))")
+                case .retrying(let reason, let seconds):
+                    AgentOutput.line("retrying in \(String(format: "%.1f", seconds)) s: \(reason)")
+                }
+            })
+    }
+}
+
+/// A thread-safe counter for the heartbeat sequence.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+
+    func next() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value
+    }
+}
