@@ -19,11 +19,13 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "Walk through the four provisioning flows with simulated devices on a throwaway fleet.",
         discussion: """
-            Creates a CA hierarchy and registry in a temporary directory, starts the management API and \
-            EST on free loopback ports in this process, and plays a manufacturer, an operator, an owner \
-            and five devices: allow-list (factory secret), birth certificate (factory line, then \
-            re-enrollment), trusted-user claim (claim code, one-time token, report-stolen) and an \
-            enrollment group waiting for approval. Each step prints what was sent and what came back. \
+            Creates a CA hierarchy and registry in a temporary directory, starts the management API, \
+            EST and the gateway on free loopback ports in this process, and plays a manufacturer, an \
+            operator, an owner and five devices: allow-list (factory secret), birth certificate (factory \
+            line, then re-enrollment), trusted-user claim (claim code, one-time token, report-stolen), an \
+            enrollment group waiting for approval, and the gateway (signed telemetry, a replay, a \
+            suspended device cut off), then 50 simulated devices. Each step prints what was sent and \
+            what came back. \
             Device keys stay in memory; the issued certificates are written to DIR/demo/. The directory \
             is removed at the end unless --keep names one (its keys are sealed under \
             FLEETWARD_PASSPHRASE when that is set, otherwise under a random passphrase that is not kept).
@@ -63,7 +65,7 @@ struct DemoCommand: AsyncParsableCommand {
         let servers = try await DemoServers.start(
             authority: authority, store: store, hasher: hasher, directory: directory, custodian: custodian)
         defer { servers.stop() }
-        show.line("  management API on http://\(servers.api), EST on https://\(servers.est)")
+        show.line("  management API on http://\(servers.api), EST on https://\(servers.est), gateway on https://\(servers.gateway)")
 
         var tokens: [Role: String] = [:]
         for role in [Role.admin, .manufacturer, .operator] {
@@ -181,6 +183,68 @@ struct DemoCommand: AsyncParsableCommand {
             "demo-camera-2", key: cameraKey, .certificate(chain: [stranger], key: cameraMakerKey), expect: 403,
             note: "a camera from an unregistered manufacturer")
 
+        // 5. The front door.
+        show.heading("5. The front door: the gateway admits only active devices over mTLS; telemetry is signed and never replayed")
+        let issuingCA = hierarchy.member(.issuing).certificate
+        func pinned(_ chain: [Certificate], _ key: P256.Signing.PrivateKey) -> PinnedTLS {
+            PinnedTLS(roots: [root], serverName: "localhost", clientChain: chain, clientKey: key)
+        }
+        let connection = try await GatewayConnection.connect(
+            host: servers.gateway.host, port: servers.gateway.port, tls: pinned([try devices.issued(sensor), issuingCA], sensorKey))
+        show.step(sensor, "connect to the gateway with its operational certificate: admitted as \(connection.identity.device)")
+        let reading = Array(#"{"temperature":21.5}"#.utf8)
+        let signed = try SignedMessage.headers(for: reading, device: sensor, key: sensorKey)
+        let message = HTTP1Request(
+            method: "POST", path: "/v1/telemetry", headers: [("Content-Type", "application/json")] + signed, body: reading)
+        let gatewayShow = DemoGateway(show: show)
+        try await gatewayShow.expect(connection, message, 202, sensor, "send telemetry signed by its key (timestamp, nonce)")
+        try await gatewayShow.expect(connection, message, 409, "attacker", "replay the same signed message")
+        var altered = message
+        altered.body = Array(#"{"temperature":99.9}"#.utf8)
+        try await gatewayShow.expect(connection, altered, 401, "attacker", "change the reading, keep the signature")
+        do {
+            _ = try await GatewayConnection.connect(
+                host: servers.gateway.host, port: servers.gateway.port, tls: pinned([birth], meterBirthKey))
+            throw ValidationError("the gateway admitted a birth certificate")
+        } catch let error as DeviceError where error.code == .handshakeRefused {
+            gatewayShow.refusals += 1
+            show.step(meter, "connect with its birth certificate: refused in the TLS handshake")
+        }
+        let suspended = ContinuousClock.now
+        try await api.call(
+            "operator", tokens[.operator]!, "POST", "/devices/\(sensor)/suspend", [:], expect: 200, note: "suspend \(sensor)")
+        while connection.isActive, ContinuousClock.now - suspended < .seconds(5) { try await Task.sleep(for: .milliseconds(10)) }
+        guard !connection.isActive else { throw ValidationError("the gateway kept a suspended device connected") }
+        show.step(
+            "gateway", "closed \(sensor)'s live connection \(Int((ContinuousClock.now - suspended).seconds * 1000)) ms after the suspend")
+
+        let fleetSize = 50
+        var fleet: [(id: String, secret: String)] = []
+        for index in 1...fleetSize {
+            let secret = "factory-" + UUID().uuidString
+            var device = Device(id: try DeviceID("demo-fleet-\(index)"), model: "sensor-v2", proof: .none, createdAt: Date())
+            device.proof = .secret(hmac: hasher.hash(Array(secret.utf8)))
+            fleet.append((device.id.rawValue, secret))
+            try await store.insert(device, by: .console, at: Date())
+        }
+        show.step("manufacturer", "register \(fleetSize) more devices with their factory secrets")
+        var fleetEST = est
+        fleetEST.timeout = .seconds(30)
+        let simulation = FleetSimulation(
+            est: fleetEST, gateway: ProvisioningConfig.Endpoint(host: servers.gateway.host, port: servers.gateway.port), roots: [root],
+            serverName: "localhost", rate: 200, hold: .seconds(1), interval: 0.5)
+        let result = try await simulation.run(fleet) { _ in }
+        let connect = result.latencyMilliseconds["connect"]
+        show.step(
+            "fleet",
+            "\(result.enrolled) simulated devices enrolled over EST, held \(result.connections) mTLS connections and sent "
+                + "\(result.messages) signed messages; \(result.refused + result.errors) failed"
+                + (connect.map { String(format: " (handshake p50 %.1f ms, p99 %.1f ms)", $0.p50, $0.p99) } ?? ""))
+        guard result.refused + result.errors == 0 else {
+            throw ValidationError("simulated devices failed: \(result.failures.joined(separator: "; "))")
+        }
+        devices.issuedCount += result.enrolled
+
         // The record.
         show.heading("The record")
         switch try await store.verifyAudit() {
@@ -191,7 +255,7 @@ struct DemoCommand: AsyncParsableCommand {
         }
         show.line(
             "\nDone in \(String(format: "%.1f", Date().timeIntervalSince(started))) s: \(devices.issuedCount) certificates issued, "
-                + "\(devices.refusals + api.refusals) requests refused as they should be.")
+                + "\(devices.refusals + api.refusals + gatewayShow.refusals) requests refused as they should be.")
         if keep == nil {
             show.line("Run with --keep DIR to keep the fleet for a closer look.")
         } else {
@@ -213,6 +277,7 @@ final class DemoOutput: Sendable {
 struct DemoServers {
     let api: ListenAddress
     let est: ListenAddress
+    let gateway: ListenAddress
     let group: ServiceGroup
     let task: Task<Void, any Error>
 
@@ -232,22 +297,52 @@ struct DemoServers {
             certificateChainPEM: try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20),
             privateKeyPKCS8: try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER, logger: logger
         ) { continuation.yield(("est", $0)) }
-        let group = ServiceGroup(configuration: .init(services: [.init(service: api), .init(service: est)], logger: logger))
+        let hierarchy = authority.hierarchy
+        let gateway = Gateway(
+            store: store, issuing: hierarchy.member(.issuing).certificate, factory: hierarchy.member(.factory).certificate, logger: logger)
+        let front = try GatewayServer.application(
+            gateway, address: loopback, certificateChainPEM: try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20),
+            privateKeyPKCS8: try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER, allowTLS12: false, upstream: nil,
+            logger: logger
+        ) { continuation.yield(("gateway", $0)) }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [
+                    .init(service: api), .init(service: est), .init(service: front), .init(service: GatewayWatcher(gateway: gateway)),
+                ],
+                logger: logger))
         let task = Task { try await group.run() }
         var addresses: [String: ListenAddress] = [:]
         for await (name, address) in bound {
             addresses[name] = address
-            if addresses.count == 2 { break }
+            if addresses.count == 3 { break }
         }
-        guard let apiAddress = addresses["api"], let estAddress = addresses["est"] else {
+        guard let apiAddress = addresses["api"], let estAddress = addresses["est"], let gatewayAddress = addresses["gateway"] else {
             throw ValidationError("the demo servers did not start")
         }
-        return DemoServers(api: apiAddress, est: estAddress, group: group, task: task)
+        return DemoServers(api: apiAddress, est: estAddress, gateway: gatewayAddress, group: group, task: task)
     }
 
     func stop() {
         let group = group
         Task { await group.triggerGracefulShutdown() }
+    }
+}
+
+/// Requests on a device's gateway connection, printed with what came back.
+final class DemoGateway: @unchecked Sendable {
+    let show: DemoOutput
+    var refusals = 0
+
+    init(show: DemoOutput) { self.show = show }
+
+    func expect(_ connection: GatewayConnection, _ request: HTTP1Request, _ status: Int, _ who: String, _ note: String) async throws {
+        let response = try await connection.send(request)
+        show.step(who, "\(note): \(request.method) \(request.path) → \(response.status)")
+        guard response.status == status else {
+            throw ValidationError("expected \(status) from the gateway, got \(response.status): \(response.text)")
+        }
+        if status >= 400 { refusals += 1 }
     }
 }
 

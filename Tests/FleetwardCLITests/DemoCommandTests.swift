@@ -26,8 +26,16 @@ import Testing
             "simpleenroll → 202 pending approval, Retry-After",
             "ask again after Retry-After: simpleenroll → 200",
             "a camera from an unregistered manufacturer: simpleenroll → 403",
+            "admitted as demo-sensor-1",
+            "send telemetry signed by its key (timestamp, nonce): POST /v1/telemetry → 202",
+            "replay the same signed message: POST /v1/telemetry → 409",
+            "change the reading, keep the signature: POST /v1/telemetry → 401",
+            "connect with its birth certificate: refused in the TLS handshake",
+            "closed demo-sensor-1's live connection",
+            "50 simulated devices enrolled over EST, held 50 mTLS connections",
+            "; 0 failed",
             "audit log intact",
-            "5 certificates issued, 6 requests refused",
+            "55 certificates issued, 9 requests refused",
         ] {
             #expect(out.contains(expected), "missing '\(expected)' in:\n\(out)")
         }
