@@ -8,11 +8,13 @@
 # connection at a time (an OpenSSL client spends more per handshake than either server, so the
 # servers are not saturated: compare the rates per core of server CPU, from /proc/PID/stat).
 # Runs twice: the default hierarchy (P-384 root) and an all-P-256 one (`init --root-key P-256`).
-# Medians of 3 runs each.
-# Usage: [FLEETWARD_BIN=…] bench/gateway.sh [seconds-per-run]
+# Medians of 3 runs each. REVOKED=N first records N revoked certificates (of another device) in
+# the registry and gives nginx the resulting CRLs (`ssl_crl`), for the rate with a long CRL.
+# Usage: [FLEETWARD_BIN=…] [REVOKED=100000] bench/gateway.sh [seconds-per-run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
+revoked=${REVOKED:-0}
 for tool in openssl curl taskset python3; do
   command -v "$tool" >/dev/null || { echo "bench/gateway.sh: needs $tool" >&2; exit 1; }
 done
@@ -57,12 +59,30 @@ for hierarchy in default all-P-256; do
   "$fleetward" init --data "$dir/data" --kdf-iterations 100000 "${extra[@]}" >/dev/null 2>&1
   printf 'id,secret,key_sha256,model,metadata\nbench-1,bench-secret-0000000001,,bench,\n' >"$dir/allow.csv"
   "$fleetward" devices import --data "$dir/data" "$dir/allow.csv" --json >/dev/null
+  if [ "$revoked" -gt 0 ]; then
+    # REVOKED revoked certificates of another device, written straight into the registry (a bench
+    # shortcut: they never went through the CA), so the CRL lists them all.
+    printf 'id,secret,key_sha256,model,metadata\nbench-revoked,bench-secret-0000000002,,bench,\n' >"$dir/revoked.csv"
+    "$fleetward" devices import --data "$dir/data" "$dir/revoked.csv" --json >/dev/null
+    sqlite3 "$dir/data/registry.sqlite" "
+      WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $revoked)
+      INSERT INTO certificates (serial, device_id, profile, owner, not_before, not_after, sha256, issued_at)
+        SELECT printf('7f%038x', i), 'bench-revoked', 'device', NULL, 0, 4102444800000, printf('%064x', i), 0 FROM n;
+      INSERT INTO revocations (serial, reason, revoked_at) SELECT serial, 1, 0 FROM certificates WHERE device_id = 'bench-revoked';"
+  fi
   taskset -c 0 "$fleetward" serve --data "$dir/data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 \
     >"$dir/serve.out" 2>"$dir/serve.err" &
   fw=$!; bench_pids+=("$fw")
   for _ in $(seq 1 100); do grep -q '^gateway listening' "$dir/serve.out" && break; sleep 0.1; done
   est=$(grep '^EST listening' "$dir/serve.out" | grep -o 'https://[0-9.]*:[0-9]*')
   fw_port=$(grep '^gateway listening' "$dir/serve.out" | grep -o '127.0.0.1:[0-9]*' | cut -d: -f2)
+  crl_directive=""
+  if [ "$revoked" -gt 0 ]; then
+    api=$(grep '^management API listening' "$dir/serve.out" | grep -o 'http://[0-9.]*:[0-9]*' | head -1)
+    for ca in root issuing; do curl -s "$api/crl/$ca.crl" | openssl crl -inform DER -outform PEM >>"$dir/crls.pem"; done
+    echo "CRL of the issuing CA: $(curl -s "$api/crl/issuing.crl" | wc -c) bytes, $(curl -s "$api/crl/issuing.crl" | openssl crl -inform DER -noout -text | grep -c 'Serial Number') entries" >&2
+    crl_directive="ssl_crl $dir/crls.pem;"
+  fi
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/dev.key" -subj / -outform DER 2>/dev/null \
     | base64 >"$dir/dev.b64"
   curl -s --cacert "$dir/data/ca/root.pem" -u bench-1:bench-secret-0000000001 -H 'Content-Type: application/pkcs10' \
@@ -92,6 +112,7 @@ http {
         ssl_verify_client on;
         ssl_verify_depth 2;
         ssl_session_tickets on;
+        $crl_directive
         location /v1/whoami { return 200 '{"device":"bench-1"}'; }
     }
 }

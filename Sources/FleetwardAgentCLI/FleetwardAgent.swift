@@ -15,7 +15,8 @@ struct FleetwardAgent: AsyncParsableCommand {
             kept sealed in the credential directory (--credentials) under the device-unique key \
             (--unique-key), which lives apart from it. Exit codes: 0 done, 1 failure, 2 bad usage, \
             3 server unreachable, 4 refused by the server (revoked, suspended, bad credential), 5 server \
-            not trusted (wrong CA or name), 6 sealed store damaged or not enrolled.
+            not trusted (wrong CA or name), 6 sealed store damaged or not enrolled, 7 waiting for an \
+            operator's approval.
             """,
         subcommands: [
             FactoryRequestCommand.self, EnrollCommand.self, StatusCommand.self, RenewCommand.self, SendCommand.self, RunCommand.self,
@@ -59,6 +60,7 @@ struct FleetwardAgent: AsyncParsableCommand {
         case .refused, .handshakeRefused: 4
         case .untrustedServer: 5
         case .sealedStore, .notEnrolled: 6
+        case .pending: 7
         default: 1
         }
     }
@@ -85,6 +87,15 @@ struct DeviceOptions: ParsableArguments {
     /// The agent for this device; `create` makes the device-unique key when it is missing (first provisioning).
     func agent(create: Bool = false) throws -> DeviceAgent {
         let config = try ProvisioningConfig.load(path: config)
+        // A missing key beside existing credentials is an unmounted partition or a typo, not a new device.
+        if create, !FileManager.default.fileExists(atPath: uniqueKey),
+            FileManager.default.fileExists(atPath: credentials + "/credential.sealed")
+        {
+            throw DeviceError(
+                .sealedStore,
+                "the device-unique key \(uniqueKey) is missing but \(credentials) holds sealed credentials: mount its partition or fix --unique-key"
+            )
+        }
         let key = try DeviceUniqueKey.load(path: uniqueKey, createIfMissing: create)
         return DeviceAgent(config: config, store: CredentialStore(directory: credentials, uniqueKey: key))
     }

@@ -29,7 +29,12 @@ struct RunCommand: AsyncParsableCommand {
     var duration: Double?
 
     func validate() throws {
-        guard interval >= 0.1 else { throw ValidationError("--interval must be at least 0.1 seconds") }
+        guard interval.isFinite, (0.1...86_400).contains(interval) else {
+            throw ValidationError("--interval must be 0.1 to 86400 seconds")
+        }
+        if let duration, !(duration.isFinite && (0...31_536_000).contains(duration)) {
+            throw ValidationError("--duration must be 0 to 31536000 seconds")
+        }
     }
 
     func run() async throws {

@@ -51,7 +51,12 @@ struct SimulateCommand: AsyncParsableCommand {
     func validate() throws {
         guard devices >= 1 else { throw ValidationError("--devices must be at least 1") }
         guard rate > 0 else { throw ValidationError("--rate must be positive") }
-        guard duration >= 0, interval >= 0.1 else { throw ValidationError("--duration must be ≥ 0 and --interval ≥ 0.1") }
+        guard duration.isFinite, (0...86_400).contains(duration), interval.isFinite, (0.1...3600).contains(interval) else {
+            throw ValidationError("--duration must be 0 to 86400 seconds and --interval 0.1 to 3600")
+        }
+        guard rate.isFinite, timeout.isFinite, (0.1...3600).contains(timeout) else {
+            throw ValidationError("--rate must be finite and --timeout 0.1 to 3600 seconds")
+        }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
     }
 

@@ -159,7 +159,7 @@ public struct DeviceAgent: Sendable {
                 let wait = Duration.seconds(max(1, retryAfter))
                 guard ContinuousClock.now + wait <= deadline else {
                     throw DeviceError(
-                        .refused, "device \(deviceID) waits for an operator's approval; enroll again after \(retryAfter) s", status: 202)
+                        .pending, "device \(deviceID) waits for an operator's approval; enroll again after \(retryAfter) s", status: 202)
                 }
                 try await Task.sleep(for: wait)
                 outcome = try await client.enroll(csr: csr, with: estCredential)
@@ -168,7 +168,7 @@ public struct DeviceAgent: Sendable {
             try await store(certificate, der: der, key: key, into: &credential, client: client)
             return credential
         } catch {
-            try? store.custody.destroyKey(reference: key.reference)
+            discard(key)
             throw error
         }
     }
@@ -188,9 +188,16 @@ public struct DeviceAgent: Sendable {
             try await store(certificate, der: der, key: key, into: &credential, client: client)
             return credential
         } catch {
-            try? store.custody.destroyKey(reference: key.reference)
+            discard(key)
             throw error
         }
+    }
+
+    /// Destroys a key made for an enrollment that failed, unless the stored credential already
+    /// refers to it (the save completed its rename and failed after).
+    private func discard(_ key: any DeviceSigningKey) {
+        if let stored = try? store.load(), stored.operational?.keyReference == key.reference { return }
+        try? store.custody.destroyKey(reference: key.reference)
     }
 
     /// When the current certificate should be renewed.
@@ -283,6 +290,10 @@ extension DeviceAgent {
         var backoff = Backoff(base: 1, cap: 300)
         var renewalBackoff = Backoff(base: 5, cap: 900)
         var nextRenewalAttempt = try renewalTime()
+        // One renewal per run of refused connections: it mends a certificate the registry no longer
+        // has, or names the reason; renewing again while the gateway keeps refusing would only flood
+        // the CA (a gateway whose clock is behind, a registry it cannot read).
+        var renewedSinceRefusal = false
         func timeLeft() -> Bool { deadline.map { ContinuousClock.now < $0 } ?? true }
         func pause(_ seconds: Double) async throws {
             var wait = Duration.milliseconds(Int64(seconds * 1000))
@@ -327,7 +338,14 @@ extension DeviceAgent {
             } catch let error as DeviceError where error.code == .handshakeRefused {
                 // The gateway does not say why; EST does. A renewal either mends it (a certificate
                 // that is no longer on record) or names the reason (suspended, revoked, stolen).
+                if renewedSinceRefusal {
+                    let wait = backoff.next()
+                    events(.retrying("\(error)", afterSeconds: wait))
+                    try await pause(wait)
+                    continue
+                }
                 do {
+                    renewedSinceRefusal = true
                     _ = try await renew()
                     nextRenewalAttempt = try renewalTime()
                     continue
@@ -349,37 +367,48 @@ extension DeviceAgent {
                 continue
             }
             backoff.reset()
+            renewedSinceRefusal = false
             try? remember(connection.identity)
             events(.connected(connection.identity))
-            let (_, _, key) = try operationalIdentity()
-            var nextSend = ContinuousClock.now
-            connected: while timeLeft() {
-                if !connection.isActive {
-                    events(.disconnected("the gateway closed the connection"))
-                    break connected
-                }
-                if Date() >= nextRenewalAttempt {
-                    if try await tryRenewal() {
-                        await connection.close()
-                        break connected
-                    }
-                }
-                if ContinuousClock.now >= nextSend {
-                    let body = telemetry()
-                    do {
-                        try await connection.sendTelemetry(body, key: key)
-                        events(.sent(bytes: body.count))
-                    } catch {
-                        events(.disconnected("\(error)"))
-                        await connection.close()
-                        break connected
-                    }
-                    nextSend = ContinuousClock.now + interval
-                }
-                try await Task.sleep(for: .milliseconds(100))
+            do {
+                try await stayConnected(
+                    connection, interval: interval, timeLeft: timeLeft, renewalDue: { Date() >= nextRenewalAttempt }, renew: tryRenewal,
+                    telemetry: telemetry, events: events)
+            } catch {
+                await connection.close()
+                throw error
             }
             await connection.close()
             if timeLeft() { try await pause(backoff.next()) }
+        }
+    }
+
+    /// Sends telemetry on `connection` until it closes, a renewal switches credentials (reconnect
+    /// with the new certificate), or time is up.
+    private func stayConnected(
+        _ connection: GatewayConnection, interval: Duration, timeLeft: () -> Bool, renewalDue: () -> Bool,
+        renew tryRenewal: () async throws -> Bool, telemetry: () -> [UInt8], events: (AgentEvent) -> Void
+    ) async throws {
+        let (_, _, key) = try operationalIdentity()
+        var nextSend = ContinuousClock.now
+        while timeLeft() {
+            if !connection.isActive {
+                events(.disconnected("the gateway closed the connection"))
+                return
+            }
+            if renewalDue(), try await tryRenewal() { return }
+            if ContinuousClock.now >= nextSend {
+                let body = telemetry()
+                do {
+                    try await connection.sendTelemetry(body, key: key)
+                    events(.sent(bytes: body.count))
+                } catch {
+                    events(.disconnected("\(error)"))
+                    return
+                }
+                nextSend = ContinuousClock.now + interval
+            }
+            try await Task.sleep(for: .milliseconds(100))
         }
     }
 

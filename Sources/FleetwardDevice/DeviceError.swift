@@ -23,6 +23,8 @@ public struct DeviceError: Error, Sendable, CustomStringConvertible, Equatable {
         public static let invalidInput = Code(name: "invalid-input")
         /// The sealed credential store cannot be opened (altered, truncated, or another device-unique key).
         public static let sealedStore = Code(name: "sealed-store")
+        /// The server holds the enrollment until an operator approves it (202).
+        public static let pending = Code(name: "pending")
         /// The device holds no credential for this yet (enroll first).
         public static let notEnrolled = Code(name: "not-enrolled")
 

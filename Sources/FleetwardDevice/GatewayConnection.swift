@@ -55,18 +55,13 @@ public final class GatewayConnection: Sendable {
         } catch {
             throw DeviceError.classify(errors.error ?? error, endpoint: endpoint, serverName: serverName)
         }
+        let response: HTTP1Response
         do {
-            let response = try await exchange(
+            response = try await exchange(
                 HTTP1Request(method: "GET", path: "/v1/whoami"), on: channel, timeout: timeout, endpoint: endpoint)
-            guard response.status == 200 else {
-                throw DeviceError(.refused, "the gateway at \(endpoint) answered whoami with \(response.status)", status: response.status)
-            }
-            guard let identity = try? JSONDecoder.gateway.decode(GatewayIdentity.self, from: Data(response.body)) else {
-                throw DeviceError(.malformedResponse, "the gateway at \(endpoint) answered whoami with something unreadable")
-            }
-            return GatewayConnection(endpoint: endpoint, identity: identity, channel: channel, timeout: timeout, errors: errors)
         } catch {
             channel.close(promise: nil)
+            if let error = error as? DeviceError, error.code == .timeout { throw error }
             let classified = DeviceError.classify(errors.error ?? error, endpoint: endpoint, serverName: serverName)
             // The server closing right after our Finished is how a TLS 1.3 refusal often looks.
             if classified.code == .malformedResponse || classified.code == .unreachable, errors.error == nil {
@@ -74,6 +69,15 @@ public final class GatewayConnection: Sendable {
             }
             throw classified
         }
+        guard response.status == 200 else {
+            channel.close(promise: nil)
+            throw DeviceError(.refused, "the gateway at \(endpoint) answered whoami with \(response.status)", status: response.status)
+        }
+        guard let identity = try? JSONDecoder.gateway.decode(GatewayIdentity.self, from: Data(response.body)) else {
+            channel.close(promise: nil)
+            throw DeviceError(.malformedResponse, "the gateway at \(endpoint) answered whoami with something unreadable")
+        }
+        return GatewayConnection(endpoint: endpoint, identity: identity, channel: channel, timeout: timeout, errors: errors)
     }
 
     /// Sends one request over the connection and waits for its answer.
@@ -121,9 +125,14 @@ public final class GatewayConnection: Sendable {
             head.headers.add(name: "Content-Length", value: "\(request.body.count)")
         }
         for (name, value) in request.headers { head.headers.add(name: name, value: value) }
+        guard channel.isActive else { throw DeviceError(.unreachable, "the connection to \(endpoint) is closed") }
         channel.writeAndFlush(ExchangeHandler.Outbound(head: head, body: request.body, promise: promise), promise: nil)
-        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)) {
+        let (seconds, attoseconds) = timeout.components
+        let nanoseconds = min(seconds, 86_400) * 1_000_000_000 + attoseconds / 1_000_000_000
+        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(max(1, nanoseconds))) {
+            // A late answer would pair with the next request: the connection is done.
             promise.fail(DeviceError(.timeout, "no answer from \(endpoint) within \(timeout)"))
+            channel.close(promise: nil)
         }
         defer { deadline.cancel() }
         return try await promise.futureResult.get()

@@ -243,6 +243,14 @@ import Testing
                 fixture.directory.file("swapped/device.key"),
             ])
         Self.expectError(swappedResult, exit: 6, containing: "sealed under another device-unique key")
+        // A missing device-unique key beside existing credentials (partition not mounted) is not replaced.
+        let unmounted = try device.agent.run(
+            [
+                "enroll", "--config", device.config, "--credentials", device.credentials, "--unique-key",
+                fixture.directory.file("unmounted/device.key"), "--id", "agent-tamper", "--secret", "secret-agent-tamper-0123456789",
+            ])
+        Self.expectError(unmounted, exit: 6, containing: "is missing but")
+        #expect(!FileManager.default.fileExists(atPath: fixture.directory.file("unmounted/device.key")))
 
         // One flipped byte in the sealed key file.
         let keys = try FileManager.default.contentsOfDirectory(atPath: device.credentials + "/keys")
