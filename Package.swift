@@ -261,8 +261,9 @@ let package = Package(
         .testTarget(
             name: "FleetwardCLITests",
             dependencies: [
-                "FleetwardCLI", "FleetwardAgentCLI", "FleetwardTestSupport", "FleetwardPKI",
+                "FleetwardCLI", "FleetwardAgentCLI", "FleetwardTestSupport", "FleetwardPKI", "FleetwardDevice", "FleetwardServer",
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
             swiftSettings: strictSettings
         ),

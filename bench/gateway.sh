@@ -83,40 +83,13 @@ for hierarchy in default all-P-256; do
     echo "CRL of the issuing CA: $(curl -s "$api/crl/issuing.crl" | wc -c) bytes, $(curl -s "$api/crl/issuing.crl" | openssl crl -inform DER -noout -text | grep -c 'Serial Number') entries" >&2
     crl_directive="ssl_crl $dir/crls.pem;"
   fi
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/dev.key" -subj / -outform DER 2>/dev/null \
-    | base64 >"$dir/dev.b64"
-  curl -s --cacert "$dir/data/ca/root.pem" -u bench-1:bench-secret-0000000001 -H 'Content-Type: application/pkcs10' \
-    --data-binary @"$dir/dev.b64" "$est/.well-known/est/simpleenroll" | base64 -d | openssl pkcs7 -inform DER -print_certs >"$dir/dev.pem"
+  bench_enroll "$dir" "$est" bench-1 bench-secret-0000000001
 
   # nginx with the same server certificate (its key decrypted into the bench's temp dir) and CAs.
-  openssl pkey -in "$dir/data/tls/gateway.key" -passin env:FLEETWARD_PASSPHRASE -out "$dir/nginx.key"
-  cat "$dir/data/ca/root.pem" "$dir/data/ca/issuing.pem" >"$dir/clients.pem"
-  ng_port=$(free_port); mkdir -p "$dir/nginx"
-  cat >"$dir/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $dir/nginx/nginx.pid;
-error_log $dir/nginx/error.log crit;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $dir/nginx/body; proxy_temp_path $dir/nginx/proxy; fastcgi_temp_path $dir/nginx/fastcgi;
-    uwsgi_temp_path $dir/nginx/uwsgi; scgi_temp_path $dir/nginx/scgi;
-    server {
-        listen 127.0.0.1:$ng_port ssl;
-        ssl_protocols TLSv1.3;
-        ssl_certificate $dir/data/tls/gateway.pem;
-        ssl_certificate_key $dir/nginx.key;
-        ssl_client_certificate $dir/clients.pem;
-        ssl_verify_client on;
-        ssl_verify_depth 2;
-        ssl_session_tickets on;
+  ng_port=$(free_port)
+  bench_nginx_mtls "$dir" "$ng_port" "ssl_session_tickets on;
         $crl_directive
-        location /v1/whoami { return 200 '{"device":"bench-1"}'; }
-    }
-}
-EOF
+        location /v1/whoami { return 200 '{\"device\":\"bench-1\"}'; }"
   taskset -c 0 "$nginx" -c "$dir/nginx.conf" -p "$dir/nginx" &
   ng=$!; bench_pids+=("$ng")
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.05; done

@@ -16,11 +16,12 @@ struct FleetwardAgent: AsyncParsableCommand {
             (--unique-key), which lives apart from it. Exit codes: 0 done, 1 failure, 2 bad usage, \
             3 server unreachable, 4 refused by the server (revoked, suspended, bad credential), 5 server \
             not trusted (wrong CA or name), 6 sealed store damaged or not enrolled, 7 waiting for an \
-            operator's approval.
+            operator's approval, 8 update refused (not genuine, expired, older, other model, bad hash), \
+            9 update rolled back (health check failed).
             """,
         subcommands: [
             FactoryRequestCommand.self, EnrollCommand.self, StatusCommand.self, RenewCommand.self, SendCommand.self, RunCommand.self,
-            SimulateCommand.self,
+            UpdateCommand.self, SimulateCommand.self,
         ]
     )
 
@@ -61,6 +62,8 @@ struct FleetwardAgent: AsyncParsableCommand {
         case .untrustedServer: 5
         case .sealedStore, .notEnrolled: 6
         case .pending: 7
+        case .updateRejected: 8
+        case .rolledBack: 9
         default: 1
         }
     }

@@ -28,12 +28,33 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Stop after this many seconds (default: run until stopped).", valueName: "seconds"))
     var duration: Double?
 
+    @Option(help: ArgumentHelp("Take signed updates into this A/B slot directory (see 'update apply').", valueName: "dir"))
+    var slots: String?
+
+    @Option(help: ArgumentHelp("This device's model, as releases name it (with --slots).", valueName: "model"))
+    var model: String?
+
+    @Option(help: "The release channel this device follows (with --slots).")
+    var channel = "stable"
+
+    @Option(
+        name: .customLong("health-check"),
+        help: ArgumentHelp("Run after switching to an update (see 'update apply').", valueName: "command"))
+    var healthCheck: String?
+
+    @Option(name: .customLong("update-interval"), help: ArgumentHelp("Seconds between update checks (with --slots).", valueName: "seconds"))
+    var updateInterval = 3600.0
+
     func validate() throws {
         guard interval.isFinite, (0.1...86_400).contains(interval) else {
             throw ValidationError("--interval must be 0.1 to 86400 seconds")
         }
         if let duration, !(duration.isFinite && (0...31_536_000).contains(duration)) {
             throw ValidationError("--duration must be 0 to 31536000 seconds")
+        }
+        guard (slots == nil) == (model == nil) else { throw ValidationError("--slots and --model go together") }
+        guard updateInterval.isFinite, (1...604_800).contains(updateInterval) else {
+            throw ValidationError("--update-interval must be 1 to 604800 seconds")
         }
     }
 
@@ -43,6 +64,22 @@ struct RunCommand: AsyncParsableCommand {
         let sequence = Counter()
         let file = telemetry
         let deadline = duration.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
+        var periodic: PeriodicTask?
+        if let slots, let model {
+            let updater = Updater(
+                agent: agent, slots: SlotStore(directory: slots), model: model, channel: channel, healthCheck: healthCheck)
+            periodic = PeriodicTask(every: .milliseconds(Int64(updateInterval * 1000))) { connection in
+                do {
+                    switch try await updater.apply(on: connection) {
+                    case .upToDate: break
+                    case .installed(let version, let slot):
+                        AgentOutput.line("installed update \(version) on \(slot); health check passed")
+                    }
+                } catch let error as DeviceError where error.code == .updateRejected || error.code == .rolledBack {
+                    AgentOutput.line("update: \(error.message)")
+                }
+            }
+        }
         try await agent.run(
             interval: .milliseconds(Int64(interval * 1000)), until: deadline,
             telemetry: {
@@ -53,6 +90,7 @@ struct RunCommand: AsyncParsableCommand {
                 }
                 return Array(#"{"heartbeat":\#(sequence.next()),"uptime_s":\#(Int(Date().timeIntervalSince(started)))}"#.utf8)
             },
+            periodic: periodic,
             events: { event in
                 switch event {
                 case .connected(let identity):
@@ -65,6 +103,8 @@ struct RunCommand: AsyncParsableCommand {
                     AgentOutput.line("renewed: certificate \(serial), valid until \(AgentOutput.date(notAfter))")
                 case .retrying(let reason, let seconds):
                     AgentOutput.line("retrying in \(String(format: "%.1f", seconds)) s: \(reason)")
+                case .taskFailed(let reason):
+                    AgentOutput.line("update check failed (retried at the next one): \(reason)")
                 }
             })
     }

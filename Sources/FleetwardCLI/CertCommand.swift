@@ -110,6 +110,8 @@ struct CertCommand: ParsableCommand {
             case .ocsp:
                 guard id == nil, hosts.isEmpty else { throw ValidationError("profile ocsp takes neither --id nor --host") }
                 return .ocspResponder
+            case .codesign:
+                throw ValidationError("the release signing certificate is made by 'fleetward release publish', not cert issue")
             }
         }
     }

@@ -17,7 +17,7 @@ struct Fleetward: AsyncParsableCommand {
             """,
         subcommands: [
             InitCommand.self, ServeCommand.self, CACommand.self, CertCommand.self, DevicesCommand.self, TokenCommand.self,
-            AuditCommand.self, FactoryCommand.self, ProvisioningConfigCommand.self, DemoCommand.self,
+            AuditCommand.self, FactoryCommand.self, ProvisioningConfigCommand.self, ReleaseCommand.self, DemoCommand.self,
         ]
     )
 

@@ -136,7 +136,7 @@ struct ServeCommand: AsyncParsableCommand {
             logger: gatewayLogger)
         let gatewayApplication = try GatewayServer.application(
             gateway, address: gatewayAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey, allowTLS12: gatewayTLS12,
-            upstream: upstreamService, logger: serverLogger
+            upstream: upstreamService, updates: UpdateCatalog(repository: ReleaseRepository(directory: directory)), logger: serverLogger
         ) { bound in
             announce(
                 "gateway", "https://\(bound)",

@@ -273,6 +273,20 @@ public enum AgentEvent: Sendable {
     case disconnected(String)
     case renewed(serialHex: String, notAfter: Date)
     case retrying(String, afterSeconds: Double)
+    /// The periodic task (``PeriodicTask``) failed this time; it runs again at its next turn.
+    case taskFailed(String)
+}
+
+/// Work the agent does on its live gateway connection now and then (an update check): first right
+/// after connecting, then every `every`. A failure is reported and retried at the next turn.
+public struct PeriodicTask: Sendable {
+    public var every: Duration
+    public var work: @Sendable (GatewayConnection) async throws -> Void
+
+    public init(every: Duration, work: @escaping @Sendable (GatewayConnection) async throws -> Void) {
+        self.every = every
+        self.work = work
+    }
 }
 
 extension DeviceAgent {
@@ -285,8 +299,9 @@ extension DeviceAgent {
     /// (suspended, revoked, stolen), with the server's reason.
     public func run(
         interval: Duration, until deadline: ContinuousClock.Instant? = nil, telemetry: @Sendable () -> [UInt8],
-        events: @Sendable (AgentEvent) -> Void
+        periodic: PeriodicTask? = nil, events: @Sendable (AgentEvent) -> Void
     ) async throws {
+        var nextPeriodic = ContinuousClock.now
         var backoff = Backoff(base: 1, cap: 300)
         var renewalBackoff = Backoff(base: 5, cap: 900)
         var nextRenewalAttempt = try renewalTime()
@@ -373,7 +388,7 @@ extension DeviceAgent {
             do {
                 try await stayConnected(
                     connection, interval: interval, timeLeft: timeLeft, renewalDue: { Date() >= nextRenewalAttempt }, renew: tryRenewal,
-                    telemetry: telemetry, events: events)
+                    telemetry: telemetry, periodic: periodic, nextPeriodic: &nextPeriodic, events: events)
             } catch {
                 await connection.close()
                 throw error
@@ -387,7 +402,8 @@ extension DeviceAgent {
     /// with the new certificate), or time is up.
     private func stayConnected(
         _ connection: GatewayConnection, interval: Duration, timeLeft: () -> Bool, renewalDue: () -> Bool,
-        renew tryRenewal: () async throws -> Bool, telemetry: () -> [UInt8], events: (AgentEvent) -> Void
+        renew tryRenewal: () async throws -> Bool, telemetry: () -> [UInt8], periodic: PeriodicTask?,
+        nextPeriodic: inout ContinuousClock.Instant, events: (AgentEvent) -> Void
     ) async throws {
         let (_, _, key) = try operationalIdentity()
         var nextSend = ContinuousClock.now
@@ -397,6 +413,16 @@ extension DeviceAgent {
                 return
             }
             if renewalDue(), try await tryRenewal() { return }
+            if let periodic, ContinuousClock.now >= nextPeriodic {
+                do {
+                    try await periodic.work(connection)
+                } catch let error as DeviceError where Self.isPermanent(error) {
+                    throw error
+                } catch {
+                    events(.taskFailed("\(error)"))
+                }
+                nextPeriodic = ContinuousClock.now + periodic.every
+            }
             if ContinuousClock.now >= nextSend {
                 let body = telemetry()
                 do {

@@ -27,6 +27,13 @@ public struct DeviceError: Error, Sendable, CustomStringConvertible, Equatable {
         public static let pending = Code(name: "pending")
         /// The device holds no credential for this yet (enroll first).
         public static let notEnrolled = Code(name: "not-enrolled")
+        /// An update the device refused: its manifest (signer, signature, expiry, version, model) or
+        /// its artifact (size, hash) is not what the fleet's release key signed for this device.
+        public static let updateRejected = Code(name: "update-rejected")
+        /// An update was installed and switched to, its health check failed, and the device switched back.
+        public static let rolledBack = Code(name: "rolled-back")
+        /// A local file (slot, download) cannot be read or written.
+        public static let storage = Code(name: "storage")
 
         public var description: String { name }
     }

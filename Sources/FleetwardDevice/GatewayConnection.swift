@@ -118,7 +118,6 @@ public final class GatewayConnection: Sendable {
     static func exchange(_ request: HTTP1Request, on channel: any Channel, timeout: Duration, endpoint: String) async throws
         -> HTTP1Response
     {
-        let promise = channel.eventLoop.makePromise(of: HTTP1Response.self)
         var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path)
         head.headers.add(name: "Host", value: endpoint)
         if !request.body.isEmpty || request.method == "POST" || request.method == "PUT" {
@@ -126,7 +125,11 @@ public final class GatewayConnection: Sendable {
         }
         for (name, value) in request.headers { head.headers.add(name: name, value: value) }
         guard channel.isActive else { throw DeviceError(.unreachable, "the connection to \(endpoint) is closed") }
-        channel.writeAndFlush(ExchangeHandler.Outbound(head: head, body: request.body, promise: promise), promise: nil)
+        let promise = channel.eventLoop.makePromise(of: HTTP1Response.self)
+        // A write that never reaches the exchange handler (the channel closed meanwhile) fails the answer too.
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { promise.fail($0) }
+        channel.writeAndFlush(ExchangeHandler.Outbound(head: head, body: request.body, promise: promise), promise: written)
         let (seconds, attoseconds) = timeout.components
         let nanoseconds = min(seconds, 86_400) * 1_000_000_000 + attoseconds / 1_000_000_000
         let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(max(1, nanoseconds))) {
@@ -177,6 +180,7 @@ final class ExchangeHandler: ChannelDuplexHandler {
         let request = unwrapOutboundIn(data)
         guard context.channel.isActive else {
             request.promise.fail(ChannelError.ioOnClosedChannel)
+            promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
         waiting.append(request.promise)

@@ -215,6 +215,8 @@ public struct CertificateIssuer: Sendable {
             }
         case (.ocsp, .ocspResponder):
             rdns.append(DERBytes.rdn(DERBytes.OID.commonName, utf8: "\(organization) OCSP Responder (\(role))"))
+        case (.codesign, .releaseSigner):
+            rdns.append(DERBytes.rdn(DERBytes.OID.commonName, utf8: "\(organization) Release Signing"))
         default:
             throw PKIError(.invalidRequest, "profile \(profile) cannot be issued to \(identity.kind)")
         }
@@ -257,6 +259,7 @@ extension CertificateIdentity {
         case .device(let id): "device \(id)"
         case .server: "a server"
         case .ocspResponder: "an OCSP responder"
+        case .releaseSigner: "the release signer"
         }
     }
 }
@@ -275,6 +278,7 @@ extension CertificateProfile {
         case .device, .birth: purpose = 0x02  // id-kp-clientAuth
         case .server: purpose = 0x01  // id-kp-serverAuth
         case .ocsp: purpose = 0x09  // id-kp-OCSPSigning
+        case .codesign: purpose = 0x03  // id-kp-codeSigning
         }
         let oid: [UInt8] = [0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, purpose]
         return DERBytes.extensionDER(oid: DERBytes.OID.extendedKeyUsage, critical: false, value: DERBytes.tlv(0x30, oid))
@@ -352,7 +356,7 @@ enum DERBytes {
                 }
             }
             return tlv(0x30, content)
-        case .ocspResponder:
+        case .ocspResponder, .releaseSigner:
             return nil
         }
     }

@@ -11,6 +11,8 @@ public enum CertificateProfile: String, Sendable, CaseIterable, Codable, CustomS
     case server
     /// A delegated OCSP responder (RFC 6960 §4.2.2.2).
     case ocsp
+    /// The release signing key: codeSigning, issued by the root, signs update manifests only.
+    case codesign
 
     public var description: String { rawValue }
 
@@ -21,6 +23,7 @@ public enum CertificateProfile: String, Sendable, CaseIterable, Codable, CustomS
         case .birth: 3650  // capped at the factory CA's own expiry
         case .server: 90
         case .ocsp: 30
+        case .codesign: 730
         }
     }
 
@@ -31,6 +34,7 @@ public enum CertificateProfile: String, Sendable, CaseIterable, Codable, CustomS
         case .birth: 36_500
         case .server: 825
         case .ocsp: 365
+        case .codesign: 1826
         }
     }
 
@@ -40,6 +44,7 @@ public enum CertificateProfile: String, Sendable, CaseIterable, Codable, CustomS
         case .device, .server: [.issuing]
         case .birth: [.factory]
         case .ocsp: [.issuing, .factory]
+        case .codesign: [.root]
         }
     }
 
@@ -48,7 +53,8 @@ public enum CertificateProfile: String, Sendable, CaseIterable, Codable, CustomS
     /// Fleetward's arc is ``fleetwardArc``, derived from a random GUID under Microsoft's
     /// `1.2.840.113556.1.8000.2554` arc for unregistered OIDs, so every component fits in 32 bits
     /// (a `2.25.<UUID>` arc does not, and SwiftASN1 and older Go refuse to parse it).
-    /// Under it: `.1.1` device, `.1.2` birth (enrollment only), `.1.3` server, `.1.4` OCSP responder.
+    /// Under it: `.1.1` device, `.1.2` birth (enrollment only), `.1.3` server, `.1.4` OCSP responder,
+    /// `.1.5` release signing.
     var policyOIDContent: [UInt8] {
         Self.arc + [0x01, policyArc]
     }
@@ -59,6 +65,7 @@ public enum CertificateProfile: String, Sendable, CaseIterable, Codable, CustomS
         case .birth: 2
         case .server: 3
         case .ocsp: 4
+        case .codesign: 5
         }
     }
 
@@ -100,4 +107,6 @@ public enum CertificateIdentity: Sendable, Equatable {
     case server([ServerName])
     /// The OCSP responder of the issuing CA (profile `ocsp`).
     case ocspResponder
+    /// The fleet's release signer (profile `codesign`).
+    case releaseSigner
 }

@@ -165,3 +165,14 @@ public struct SigningKey: Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension SigningKey {
+    /// An ECDSA signature over `message` (SHA-256 for P-256, SHA-384 for P-384), DER-encoded: what
+    /// `openssl dgst -sha256 -verify` checks.
+    public func signature(for message: [UInt8]) throws -> [UInt8] {
+        switch backing {
+        case .p256(let key): Array(try key.signature(for: message).derRepresentation)
+        case .p384(let key): Array(try key.signature(for: message).derRepresentation)
+        }
+    }
+}

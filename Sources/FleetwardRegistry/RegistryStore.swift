@@ -152,6 +152,17 @@ public protocol RegistryStore: Sendable {
     /// The newest `limit` telemetry messages of `device`, newest first.
     func telemetry(for device: DeviceID, limit: Int) async throws -> [TelemetryRecord]
 
+    // MARK: Updates
+
+    /// Records where `report.device` stands with `report.version` (one row per device and version;
+    /// an `offered` never overwrites a state the device reported).
+    ///
+    /// - Throws: ``RegistryError`` `notFound` when there is no such device.
+    func recordUpdate(_ report: UpdateReport, at time: Date) async throws
+
+    /// How many devices are in each state for release `version`.
+    func updateCounts(version: String) async throws -> [UpdateState: Int]
+
     /// How many certificates are revoked: revocations are never undone, so a CRL is current
     /// while this number is unchanged.
     func revocationCount() async throws -> Int

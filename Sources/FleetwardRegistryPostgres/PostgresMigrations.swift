@@ -153,5 +153,22 @@ enum PostgresMigrations {
                 "CREATE UNIQUE INDEX telemetry_nonce ON telemetry (device_id, nonce)",
             ]
         ),
+        // Signed updates: each device's latest state per release version.
+        Migration(
+            version: 7,
+            statements: [
+                """
+                CREATE TABLE update_status (
+                    device_id TEXT NOT NULL REFERENCES devices (id),
+                    version TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    detail TEXT,
+                    updated_at BIGINT NOT NULL,
+                    PRIMARY KEY (device_id, version)
+                )
+                """,
+                "CREATE INDEX update_status_by_version ON update_status (version, state)",
+            ]
+        ),
     ]
 }

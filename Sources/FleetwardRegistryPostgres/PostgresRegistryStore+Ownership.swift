@@ -434,6 +434,37 @@ extension PostgresRegistryStore {
         }
     }
 
+    public func recordUpdate(_ report: UpdateReport, at time: Date) async throws {
+        do {
+            try await client.query(
+                """
+                INSERT INTO update_status (device_id, version, state, detail, updated_at)
+                VALUES (\(report.device.rawValue), \(report.version), \(report.state.rawValue), \(report.detail),
+                    \(RegistryEncoding.milliseconds(time)))
+                \(unescaped: UpdateReport.upsertConflictClause)
+                """,
+                logger: logger)
+        } catch {
+            let mapped = Self.mapped(error)
+            if mapped.code == .invalidInput { throw RegistryError(.notFound, "no device \(report.device)") }
+            throw mapped
+        }
+    }
+
+    public func updateCounts(version: String) async throws -> [UpdateState: Int] {
+        do {
+            let rows = try await client.query(
+                "SELECT state, count(*)::BIGINT FROM update_status WHERE version = \(version) GROUP BY state", logger: logger)
+            var counts: [UpdateState: Int] = [:]
+            for try await (state, count) in rows.decode((String, Int64).self) {
+                if let state = UpdateState(rawValue: state) { counts[state] = Int(count) }
+            }
+            return counts
+        } catch {
+            throw Self.mapped(error)
+        }
+    }
+
     public func revocationCount() async throws -> Int {
         do {
             let rows = try await client.query("SELECT count(*)::BIGINT FROM revocations", logger: logger)

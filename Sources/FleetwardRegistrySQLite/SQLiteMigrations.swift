@@ -163,5 +163,20 @@ enum SQLiteMigrations {
                 CREATE UNIQUE INDEX telemetry_nonce ON telemetry (device_id, nonce);
                 """
         ),
+        // Signed updates: each device's latest state per release version.
+        Migration(
+            version: 7,
+            sql: """
+                CREATE TABLE update_status (
+                    device_id TEXT NOT NULL REFERENCES devices (id),
+                    version TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    detail TEXT,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (device_id, version)
+                );
+                CREATE INDEX update_status_by_version ON update_status (version, state);
+                """
+        ),
     ]
 }

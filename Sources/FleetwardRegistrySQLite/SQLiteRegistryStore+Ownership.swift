@@ -536,6 +536,36 @@ extension SQLiteRegistryStore {
         }
     }
 
+    public func recordUpdate(_ report: UpdateReport, at time: Date) async throws {
+        try await withConnection { connection in
+            let insert = try connection.statement(
+                "INSERT INTO update_status (device_id, version, state, detail, updated_at) VALUES (?, ?, ?, ?, ?) "
+                    + UpdateReport.upsertConflictClause)
+            insert.bind(1, report.device.rawValue)
+            insert.bind(2, report.version)
+            insert.bind(3, report.state.rawValue)
+            insert.bind(4, report.detail)
+            insert.bind(5, RegistryEncoding.milliseconds(time))
+            do {
+                try insert.step()
+            } catch let error as RegistryError where error.code == .invalidInput {
+                throw RegistryError(.notFound, "no device \(report.device)")
+            }
+        }
+    }
+
+    public func updateCounts(version: String) async throws -> [UpdateState: Int] {
+        try await withReader { connection in
+            let statement = try connection.statement("SELECT state, count(*) FROM update_status WHERE version = ? GROUP BY state")
+            statement.bind(1, version)
+            var counts: [UpdateState: Int] = [:]
+            while try statement.step() {
+                if let state = statement.text(0).flatMap(UpdateState.init(rawValue:)) { counts[state] = Int(statement.int64(1)) }
+            }
+            return counts
+        }
+    }
+
     public func revocationCount() async throws -> Int {
         try await withReader { connection in
             let statement = try connection.statement("SELECT count(*) FROM revocations")

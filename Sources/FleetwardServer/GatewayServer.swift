@@ -35,17 +35,20 @@ public enum GatewayServer {
     ///   - certificateChainPEM: the server certificate and its issuing CA, PEM.
     ///   - privateKeyPKCS8: the server key, PKCS#8 DER (held in memory only).
     ///   - allowTLS12: accept TLS 1.2 for legacy devices.
-    ///   - upstream: reverse-proxy mode: every request but whoami and telemetry goes there.
+    ///   - upstream: reverse-proxy mode: every request but whoami, telemetry and updates goes there.
+    ///   - updates: the releases to offer on `/v1/updates` (nil: no update routes).
     public static func application(
         _ gateway: Gateway, address: ListenAddress, certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8], allowTLS12: Bool = false,
-        upstream: Upstream? = nil, logger: Logger, onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
+        upstream: Upstream? = nil, updates: UpdateCatalog? = nil, logger: Logger,
+        onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
         var tls = try TLSListener.configuration(certificateChainPEM: certificateChainPEM, privateKeyPKCS8: privateKeyPKCS8)
         tls.minimumTLSVersion = allowTLS12 ? .tlsv12 : .tlsv13
         // A certificate is required; the callback replaces chain verification entirely.
         tls.certificateVerification = .noHostnameVerification
         return try TLSListener.application(
-            router: router(gateway, upstream: upstream), tls: tls, address: address, logger: logger, onListening: onListening,
+            router: router(gateway, upstream: upstream, updates: updates), tls: tls, address: address, logger: logger,
+            onListening: onListening,
             afterTLS: { _ in ResumptionGate(gateway: gateway) }
         ) { presented, channel, promise in
             gateway.verify(presented, channel: channel, promise: promise)
@@ -55,13 +58,17 @@ public enum GatewayServer {
     static let whoamiPath = "/v1/whoami"
     static let telemetryPath = "/v1/telemetry"
 
-    static func router(_ gateway: Gateway, upstream: Upstream? = nil) -> Router<GatewayRequestContext> {
+    static func router(_ gateway: Gateway, upstream: Upstream? = nil, updates: UpdateCatalog? = nil) -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: ProblemMiddleware())
         if let upstream {
-            router.add(middleware: UpstreamProxyMiddleware(gateway: gateway, upstream: upstream, localPaths: [whoamiPath, telemetryPath]))
+            router.add(
+                middleware: UpstreamProxyMiddleware(
+                    gateway: gateway, upstream: upstream, localPaths: [whoamiPath, telemetryPath],
+                    localPrefixes: updates == nil ? [] : [updatesPath]))
         }
         let v1 = router.group("v1")
+        if let updates { addUpdateRoutes(to: v1, gateway: gateway, catalog: updates) }
         v1.get("whoami") { _, context in
             guard let identity = gateway.identity(of: context.channel) else {
                 throw APIProblem(.unauthorized, "this connection proved no device")

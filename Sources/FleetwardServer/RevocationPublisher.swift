@@ -39,7 +39,8 @@ public final class RevocationPublisher: Sendable {
     /// The profiles whose revoked certificates appear on `role`'s CRL.
     static func profiles(of role: CARole) -> [String] {
         switch role {
-        case .root: []
+        // The root signs intermediates (not recorded) and the release signing certificate.
+        case .root: [CertificateProfile.codesign.rawValue]
         case .issuing, .factory:
             // The registry does not record which CA signed an OCSP responder's certificate; revoked
             // responders are listed by the issuing CA.

@@ -34,6 +34,8 @@ struct UpstreamProxyMiddleware: RouterMiddleware {
     let upstream: Upstream
     /// Paths the gateway answers itself.
     let localPaths: Set<String>
+    /// Path prefixes the gateway answers itself (the prefix and everything below it).
+    var localPrefixes: [String] = []
 
     static let hopByHop: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
@@ -41,7 +43,10 @@ struct UpstreamProxyMiddleware: RouterMiddleware {
     ]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if localPaths.contains(request.uri.path) { return try await next(request, context) }
+        let path = request.uri.path
+        if localPaths.contains(path) || localPrefixes.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
+            return try await next(request, context)
+        }
         guard let identity = gateway.identity(of: context.channel) else {
             throw APIProblem(.unauthorized, "this connection proved no device")
         }

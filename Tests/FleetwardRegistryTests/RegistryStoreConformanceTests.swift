@@ -110,6 +110,30 @@ struct StoreUnderTest {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func updateStatesAreOnePerDeviceAndReleaseAndAnOfferNeverOverwritesAReport(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        let u1 = try DeviceID("U-1")
+        let u2 = try DeviceID("U-2")
+        try await store.insert(try device("U-1"), by: .console, at: Self.now)
+        try await store.insert(try device("U-2"), by: .console, at: Self.now)
+        try await store.recordUpdate(UpdateReport(device: u1, version: "1.0", state: .offered), at: Self.now)
+        try await store.recordUpdate(UpdateReport(device: u2, version: "1.0", state: .offered), at: Self.now)
+        try await store.recordUpdate(UpdateReport(device: u1, version: "1.0", state: .downloading), at: Self.now)
+        try await store.recordUpdate(UpdateReport(device: u1, version: "1.0", state: .installed), at: Self.now)
+        try await store.recordUpdate(UpdateReport(device: u1, version: "1.0", state: .offered), at: Self.now)
+        try await store.recordUpdate(UpdateReport(device: u2, version: "1.0", state: .rolledBack, detail: "exit 3"), at: Self.now)
+        try await store.recordUpdate(UpdateReport(device: u2, version: "2.0", state: .failed, detail: "bad hash"), at: Self.now)
+        #expect(try await store.updateCounts(version: "1.0") == [.installed: 1, .rolledBack: 1])
+        #expect(try await store.updateCounts(version: "2.0") == [.failed: 1])
+        #expect(try await store.updateCounts(version: "9.9") == [:])
+        await #expect(throws: RegistryError(.notFound, "")) {
+            try await store.recordUpdate(UpdateReport(device: try DeviceID("NOBODY"), version: "1.0", state: .offered), at: Self.now)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func telemetryIsKeptPerDeviceNewestFirst(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }

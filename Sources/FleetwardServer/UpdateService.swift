@@ -1,0 +1,207 @@
+public import FleetwardAuthority
+import FleetwardDevice
+import FleetwardKeyCustody
+import FleetwardPKI
+import FleetwardRegistry
+public import Foundation
+import Crypto
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Synchronization
+
+/// The releases the gateway offers: the data directory's release repository, read again whenever
+/// `fleetward release publish|promote|halt` changed it (even while `serve` runs).
+public final class UpdateCatalog: Sendable {
+    public struct Snapshot: Sendable {
+        public var releases: [PublishedRelease]
+        /// The release signing certificate, PEM (nil before the first publish).
+        public var signerPEM: String?
+    }
+
+    let repository: ReleaseRepository
+    private let cache = Mutex<(stamp: [Date?], snapshot: Snapshot)?>(nil)
+
+    public init(repository: ReleaseRepository) { self.repository = repository }
+
+    /// The current releases (re-read when a manifest, the halted list or the signer changed).
+    public func snapshot() throws -> Snapshot {
+        let paths = [repository.manifestsDirectory, repository.haltedPath, repository.signingCertificatePath]
+        let stamp = paths.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.modificationDate]) as? Date }
+        if let cached = cache.withLock({ $0 }), cached.stamp == stamp { return cached.snapshot }
+        let pem = (try? AtomicFile.read(repository.signingCertificatePath, limit: 1 << 16)).map { String(decoding: $0, as: UTF8.self) }
+        let snapshot = Snapshot(releases: try repository.list(), signerPEM: pem)
+        cache.withLock { $0 = (stamp, snapshot) }
+        return snapshot
+    }
+
+    /// Whether `device` falls in the first `percent` of the fleet for release `version`: a fixed
+    /// place from a hash of both, so raising the share keeps every device already in it.
+    public static func inRollout(device: String, version: String, percent: Int) -> Bool {
+        guard percent < 100 else { return true }
+        guard percent > 0 else { return false }
+        let digest = Array(SHA256.hash(data: Array("fleetward-rollout\n\(version)\n\(device)".utf8)))
+        let place = digest.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) } % 10_000
+        return place < UInt64(percent) * 100
+    }
+
+    /// The newest release meant for this device: not halted, its channel, its model, unexpired,
+    /// newer than `after` (the manifest version the device accepted last), and in its rollout.
+    public func offer(device: String, model: String, channel: String, after: UInt64, now: Date) throws -> PublishedRelease? {
+        try snapshot().releases
+            .filter { release in
+                let manifest = release.manifest
+                return !release.halted && manifest.channel == channel && manifest.models.contains(model) && now < manifest.expires
+                    && manifest.manifestVersion > after
+                    && Self.inRollout(device: device, version: manifest.version, percent: manifest.rollout)
+            }
+            .max { $0.manifest.manifestVersion < $1.manifest.manifestVersion }
+    }
+
+    /// The stored artifact `sha256`, when a published release for `model` names it.
+    public func artifact(sha256: String, model: String) throws -> (path: String, size: Int64)? {
+        guard
+            let release = try snapshot().releases.last(where: {
+                $0.manifest.artifact.sha256 == sha256 && $0.manifest.models.contains(model)
+            })
+        else { return nil }
+        return (release.artifactPath, release.manifest.artifact.size)
+    }
+}
+
+/// A device's report to `POST /v1/updates/status`.
+struct UpdateStatusReport: Decodable {
+    var version: String
+    var state: String
+    var detail: String?
+}
+
+/// One byte range of an artifact, as `Range: bytes=…` asks (RFC 9110 §14).
+enum ByteRange: Equatable {
+    case whole
+    case part(ClosedRange<Int64>)
+    case unsatisfiable
+
+    /// A single range is honoured; several ranges, or a header that does not parse, get the whole
+    /// file (a server may ignore Range); a range starting past the end is unsatisfiable.
+    static func parse(_ header: String?, size: Int64) -> ByteRange {
+        guard let header, header.hasPrefix("bytes="), size > 0 else { return .whole }
+        let spec = header.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        guard !spec.contains(","), let dash = spec.firstIndex(of: "-") else { return .whole }
+        let first = spec[..<dash]
+        let last = spec[spec.index(after: dash)...]
+        if first.isEmpty {
+            guard let suffix = Int64(last), suffix > 0 else { return last == "0" ? .unsatisfiable : .whole }
+            return .part(max(0, size - suffix)...(size - 1))
+        }
+        guard let start = Int64(first), start >= 0 else { return .whole }
+        let end: Int64
+        if last.isEmpty {
+            end = size - 1
+        } else {
+            guard let value = Int64(last), value >= start else { return .whole }
+            end = min(value, size - 1)
+        }
+        guard start < size else { return .unsatisfiable }
+        return .part(start...end)
+    }
+}
+
+extension GatewayServer {
+    static let updatesPath = "/v1/updates"
+
+    /// `GET /v1/updates`, `GET /v1/updates/{sha256}` (with Range) and `POST /v1/updates/status`.
+    static func addUpdateRoutes(to v1: RouterGroup<GatewayRequestContext>, gateway: Gateway, catalog: UpdateCatalog) {
+        let files = FileIO()
+
+        /// The connection's device, read afresh: updates go to active devices only.
+        @Sendable func activeDevice(_ context: GatewayRequestContext) async throws -> Device {
+            guard let identity = gateway.identity(of: context.channel), let id = try? DeviceID(identity.device) else {
+                throw APIProblem(.unauthorized, "this connection proved no device")
+            }
+            guard let device = try await gateway.store.device(id), device.state == .active else {
+                throw APIProblem(.forbidden, "device \(id) is not active: no updates")
+            }
+            return device
+        }
+
+        v1.get("updates") { request, context -> Response in
+            let device = try await activeDevice(context)
+            let channel = request.uri.queryParameters["channel"].map(String.init) ?? "stable"
+            guard channel.utf8.count <= 64 else { throw APIProblem(.badRequest, "channel is at most 64 characters") }
+            var after: UInt64 = 0
+            if let text = request.uri.queryParameters["after"] {
+                guard let value = UInt64(text) else {
+                    throw APIProblem(.badRequest, "after is the last manifest version accepted, a number")
+                }
+                after = value
+            }
+            guard
+                let release = try catalog.offer(
+                    device: device.id.rawValue, model: device.model, channel: channel, after: after, now: gateway.now())
+            else { return Response(status: .noContent) }
+            guard let signer = try catalog.snapshot().signerPEM else {
+                throw APIProblem(.serviceUnavailable, "the release signing certificate is missing")
+            }
+            try await gateway.store.recordUpdate(
+                UpdateReport(device: device.id, version: release.manifest.version, state: .offered), at: gateway.now())
+            let manifest = release.manifest
+            return JSONResponse.make(
+                UpdateOffer(
+                    version: manifest.version, manifestVersion: manifest.manifestVersion,
+                    manifest: Data(release.manifestBytes).base64EncodedString(), signature: Data(release.signature).base64EncodedString(),
+                    certificate: signer, artifact: updatesPath + "/" + manifest.artifact.sha256, size: manifest.artifact.size))
+        }
+
+        v1.get("updates/:sha256") { request, context -> Response in
+            let device = try await activeDevice(context)
+            let sha256 = context.parameters.get("sha256") ?? ""
+            guard sha256.utf8.count == 64, sha256.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+                throw APIProblem(.notFound, "an artifact is named by its lower-case hex SHA-256")
+            }
+            guard let artifact = try catalog.artifact(sha256: sha256, model: device.model) else {
+                throw APIProblem(.notFound, "no release for model \(device.model) has artifact \(sha256)")
+            }
+            var headers: HTTPFields = [
+                .contentType: "application/octet-stream", .acceptRanges: "bytes", .eTag: "\"\(sha256)\"",
+            ]
+            let range: ClosedRange<Int64>
+            let status: HTTPResponse.Status
+            switch ByteRange.parse(request.headers[.range], size: artifact.size) {
+            case .unsatisfiable:
+                headers[.contentRange] = "bytes */\(artifact.size)"
+                return Response(status: .rangeNotSatisfiable, headers: headers)
+            case .whole:
+                range = 0...(artifact.size - 1)
+                status = .ok
+            case .part(let part):
+                range = part
+                status = .partialContent
+                headers[.contentRange] = "bytes \(part.lowerBound)-\(part.upperBound)/\(artifact.size)"
+            }
+            headers[.contentLength] = "\(range.count)"
+            let body = try await files.loadFile(
+                path: artifact.path, range: Int(range.lowerBound)...Int(range.upperBound), context: context, chunkLength: 256 * 1024)
+            return Response(status: status, headers: headers, body: body)
+        }
+
+        v1.post("updates/status") { request, context -> Response in
+            let device = try await activeDevice(context)
+            var request = request
+            let buffer = try await request.collectBody(upTo: 4096)
+            guard let report = try? JSONDecoder().decode(UpdateStatusReport.self, from: Data(buffer.readableBytesView)) else {
+                throw APIProblem(.badRequest, "send {\"version\": …, \"state\": …, \"detail\": …} as JSON")
+            }
+            guard let state = UpdateState(rawValue: report.state), state != .offered else {
+                let states = UpdateState.allCases.filter { $0 != .offered }.map(\.rawValue).joined(separator: ", ")
+                throw APIProblem(.badRequest, "state is one of \(states)")
+            }
+            guard try catalog.snapshot().releases.contains(where: { $0.manifest.version == report.version }) else {
+                throw APIProblem(.notFound, "no release \(report.version)")
+            }
+            try await gateway.store.recordUpdate(
+                UpdateReport(device: device.id, version: report.version, state: state, detail: report.detail), at: gateway.now())
+            return Response(status: .noContent)
+        }
+    }
+}
