@@ -45,6 +45,10 @@ public struct ReleaseVerifier: Sendable {
         guard let manifest = try? ReleaseManifest.decode(bytes) else {
             throw refuse("the signed manifest is not readable")
         }
+        guard manifest.artifact.sha256.utf8.count == 64,
+            manifest.artifact.sha256.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }),
+            manifest.artifact.size > 0
+        else { throw refuse("the manifest does not name an artifact by its SHA-256 and size") }
         guard now < manifest.expires else { throw refuse("the manifest expired at \(manifest.expires)") }
         guard manifest.manifestVersion > acceptedVersion else {
             throw refuse(

@@ -345,7 +345,7 @@ public struct Updater: Sendable {
         await report(connection, version: manifest.version, state: "downloading", detail: nil, events: events)
         let file: String
         do {
-            file = try await download(offer, manifest: manifest, on: connection, events: events)
+            file = try await download(manifest, on: connection, events: events)
         } catch let error as DeviceError where error.code == .updateRejected {
             await report(connection, version: manifest.version, state: "failed", detail: error.message, events: events)
             throw error
@@ -378,7 +378,7 @@ public struct Updater: Sendable {
     /// Downloads the artifact into `download/<sha256>.partial` in Range requests, continuing a
     /// partial file, and returns its path once its size and SHA-256 match the manifest.
     func download(
-        _ offer: UpdateOffer, manifest: ReleaseVerifier.Manifest, on connection: GatewayConnection, events: @Sendable (UpdateEvent) -> Void
+        _ manifest: ReleaseVerifier.Manifest, on connection: GatewayConnection, events: @Sendable (UpdateEvent) -> Void
     ) async throws -> String {
         try slots.ensureDirectory()
         let total = manifest.artifact.size
@@ -407,8 +407,10 @@ public struct Updater: Sendable {
         try output.seekToEnd()
         while done < total {
             let last = min(total, done + chunkSize) - 1
+            // The path comes from the verified manifest, not from the offer's unsigned fields.
             let response = try await connection.send(
-                HTTP1Request(method: "GET", path: offer.artifact, headers: [("Range", "bytes=\(done)-\(last)")]))
+                HTTP1Request(
+                    method: "GET", path: "/v1/updates/" + manifest.artifact.sha256, headers: [("Range", "bytes=\(done)-\(last)")]))
             guard response.status == 206 else {
                 throw DeviceError(
                     .refused, "the gateway refused the download (\(response.status)): \(Self.reason(response))", status: response.status)

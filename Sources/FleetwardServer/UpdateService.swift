@@ -31,7 +31,10 @@ public final class UpdateCatalog: Sendable {
         if let cached = cache.withLock({ $0 }), cached.stamp == stamp { return cached.snapshot }
         let pem = (try? AtomicFile.read(repository.signingCertificatePath, limit: 1 << 16)).map { String(decoding: $0, as: UTF8.self) }
         let snapshot = Snapshot(releases: try repository.list(), signerPEM: pem)
-        cache.withLock { $0 = (stamp, snapshot) }
+        // A change within the file system's timestamp granularity of this read could leave the
+        // stamp unchanged afterwards: only a listing older than that is kept.
+        let settled = Date().addingTimeInterval(-1)
+        if stamp.allSatisfy({ ($0 ?? .distantPast) < settled }) { cache.withLock { $0 = (stamp, snapshot) } }
         return snapshot
     }
 
