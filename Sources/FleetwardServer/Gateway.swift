@@ -82,8 +82,34 @@ public final class Gateway: Sendable {
         var description: String { reason }
     }
 
+    /// Certificates that passed the checks below, by the SHA-256 of their DER: a device reconnects
+    /// with the same certificate for its whole lifetime, and the same bytes carry the same valid
+    /// signature, so only the time and the registry are checked again. Bounded; emptied when full.
+    private let verifiedCertificates = Mutex<[SHA256Digest: (id: DeviceID, identity: Identity, notBefore: Date)]>([:])
+    static let verifiedCertificateLimit = 100_000
+
     /// The checks that need no registry: chain to the issuing CA, validity, profile.
     func checkCertificate(_ der: [UInt8]) throws -> (DeviceID, Identity) {
+        let digest = SHA256.hash(data: der)
+        if let known = verifiedCertificates.withLock({ $0[digest] }) {
+            let time = now()
+            guard time >= known.notBefore else { throw Refusal(reason: "the certificate is not yet valid", serial: known.identity.serial) }
+            guard time <= known.identity.notAfter else {
+                throw Refusal(reason: "the certificate has expired", serial: known.identity.serial)
+            }
+            return (known.id, known.identity)
+        }
+        let (id, identity, notBefore) = try checkNewCertificate(der, digest: digest)
+        verifiedCertificates.withLock { cache in
+            if cache.count >= Self.verifiedCertificateLimit { cache.removeAll(keepingCapacity: true) }
+            cache[digest] = (id, identity, notBefore)
+        }
+        return (id, identity)
+    }
+
+    /// ``checkCertificate(_:)`` for a certificate not seen before: parse, issuer and signature,
+    /// validity, profile and device ID.
+    private func checkNewCertificate(_ der: [UInt8], digest: SHA256Digest) throws -> (DeviceID, Identity, Date) {
         let certificate: Certificate
         do {
             certificate = try Certificate(derEncoded: der)
@@ -114,9 +140,8 @@ public final class Gateway: Sendable {
             throw Refusal(reason: "the certificate names no device", serial: serial)
         }
         let identity = Identity(
-            device: id.rawValue, owner: nil, serial: serial, certificateSHA256: SHA256.hash(data: der).hexString,
-            notAfter: certificate.notValidAfter)
-        return (id, identity)
+            device: id.rawValue, owner: nil, serial: serial, certificateSHA256: digest.hexString, notAfter: certificate.notValidAfter)
+        return (id, identity, certificate.notValidBefore)
     }
 
     /// The registry checks, against `entry`.
