@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Gateway handshakes: full mutual-TLS 1.3 handshakes per second, and resumed ones (TLS 1.3
-# tickets), of `fleetward serve`'s gateway
-# with its registry and revocation checks on, beside Debian's nginx (OpenSSL 3) configured for
-# mTLS with the same server certificate, key and client CAs. No request follows the handshake:
-# s_time's -www sends HTTP/1.0 and waits for the server to close, which the gateway (Hummingbird)
-# does not do for HTTP/1.0 without Connection: close. Both servers are pinned to core 0; the load is `openssl s_time` on core 1, one
-# connection at a time (an OpenSSL client spends more per handshake than either server, so the
-# servers are not saturated: compare the rates per core of server CPU, from /proc/PID/stat).
+# tickets), of `fleetward serve`'s gateway with its registry and revocation checks on, beside
+# Debian's nginx (OpenSSL 3) configured for mTLS with the same server certificate, key and client
+# CAs. Three loads, one connection at a time from core 1, both servers pinned to core 0:
+#   full handshakes             openssl s_time -new, no request (bare handshakes)
+#   full handshakes + whoami    bench/tls_load.c: a handshake and one GET /v1/whoami per connection
+#   resumed handshakes + whoami the same, offering the last session ticket the server sent
+#                               (s_time -reuse does not resume TLS 1.3 sessions)
+# An OpenSSL client spends more per handshake than either server, so the servers are not
+# saturated: compare the rates per core of server CPU (from /proc/PID/stat).
 # Runs twice: the default hierarchy (P-384 root) and an all-P-256 one (`init --root-key P-256`).
 # Medians of 3 runs each. REVOKED=N first records N revoked certificates (of another device) in
 # the registry and gives nginx the resulting CRLs (`ssl_crl`), for the rate with a long CRL.
+# Needs cc and libssl-dev for bench/tls_load.c.
 # Usage: [FLEETWARD_BIN=…] [REVOKED=100000] bench/gateway.sh [seconds-per-run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,18 +27,32 @@ nginx=$(command -v nginx || echo /usr/sbin/nginx)
 work=$(mktemp -d /tmp/fleetward-gateway-bench.XXXXXX)
 trap bench_cleanup EXIT
 fleetward=$(fleetward_binary)
+tls_load=$work/tls_load
+cc -O2 -o "$tls_load" bench/tls_load.c -lssl -lcrypto || { echo "bench/gateway.sh: needs cc and libssl-dev" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# One measured s_time run against a server process: prints "rate cpu_share per_core".
-measure() { # pid port mode(new|reuse) dir
-  local pid=$1 port=$2 mode=$3 dir=$4 before after start end out count
+# One measured run against a server process: prints "rate cpu_share per_core". Mode "new" is
+# openssl s_time (bare full handshakes); "full" and "resumed" are bench/tls_load.c (a handshake and
+# one GET /v1/whoami per connection; "resumed" offers the last session ticket each time, and the
+# run fails unless nearly every connection was resumed).
+measure() { # pid port mode(new|full|resumed) dir
+  local pid=$1 port=$2 mode=$3 dir=$4 before after start end out count resumed
   before=$(cpu_ticks "$pid"); start=$(date +%s.%N)
-  out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" "-$mode" -cert "$dir/dev.pem" -key "$dir/dev.key" \
-    -CAfile "$dir/data/ca/root.pem" -time "$seconds" 2>&1 || true)
+  if [ "$mode" = new ]; then
+    out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -new -cert "$dir/dev.pem" -key "$dir/dev.key" \
+      -CAfile "$dir/data/ca/root.pem" -time "$seconds" 2>&1 || true)
+    # "N connections in T real seconds, …" (T is whole seconds): the rate uses our own clock.
+    count=$(awk '/connections in .* real seconds/ {print $1; exit}' <<<"$out")
+  else
+    out=$(taskset -c 1 "$tls_load" 127.0.0.1 "$port" "$dir/dev.pem" "$dir/dev.key" "$dir/data/ca/root.pem" /v1/whoami "$seconds" \
+      "$([ "$mode" = resumed ] && echo reuse || echo new)" 2>&1 || true)
+    read -r count resumed _ <<<"$out" || true
+    if [ "$mode" = resumed ] && [ -n "${count:-}" ] && [ "$((resumed * 100))" -lt "$((count * 99))" ]; then
+      echo "only $resumed of $count connections resumed" >&2; count=""
+    fi
+  fi
   end=$(date +%s.%N); after=$(cpu_ticks "$pid")
-  # "N connections in T real seconds, …" (T is whole seconds): the rate uses our own clock.
-  count=$(awk '/connections in .* real seconds/ {print $1; exit}' <<<"$out")
-  if [ -z "${count:-}" ]; then echo "s_time failed: $out" >&2; echo "0 0 0"; return; fi
+  if [ -z "${count:-}" ]; then echo "load failed: $out" >&2; echo "0 0 0"; return; fi
   awk -v c="$count" -v a="$before" -v b="$after" -v t0="$start" -v t1="$end" -v tk="$ticks_per_second" \
     'BEGIN {rate = c / (t1 - t0); share = (b - a) / tk / (t1 - t0); printf "%.0f %.3f %.0f\n", rate, share, (share > 0 ? rate / share : 0)}'
 }
@@ -94,14 +111,18 @@ for hierarchy in default all-P-256; do
   ng=$!; bench_pids+=("$ng")
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.05; done
 
-  for mode in new reuse; do
+  for mode in new full resumed; do
     fw_runs=(); ng_runs=()
     for run in 1 2 3; do
       echo "$hierarchy, $mode, run $run/3…" >&2
       read -r -a result < <(measure "$fw" "$fw_port" "$mode" "$dir"); fw_runs+=("${result[@]}")
       read -r -a result < <(measure "$ng" "$ng_port" "$mode" "$dir"); ng_runs+=("${result[@]}")
     done
-    what=$([ "$mode" = new ] && echo "full handshakes" || echo "resumed handshakes")
+    case $mode in
+      new) what="full handshakes" ;;
+      full) what="full handshakes + whoami" ;;
+      resumed) what="resumed handshakes + whoami" ;;
+    esac
     report "fleetward gateway, $hierarchy, $what:" "${fw_runs[@]}"; fw_core=$(cat "$work/last-per-core")
     report "nginx mTLS, $hierarchy, $what:" "${ng_runs[@]}"; ng_core=$(cat "$work/last-per-core")
     echo "fleetward / nginx per server core: $(awk -v a="$fw_core" -v b="$ng_core" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')"
