@@ -24,9 +24,13 @@ struct ReleaseCommand: AsyncParsableCommand {
         let authority = CertificateAuthority(hierarchy: hierarchy, custodian: custodian)
         let repository = ReleaseRepository(directory: directory)
         let (key, certificate, made) = try repository.signer(authority: authority, custodian: custodian)
+        let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
+        if !made, try await store.certificate(serial: certificate.serialNumber.hexString)?.revocation != nil {
+            throw ValidationError(
+                "the release signing certificate \(certificate.serialNumber.hexString) is revoked: nothing is signed with its key")
+        }
         if made {
             // On record like every certificate, so `cert revoke` can revoke it (root CRL).
-            let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
             let now = Date()
             let der = try DERBytesOf.certificate(certificate)
             try await store.insert(

@@ -9,6 +9,8 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import Synchronization
+import X509
+import SwiftASN1
 
 /// The releases the gateway offers: the data directory's release repository, read again whenever
 /// `fleetward release publish|promote|halt` changed it (even while `serve` runs).
@@ -17,6 +19,8 @@ public final class UpdateCatalog: Sendable {
         public var releases: [PublishedRelease]
         /// The release signing certificate, PEM (nil before the first publish).
         public var signerPEM: String?
+        /// Its serial number, lower-case hex.
+        public var signerSerial: String?
     }
 
     let repository: ReleaseRepository
@@ -30,7 +34,8 @@ public final class UpdateCatalog: Sendable {
         let stamp = paths.map { (try? FileManager.default.attributesOfItem(atPath: $0)[.modificationDate]) as? Date }
         if let cached = cache.withLock({ $0 }), cached.stamp == stamp { return cached.snapshot }
         let pem = (try? AtomicFile.read(repository.signingCertificatePath, limit: 1 << 16)).map { String(decoding: $0, as: UTF8.self) }
-        let snapshot = Snapshot(releases: try repository.list(), signerPEM: pem)
+        let serial = pem.flatMap { try? Certificate(pemEncoded: $0) }.map { $0.serialNumber.hexString.lowercased() }
+        let snapshot = Snapshot(releases: try repository.list(), signerPEM: pem, signerSerial: serial)
         // A change within the file system's timestamp granularity of this read could leave the
         // stamp unchanged afterwards: only a listing older than that is kept.
         let settled = Date().addingTimeInterval(-1)
@@ -143,8 +148,15 @@ extension GatewayServer {
                 let release = try catalog.offer(
                     device: device.id.rawValue, model: device.model, channel: channel, after: after, now: gateway.now())
             else { return Response(status: .noContent) }
-            guard let signer = try catalog.snapshot().signerPEM else {
-                throw APIProblem(.serviceUnavailable, "the release signing certificate is missing")
+            let snapshot = try catalog.snapshot()
+            guard let signer = snapshot.signerPEM, let serial = snapshot.signerSerial else {
+                throw APIProblem(.serviceUnavailable, "the release signing certificate is missing or unreadable")
+            }
+            // A revoked release key offers nothing, whatever it signed.
+            if try await gateway.store.certificate(serial: serial)?.revocation != nil {
+                throw APIProblem(
+                    .serviceUnavailable,
+                    "the release signing certificate \(serial) is revoked: no updates are offered until releases are re-signed")
             }
             try await gateway.store.recordUpdate(
                 UpdateReport(device: device.id, version: release.manifest.version, state: .offered), at: gateway.now())

@@ -161,6 +161,21 @@ import X509
         #expect(Self.current(firstSlots) == "slot-a")
         #expect(FileManager.default.contentsEqual(atPath: firstSlots + "/slot-a", andPath: image4))
 
+        // A revoked release signing certificate: the gateway offers nothing, publishing refuses.
+        let signerSerial = try fixture.cli.openssl(["x509", "-in", fixture.data + "/releases/signing.pem", "-noout", "-serial"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "serial=", with: "")
+        let image5 = try Self.firmware(fixture, "fw-5.img", bytes: 1 << 20)
+        _ = try Self.publish(fixture, image5, ["--version", "5.0.0", "--model", "sensor"])
+        let revoked = try fixture.cli.run(["cert", "revoke", "--data", fixture.data, "--serial", signerSerial])
+        #expect(revoked.succeeded, "\(revoked)")
+        let withheld = try Self.update(first, "apply", slots: firstSlots)
+        Self.expectError(withheld, exit: 4, containing: "is revoked")
+        #expect(Self.current(firstSlots) == "slot-a", "nothing was installed")
+        let refusedPublish = try fixture.cli.run([
+            "release", "publish", "--data", fixture.data, image5, "--version", "6.0.0", "--model", "sensor",
+        ])
+        #expect(!refusedPublish.succeeded && refusedPublish.stderr.contains("is revoked"), "\(refusedPublish)")
+
         // A suspended device is cut off and gets nothing.
         let suspend = try fixture.cli.run(["devices", "suspend", "--data", fixture.data, outside])
         #expect(suspend.succeeded, "\(suspend)")
