@@ -111,6 +111,11 @@ public protocol RegistryStore: Sendable {
     /// The highest audit sequence; 0 when the log is empty.
     func auditHead() async throws -> Int64
 
+    /// A signal each time the audit log may have grown, from any process, for stores that can
+    /// push one (PostgreSQL LISTEN/NOTIFY); also signalled after every reconnection, since
+    /// appends may have been missed meanwhile. Nil: followers poll ``auditHead()``.
+    func auditAppends() -> AsyncStream<Void>?
+
     // MARK: Certificates
 
     /// Records an issued certificate (linked to its device when `deviceID` is set).
@@ -221,6 +226,8 @@ public protocol RegistryStore: Sendable {
 }
 
 extension RegistryStore {
+    public func auditAppends() -> AsyncStream<Void>? { nil }
+
     /// Walks the whole audit log.
     public func verifyAudit(batchSize: Int = 10_000) async throws -> AuditChainVerifier.Outcome {
         var verifier = AuditChainVerifier()

@@ -170,5 +170,24 @@ enum PostgresMigrations {
                 "CREATE INDEX update_status_by_version ON update_status (version, state)",
             ]
         ),
+        // Change notification: every statement that appends to the audit log notifies
+        // `fleetward_audit` when its transaction commits, so other nodes catch up at once.
+        Migration(
+            version: 8,
+            statements: [
+                """
+                CREATE OR REPLACE FUNCTION fleetward_audit_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    PERFORM pg_notify('\(PostgresRegistryStore.auditChannel)', '');
+                    RETURN NULL;
+                END
+                $$
+                """,
+                """
+                CREATE TRIGGER audit_log_notify AFTER INSERT ON audit_log
+                    FOR EACH STATEMENT EXECUTE FUNCTION fleetward_audit_notify()
+                """,
+            ]
+        ),
     ]
 }

@@ -360,6 +360,38 @@ public final class PostgresRegistryStore: RegistryStore {
         }
     }
 
+    /// The notification channel the audit log's trigger (migration 8) notifies on commit.
+    static let auditChannel = "fleetward_audit"
+
+    /// Listens on ``auditChannel`` on a connection of its own (re-established after a second
+    /// when it fails) and yields once per notification and once after each (re)connection.
+    public func auditAppends() -> AsyncStream<Void>? {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let client = client
+        let logger = logger
+        let listener = Task {
+            while !Task.isCancelled {
+                do {
+                    try await client.withConnection { connection in
+                        try await connection.listen(on: Self.auditChannel) { notifications in
+                            continuation.yield()
+                            for try await _ in notifications { continuation.yield() }
+                        }
+                    }
+                } catch {
+                    if Task.isCancelled { break }
+                    logger.warning(
+                        "lost the audit notification channel; listening again in a second",
+                        metadata: ["error": "\(String(reflecting: error))"])
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in listener.cancel() }
+        return stream
+    }
+
     public func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry] {
         do {
             let rows = try await client.query(

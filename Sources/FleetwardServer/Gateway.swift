@@ -340,15 +340,45 @@ public final class Gateway: Sendable {
 
     /// Follows the audit log from its current end: every entry about a device or a certificate
     /// re-checks that device. Runs until cancelled.
-    public func watch(interval: Duration = .milliseconds(200)) async throws {
+    ///
+    /// Where the store pushes appends (PostgreSQL LISTEN/NOTIFY, ``RegistryStore/auditAppends()``)
+    /// the gateway catches up on each notification and polls only every `fallback` as a safety
+    /// net; otherwise (SQLite, where another process may write the same file) it polls every
+    /// `interval`.
+    public func watch(interval: Duration = .milliseconds(200), fallback: Duration = .seconds(1)) async throws {
         head.store(try await store.auditHead(), ordering: .relaxed)
-        while !Task.isCancelled {
-            try await Task.sleep(for: interval)
-            do {
-                try await catchUp()
-            } catch {
-                logger.warning("gateway could not read the audit log", metadata: ["error": "\(error)"])
+        guard let appends = store.auditAppends() else {
+            while !Task.isCancelled {
+                try await Task.sleep(for: interval)
+                await catchUpLogged()
             }
+            return
+        }
+        logger.notice("gateway follows registry changes through PostgreSQL notifications")
+        let (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in appends { wake.yield() }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: fallback)
+                    wake.yield()
+                }
+            }
+            for await _ in wakes {
+                if Task.isCancelled { break }
+                await catchUpLogged()
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func catchUpLogged() async {
+        do {
+            try await catchUp()
+        } catch {
+            logger.warning("gateway could not read the audit log", metadata: ["error": "\(error)"])
         }
     }
 

@@ -463,5 +463,6 @@ import Testing
             #expect(delay != nil && delay! < 1.5, "node B closed the connection after \(String(describing: delay)) s")
         }
         #expect(nodeB.stderr.contains("device gw-two-nodes is revoked"), "\(nodeB.stderr)")
+        #expect(nodeB.stderr.contains("gateway follows registry changes through PostgreSQL notifications"), "\(nodeB.stderr)")
     }
 }

@@ -109,6 +109,44 @@ struct StoreUnderTest {
         #expect(try await store.auditSubjects(after: 4, limit: 10) == [])
     }
 
+    /// PostgreSQL pushes every append to the audit log, from any node, to the other nodes'
+    /// listeners (LISTEN/NOTIFY); SQLite has no push, so its followers poll.
+    @Test func postgresNotifiesOtherNodesOfEveryAuditAppend() async throws {
+        let sqlite = try await StoreUnderTest(.sqlite)
+        #expect(sqlite.store.auditAppends() == nil)
+        sqlite.close()
+        let subject = try await StoreUnderTest(.postgres)
+        defer { subject.close() }
+        let otherNode = try PostgresRegistryStore(url: subject.database!.url)
+        defer { otherNode.shutdown() }
+        let appends = try #require(subject.store.auditAppends())
+        let (signals, signal) = AsyncStream.makeStream(of: Int.self)
+        let listener = Task {
+            var seen = 0
+            for await _ in appends {
+                seen += 1
+                signal.yield(seen)
+            }
+        }
+        defer { listener.cancel() }
+        let deadline = Task {
+            try? await Task.sleep(for: .seconds(20))
+            signal.finish()
+        }
+        defer { deadline.cancel() }
+        var received = signals.makeAsyncIterator()
+        // The first signal says the listener is in place (and asks a follower to catch up).
+        #expect(await received.next() == 1)
+        try await otherNode.insert(try device("N-1"), by: .console, at: Self.now)
+        #expect(await received.next() == 2, "no notification after another node's insert")
+        // A refused write changes nothing; the next committed one notifies again.
+        await #expect(throws: RegistryError.self) { try await otherNode.insert(try device("N-1"), by: .console, at: Self.now) }
+        _ = try await otherNode.apply(.activate, to: try DeviceID("N-1"), by: .console, at: Self.now)
+        #expect(await received.next() == 3)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await subject.store.auditHead() == 2)
+    }
+
     @Test(arguments: StoreKind.allCases)
     func updateStatesAreOnePerDeviceAndReleaseAndAnOfferNeverOverwritesAReport(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
