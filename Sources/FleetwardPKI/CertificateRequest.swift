@@ -63,6 +63,28 @@ public struct CertificateRequest: Sendable {
             throw PKIError(.inputTooLarge, "CSR is \(der.count) bytes; the limit is \(Self.maximumBytes)")
         }
         let parts = try RawParts(der)
+        if let key = parts.p256SHA256Key {
+            // The common device case (P-256, ecdsa-with-SHA256, v1) from the one parse above.
+            let subject: DistinguishedName
+            do {
+                subject = try DistinguishedName(derEncoded: parts.subject)
+                try parts.checkAttributes()
+            } catch {
+                throw PKIError(.malformedInput, "the data is not a PKCS#10 certificate signing request", underlying: error)
+            }
+            guard let signature = try? P256.Signing.ECDSASignature(derRepresentation: parts.signature),
+                key.isValidSignature(signature, for: SHA256.hash(data: parts.certificationRequestInfo))
+            else {
+                throw PKIError(.badSignature, "CSR signature does not verify: the request was altered or not signed by its key")
+            }
+            self.publicKey = Certificate.PublicKey(key)
+            self.requestedSubject = subject
+            self.keyDescription = "P-256"
+            self.der = der
+            self.subjectPublicKeyInfo = Array(parts.subjectPublicKeyInfo)
+            self.subjectPublicKeyBits = parts.subjectPublicKeyBits
+            return
+        }
         let csr: CertificateSigningRequest
         do {
             csr = try CertificateSigningRequest(derEncoded: der)
@@ -143,9 +165,39 @@ public struct CertificateRequest: Sendable {
     /// `SEQUENCE { certificationRequestInfo, signatureAlgorithm, signature BIT STRING }`.
     struct RawParts {
         var certificationRequestInfo: ArraySlice<UInt8>
+        var version: ArraySlice<UInt8> = []
+        var subject: ArraySlice<UInt8> = []
         var subjectPublicKeyInfo: ArraySlice<UInt8>
+        var keyAlgorithm: ArraySlice<UInt8> = []
         var subjectPublicKeyBits: ArraySlice<UInt8>
+        var attributes: ASN1Node?
+        var signatureAlgorithm: ArraySlice<UInt8> = []
         var signature: ArraySlice<UInt8>
+
+        /// `INTEGER 0`, `AlgorithmIdentifier { id-ecPublicKey, prime256v1 }` and
+        /// `AlgorithmIdentifier { ecdsa-with-SHA256 }` as DER (RFC 5480, RFC 5758 §3.2).
+        static let version1: [UInt8] = [0x02, 0x01, 0x00]
+        static let p256KeyAlgorithm: [UInt8] = [
+            0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07,
+        ]
+        static let ecdsaWithSHA256: [UInt8] = [0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02]
+
+        /// The key of a v1 request for an uncompressed P-256 key signed with ecdsa-with-SHA256;
+        /// nil for anything else, which goes through swift-certificates' parser.
+        var p256SHA256Key: P256.Signing.PublicKey? {
+            guard attributes != nil, version.elementsEqual(Self.version1), keyAlgorithm.elementsEqual(Self.p256KeyAlgorithm),
+                signatureAlgorithm.elementsEqual(Self.ecdsaWithSHA256)
+            else { return nil }
+            return try? P256.Signing.PublicKey(x963Representation: subjectPublicKeyBits)
+        }
+
+        /// The attributes as swift-certificates reads them: `[0] IMPLICIT SET OF SEQUENCE { OID, SET }`.
+        func checkAttributes() throws {
+            guard let attributes else { throw ASN1Error.invalidASN1Object(reason: "no attributes") }
+            _ = try DER.set(
+                of: CertificateSigningRequest.Attribute.self, identifier: .init(tagWithNumber: 0, tagClass: .contextSpecific),
+                rootNode: attributes)
+        }
 
         init(_ der: [UInt8]) throws {
             do {
@@ -154,20 +206,26 @@ public struct CertificateRequest: Sendable {
                 var spki: ArraySlice<UInt8> = []
                 var bits: ArraySlice<UInt8> = []
                 var signature: ArraySlice<UInt8> = []
+                var signatureAlgorithm: ArraySlice<UInt8> = []
+                var version: ArraySlice<UInt8> = []
+                var subject: ArraySlice<UInt8> = []
+                var keyAlgorithm: ArraySlice<UInt8> = []
+                var attributes: ASN1Node?
                 try DER.sequence(root, identifier: .sequence) { nodes in
-                    guard let infoNode = nodes.next(), nodes.next() != nil, let signatureNode = nodes.next() else {
+                    guard let infoNode = nodes.next(), let algorithmNode = nodes.next(), let signatureNode = nodes.next() else {
                         throw ASN1Error.invalidASN1Object(reason: "CertificationRequest needs three elements")
                     }
                     info = infoNode.encodedBytes
+                    signatureAlgorithm = algorithmNode.encodedBytes
                     try DER.sequence(infoNode, identifier: .sequence) { fields in
-                        _ = fields.next()  // version
-                        _ = fields.next()  // subject
+                        version = fields.next()?.encodedBytes ?? []
+                        subject = fields.next()?.encodedBytes ?? []
                         guard let spkiNode = fields.next() else {
                             throw ASN1Error.invalidASN1Object(reason: "no subjectPublicKeyInfo")
                         }
                         spki = spkiNode.encodedBytes
                         try DER.sequence(spkiNode, identifier: .sequence) { keyInfo in
-                            _ = keyInfo.next()  // algorithm
+                            keyAlgorithm = keyInfo.next()?.encodedBytes ?? []
                             guard let keyNode = keyInfo.next(), keyNode.identifier == .bitString,
                                 case .primitive(let content) = keyNode.content, content.first == 0
                             else {
@@ -175,7 +233,8 @@ public struct CertificateRequest: Sendable {
                             }
                             bits = content.dropFirst()
                         }
-                        while fields.next() != nil {}
+                        attributes = fields.next()
+                        if fields.next() != nil { attributes = nil }  // more than the four fields: not for the fast path
                     }
                     guard signatureNode.identifier == .bitString, case .primitive(let content) = signatureNode.content,
                         let unusedBits = content.first
@@ -195,6 +254,11 @@ public struct CertificateRequest: Sendable {
                     }
                 }
                 certificationRequestInfo = info
+                self.signatureAlgorithm = signatureAlgorithm
+                self.version = version
+                self.subject = subject
+                self.keyAlgorithm = keyAlgorithm
+                self.attributes = attributes
                 subjectPublicKeyInfo = spki
                 subjectPublicKeyBits = bits
                 self.signature = signature

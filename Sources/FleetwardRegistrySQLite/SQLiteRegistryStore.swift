@@ -43,6 +43,7 @@ public final class SQLiteRegistryStore: RegistryStore {
         func finishCall() {
             for statement in used { statement.reset() }
             used.removeAll(keepingCapacity: true)
+            db.checkpointIfLogHolds(frames: 1000, busyTimeoutMilliseconds: 10000)
         }
     }
 
@@ -56,8 +57,10 @@ public final class SQLiteRegistryStore: RegistryStore {
             PRAGMA synchronous = FULL;
             PRAGMA foreign_keys = ON;
             PRAGMA busy_timeout = 10000;
+            PRAGMA journal_size_limit = 67108864;
             """
         )
+        db.takeOverCheckpoints()
         database = Mutex(Connection(db: db))
         let readDB = try SQLiteDatabase(path: path)
         try readDB.execute("PRAGMA busy_timeout = 10000; PRAGMA query_only = ON;")

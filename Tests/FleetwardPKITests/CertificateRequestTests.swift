@@ -2,6 +2,7 @@ import Crypto
 import FleetwardPKI
 import FleetwardTestSupport
 import Foundation
+import SwiftASN1
 import Testing
 import X509
 import _CryptoExtras
@@ -49,6 +50,38 @@ import _CryptoExtras
         let error = #expect(throws: PKIError.self) { try CertificateRequest(der: try dir.read("csr.der")) }
         #expect(error?.code == .unsupportedKey)
         #expect(error?.message.contains("RSA-1024") == true)
+    }
+
+    /// P-256 requests signed with ecdsa-with-SHA256 skip swift-certificates' parser; they must
+    /// read the same as through it, and bad attributes are refused just the same.
+    @Test func theP256PathReadsWhatSwiftCertificatesReads() throws {
+        let openssl = try Tool.openssl()
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let made = try openssl.run([
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir.file("k.pem"),
+            "-subj", "/CN=D-0001/serialNumber=D-0001/O=Maker", "-addext", "subjectAltName=DNS:d-0001.example", "-outform", "DER",
+            "-out", dir.file("csr.der"),
+        ])
+        #expect(made.succeeded, "\(made)")
+        let der = try dir.read("csr.der")
+        let request = try CertificateRequest(der: der)
+        let reference = try CertificateSigningRequest(derEncoded: der)
+        #expect(request.keyDescription == "P-256")
+        #expect(request.publicKey == reference.publicKey)
+        #expect(request.requestedSubject == reference.subject)
+        try request.requireSubject(matching: .device(try DeviceID("D-0001")))
+        #expect(throws: PKIError.self) { try request.requireSubject(matching: .device(try DeviceID("D-0002"))) }
+
+        // An attribute whose values are not a SET: the DER stays well formed (same lengths).
+        var broken = der
+        let extensionRequest: [UInt8] = [0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x0E]
+        let index = try #require(broken.firstIndex(ofSubsequence: extensionRequest))
+        #expect(broken[index + extensionRequest.count] == 0x31)
+        broken[index + extensionRequest.count] = 0x30
+        #expect(throws: (any Error).self) { try CertificateSigningRequest(derEncoded: broken) }
+        let error = #expect(throws: PKIError.self) { try CertificateRequest(der: broken) }
+        #expect(error?.code == .malformedInput)
     }
 
     @Test func rejectsABrokenSignature() throws {

@@ -1,0 +1,73 @@
+/// Base64 (RFC 4648 §4) straight from bytes, for bodies and headers that arrive as bytes.
+///
+/// At least as strict as Foundation's `Data(base64Encoded:)`: the standard alphabet only, padding to a
+/// multiple of four characters, `=` only at the end, and zero bits where padding leaves some
+/// unused. Unlike it, it can skip ASCII whitespace (the line breaks of RFC 7030 bodies) while
+/// decoding, without copying the text first.
+public enum Base64 {
+    /// The bytes `text` encodes, or nil if it is not valid base64.
+    /// - Parameter skippingWhitespace: ignore space, tab, CR and LF anywhere.
+    @inlinable
+    public static func decode(_ text: some Sequence<UInt8>, skippingWhitespace: Bool = false) -> [UInt8]? {
+        var out: [UInt8] = []
+        out.reserveCapacity(text.underestimatedCount / 4 * 3)
+        var quantum: UInt32 = 0
+        var count = 0  // characters in the current quantum
+        var padding = 0
+        var characters = text.makeIterator()
+        while let character = characters.next() {
+            if skippingWhitespace, isWhitespace(character) { continue }
+            if character == 0x3D {  // "=": fills the third and fourth places only
+                guard count >= 2 else { return nil }
+                padding += 1
+                count += 1
+                if count == 4 { break }
+                continue
+            }
+            guard padding == 0, let value = value(character) else { return nil }
+            quantum = quantum << 6 | UInt32(value)
+            count += 1
+            if count == 4 {
+                out.append(UInt8(truncatingIfNeeded: quantum >> 16))
+                out.append(UInt8(truncatingIfNeeded: quantum >> 8))
+                out.append(UInt8(truncatingIfNeeded: quantum))
+                quantum = 0
+                count = 0
+            }
+        }
+        guard padding > 0 else { return count == 0 ? out : nil }
+        guard count == 4 else { return nil }
+        // Nothing but allowed whitespace after the padding.
+        while let character = characters.next() {
+            guard skippingWhitespace, isWhitespace(character) else { return nil }
+        }
+        if padding == 1 {
+            // Three characters carry 18 bits: 16 of data, and the last 2 must be zero.
+            guard quantum & 0x3 == 0 else { return nil }
+            out.append(UInt8(truncatingIfNeeded: quantum >> 10))
+            out.append(UInt8(truncatingIfNeeded: quantum >> 2))
+        } else {
+            // Two characters carry 12 bits: 8 of data, and the last 4 must be zero.
+            guard quantum & 0xF == 0 else { return nil }
+            out.append(UInt8(truncatingIfNeeded: quantum >> 4))
+        }
+        return out
+    }
+
+    @usableFromInline
+    static func isWhitespace(_ character: UInt8) -> Bool {
+        character == 0x20 || character == 0x0A || character == 0x0D || character == 0x09
+    }
+
+    @usableFromInline
+    static func value(_ character: UInt8) -> UInt8? {
+        switch character {
+        case 0x41...0x5A: character - 0x41
+        case 0x61...0x7A: character - 0x61 + 26
+        case 0x30...0x39: character - 0x30 + 52
+        case 0x2B: 62
+        case 0x2F: 63
+        default: nil
+        }
+    }
+}
