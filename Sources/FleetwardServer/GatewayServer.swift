@@ -47,7 +47,8 @@ public enum GatewayServer {
         // A certificate is required; the callback replaces chain verification entirely.
         tls.certificateVerification = .noHostnameVerification
         return try TLSListener.application(
-            router: router(gateway, upstream: upstream, updates: updates), tls: tls, address: address, logger: logger,
+            router: router(gateway, upstream: upstream, updates: updates), tls: tls, address: address, bodyLimit: bodyLimit,
+            logger: logger,
             onListening: onListening,
             afterTLS: { _ in ResumptionGate(gateway: gateway) }
         ) { presented, channel, promise in

@@ -80,7 +80,8 @@ public enum ESTServer {
         // factory CA, a registered group's CA), that path is kept as the connection's validated
         // chain, so a manufacturer's device can send its intermediates.
         return try TLSListener.application(
-            router: service.router(), tls: tls, address: address, logger: logger, onListening: onListening
+            router: service.router(), tls: tls, address: address, bodyLimit: ESTService.bodyLimit, logger: logger,
+            onListening: onListening
         ) { presented, _, promise in
             promise.completeWithTask {
                 let chain = await service.validatedChain(presented)
@@ -105,15 +106,18 @@ enum TLSListener {
     typealias AfterTLS = @Sendable (any Channel) -> (any ChannelHandler)?
 
     static func application<Context: RequestContext>(
-        router: Router<Context>, tls: TLSConfiguration, address: ListenAddress, logger: Logger,
+        router: Router<Context>, tls: TLSConfiguration, address: ListenAddress, bodyLimit: Int, logger: Logger,
         onListening: @escaping @Sendable (ListenAddress) async -> Void, afterTLS: @escaping AfterTLS = { _ in nil },
         verify: @escaping Verify
     ) throws -> some ApplicationProtocol where Context.Source == ApplicationRequestContextSource {
         let context = try NIOSSLContext(configuration: tls)
+        let responder = router.buildResponder()
         return Application(
             router: router,
-            server: HTTPServerBuilder { responder in
-                VerifyingTLSChannel(base: HTTP1Channel(responder: responder), context: context, verify: verify, afterTLS: afterTLS)
+            server: HTTPServerBuilder { _ in
+                VerifyingTLSChannel(
+                    base: DeviceHTTPChannel(responder: responder, bodyLimit: bodyLimit), context: context, verify: verify,
+                    afterTLS: afterTLS)
             },
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
             onServerRunning: { channel in

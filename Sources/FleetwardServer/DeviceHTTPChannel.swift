@@ -1,0 +1,222 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
+
+/// HTTP/1.1 for the device-facing listeners (EST and the gateway) as plain NIO channel handlers.
+///
+/// Hummingbird's `HTTP1Channel` runs a Swift task for the life of every connection, reading
+/// through an `NIOAsyncChannel`; a fleet's connections sit idle most of the time, and that task,
+/// its async streams and its buffers cost memory per connection and a few thread hops per
+/// request. Here a connection is only its NIO pipeline: the request is read by an ordinary
+/// handler (the body collected up to `bodyLimit`), a task exists only while the router answers,
+/// and the answer is written from the event loop. Routes, request contexts, middleware and
+/// errors are Hummingbird's own, unchanged.
+struct DeviceHTTPChannel<Responder: HTTPResponder>: ServerChildChannel
+where Responder.Context: RequestContext, Responder.Context.Source == ApplicationRequestContextSource {
+    struct Value: ServerChildChannelValue {
+        let channel: any Channel
+    }
+
+    let responder: Responder
+    /// The largest request body any route accepts; one byte more is kept so that the route's
+    /// own `collectBody(upTo:)` refuses it as it always has (413).
+    let bodyLimit: Int
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            var limits = NIOHTTPDecoderLimitConfiguration()
+            limits.maxHeaderFieldSize = 16 * 1024
+            limits.maxHeaderListSize = 64 * 1024
+            limits.maxHeaderFieldCount = 200
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                withPipeliningAssistance: true, withErrorHandling: true, withOutboundHeaderValidation: false,
+                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+            try channel.pipeline.syncOperations.addHandler(
+                DeviceHTTPHandler(responder: responder, bodyLimit: bodyLimit, logger: logger))
+            return Value(channel: channel)
+        }
+    }
+
+    /// Nothing to wait for: the connection lives in its pipeline.
+    func handle(value: Value, logger: Logger) async {}
+}
+
+/// Reads one request at a time (HTTPServerPipelineHandler holds back pipelined ones until the
+/// answer's end is written), answers it through the router and writes the answer.
+final class DeviceHTTPHandler<Responder: HTTPResponder>: ChannelInboundHandler
+where Responder.Context: RequestContext, Responder.Context.Source == ApplicationRequestContextSource {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let responder: Responder
+    private let bodyLimit: Int
+    private let logger: Logger
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
+    private var bodyTooLarge = false
+
+    init(responder: Responder, bodyLimit: Int, logger: Logger) {
+        self.responder = responder
+        self.bodyLimit = bodyLimit
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let requestHead):
+            head = requestHead
+            body = nil
+            bodyTooLarge = false
+            if requestHead.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                context.writeAndFlush(
+                    wrapOutboundOut(.head(HTTPResponseHead(version: requestHead.version, status: .continue))), promise: nil)
+            }
+        case .body(var part):
+            guard !bodyTooLarge else { return }
+            let kept = (body?.readableBytes ?? 0)
+            if kept + part.readableBytes > bodyLimit {
+                // Keep one byte past the limit, so the route refuses it; drop the rest unread.
+                part = part.getSlice(at: part.readerIndex, length: bodyLimit + 1 - kept) ?? part
+                bodyTooLarge = true
+            }
+            if body == nil {
+                body = part
+            } else {
+                body!.writeImmutableBuffer(part)
+            }
+        case .end:
+            guard let requestHead = head else { return }
+            head = nil
+            let requestBody = body ?? ByteBuffer()
+            body = nil
+            respond(to: requestHead, body: requestBody, closeAfter: bodyTooLarge || !requestHead.isKeepAlive, context: context)
+        }
+    }
+
+    private func respond(to requestHead: HTTPRequestHead, body: ByteBuffer, closeAfter: Bool, context: ChannelHandlerContext) {
+        let request: Request
+        do {
+            request = Request(head: try HTTPRequest(requestHead, secure: true, splitCookie: false), body: .init(buffer: body))
+        } catch {
+            let head = HTTPResponseHead(
+                version: requestHead.version, status: .badRequest, headers: ["content-length": "0", "connection": "close"])
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+            return
+        }
+        let channel = context.channel
+        let responder = responder
+        let logger = logger
+        let isHead = requestHead.method == .HEAD
+        let version = requestHead.version
+        Task {
+            let requestContext = Responder.Context(source: .init(channel: channel, logger: logger))
+            var response: Response
+            do {
+                response = try await responder.respond(to: request, context: requestContext)
+            } catch let error as any HTTPResponseError {
+                response = (try? error.response(from: request, context: requestContext)) ?? Response(status: .internalServerError)
+            } catch {
+                logger.debug("a request failed", metadata: ["error": "\(error)"])
+                response = Response(status: .internalServerError)
+            }
+            var head = HTTPResponseHead(response.head)
+            head.version = version
+            if head.headers["content-length"].isEmpty, let length = response.body.contentLength {
+                head.headers.replaceOrAdd(name: "content-length", value: String(length))
+            }
+            head.headers.replaceOrAdd(name: "date", value: HTTPDate.now())
+            if closeAfter { head.headers.replaceOrAdd(name: "connection", value: "close") }
+            let writer = ChannelBodyWriter(channel: channel, head: head, skipsBody: isHead)
+            do {
+                try await response.body.write(writer)
+            } catch {
+                logger.debug("could not write an answer", metadata: ["error": "\(error)"])
+                channel.close(promise: nil)
+                return
+            }
+            if closeAfter { channel.close(promise: nil) }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// Writes an answer's body to the channel: small answers (a known length up to 64 KiB) in one
+/// flush with their head, larger or unknown ones flushed as they come, waiting for each write
+/// whenever the channel is not writable, so a slow reader holds back the producer.
+struct ChannelBodyWriter: ResponseBodyWriter {
+    static let smallAnswer = 64 * 1024
+
+    let channel: any Channel
+    let head: HTTPResponseHead
+    let skipsBody: Bool
+    private let streams: Bool
+    private var headWritten = false
+
+    init(channel: any Channel, head: HTTPResponseHead, skipsBody: Bool) {
+        self.channel = channel
+        self.head = head
+        self.skipsBody = skipsBody
+        let length = head.headers["content-length"].first.flatMap { Int($0) }
+        streams = length.map { $0 > Self.smallAnswer } ?? true
+    }
+
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        if !headWritten {
+            headWritten = true
+            channel.write(HTTPServerResponsePart.head(head), promise: nil)
+        }
+        guard !skipsBody else { return }
+        if streams {
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: written)
+            if !channel.isWritable { try await written.futureResult.get() }
+        } else {
+            channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
+        }
+    }
+
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
+        if !headWritten {
+            channel.write(HTTPServerResponsePart.head(head), promise: nil)
+        }
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: written)
+        try await written.futureResult.get()
+    }
+}
+
+/// The `Date` header's value (RFC 9110 §6.6.1), formatted once a second.
+enum HTTPDate {
+    private static let cache = NIOLockedValueBox<(second: Int, text: String)>((-1, ""))
+
+    static func now() -> String {
+        let now = Date()
+        let second = Int(now.timeIntervalSince1970)
+        return cache.withLockedValue { cached in
+            if cached.second != second { cached = (second, format(second)) }
+            return cached.text
+        }
+    }
+
+    /// IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+    static func format(_ second: Int) -> String {
+        var time = time_t(second)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
+    }
+}
