@@ -367,10 +367,17 @@ extension Sequence where Element == UInt8 {
     public var hexString: String {
         let digits = Array("0123456789abcdef".utf8)
         var out: [UInt8] = []
+        out.reserveCapacity(underestimatedCount * 2)
         for byte in self {
             out.append(digits[Int(byte >> 4)])
             out.append(digits[Int(byte & 0x0F)])
         }
         return String(decoding: out, as: UTF8.self)
     }
+}
+
+extension Digest {
+    /// Lower-case hexadecimal, read from the digest's bytes at once (iterating a digest as a
+    /// sequence copies it for every byte).
+    var hexString: String { withUnsafeBytes { $0.hexString } }
 }

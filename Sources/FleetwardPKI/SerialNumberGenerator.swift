@@ -42,9 +42,6 @@ extension Certificate.SerialNumber {
     public var hexString: String {
         var bytes = self.bytes[...]
         while bytes.count > 1, bytes.first == 0 { bytes = bytes.dropFirst() }
-        return bytes.map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 0x10 ? "0" + hex : hex
-        }.joined()
+        return bytes.hexString
     }
 }

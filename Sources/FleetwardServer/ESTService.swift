@@ -113,7 +113,7 @@ public struct ESTService: Sendable {
         let csr = try await readCSR(request)
         // HTTP Basic on simpleenroll takes precedence; only without it is the TLS client
         // certificate asked for (a hop onto the channel's event loop).
-        let hasBasic = !renewal && (request.headers[.authorization]?.lowercased().hasPrefix("basic ") ?? false)
+        let hasBasic = !renewal && (request.headers[.authorization].map(Self.isBasic) ?? false)
         // The certificate and, when the handshake found a path to one of our anchors through the
         // certificates the client sent, that path (ESTTLSChannel): one hop onto the channel's loop.
         let channel = context.channel
@@ -201,17 +201,13 @@ public struct ESTService: Sendable {
     /// HTTP Basic: device ID and factory secret, one-time enrollment token, or (for a device
     /// registered by key fingerprint) an empty password.
     private func basicProof(_ request: Request, _ context: ESTRequestContext, csr: CertificateRequest) async throws -> Proof {
-        guard let header = request.headers[.authorization], header.count < 1024, header.lowercased().hasPrefix("basic "),
-            let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
-            let credentials = String(data: decoded, encoding: .utf8), let colon = credentials.firstIndex(of: ":")
-        else {
+        guard let header = request.headers[.authorization], let (user, password) = Self.basicCredentials(header) else {
             throw ESTProblem(
                 .unauthorized, "authenticate with HTTP Basic (device ID and secret or token) or a client certificate", basic: true)
         }
-        guard let id = try? DeviceID(String(credentials[..<colon])) else {
+        guard let id = try? DeviceID(user) else {
             throw ESTProblem(.unauthorized, "the user name is not a device ID", basic: true)
         }
-        let password = String(credentials[credentials.index(after: colon)...])
         let time = now()
         for key in ["est-device:\(id)", "est-address:\(context.remoteIP ?? "local")"] {
             if let wait = limiter.retryAfter(key, now: time) {
@@ -242,6 +238,26 @@ public struct ESTService: Sendable {
         }
         recordFailure(id, context)
         throw ESTProblem(.unauthorized, "device \(id) did not prove itself", basic: true)
+    }
+
+    /// Whether `header` names the Basic scheme (RFC 7617; the scheme is case-insensitive).
+    static func isBasic(_ header: String) -> Bool {
+        let scheme = header.utf8.prefix(6)
+        return scheme.count == 6 && zip(scheme, "basic ".utf8).allSatisfy { ($0 | 0x20) == $1 }
+    }
+
+    /// The user name and password of a Basic `Authorization` header, or nil when it is not one:
+    /// base64 of UTF-8 `user:password`, the user name without a colon (RFC 7617 §2).
+    static func basicCredentials(_ header: String) -> (user: String, password: String)? {
+        guard header.utf8.count < 1024, isBasic(header) else { return nil }
+        var token = header.utf8.dropFirst(6)
+        while token.first == 0x20 || token.first == 0x09 { token = token.dropFirst() }
+        while token.last == 0x20 || token.last == 0x09 { token = token.dropLast() }
+        guard let decoded = Base64.decode(token), let colon = decoded.firstIndex(of: 0x3A),
+            let user = String(validating: decoded[..<colon], as: UTF8.self),
+            let password = String(validating: decoded[(colon + 1)...], as: UTF8.self)
+        else { return nil }
+        return (user, password)
     }
 
     private func recordFailure(_ id: DeviceID, _ context: ESTRequestContext) {
@@ -341,12 +357,14 @@ public struct ESTService: Sendable {
         DeviceID.named(by: certificate.subject).flatMap { try? DeviceID($0) }
     }
 
+    static let contentTransferEncoding = HTTPField.Name("Content-Transfer-Encoding")!
+
     static func pkcs7Response(_ base64: String) throws -> Response {
         Response(
             status: .ok,
             headers: [
                 .contentType: "application/pkcs7-mime; smime-type=certs-only",
-                HTTPField.Name("Content-Transfer-Encoding")!: "base64",
+                contentTransferEncoding: "base64",
             ],
             body: .init(byteBuffer: ByteBuffer(string: base64)))
     }
