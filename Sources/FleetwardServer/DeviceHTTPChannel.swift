@@ -151,8 +151,8 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
 }
 
 /// Writes an answer's body to the channel: small answers (a known length up to 64 KiB) in one
-/// flush with their head, larger or unknown ones flushed as they come, waiting for each write
-/// whenever the channel is not writable, so a slow reader holds back the producer.
+/// flush with their head, larger or unknown ones flushed piece by piece with at most two pieces
+/// in flight, so a slow reader holds back the producer.
 struct ChannelBodyWriter: ResponseBodyWriter {
     static let smallAnswer = 64 * 1024
 
@@ -161,6 +161,7 @@ struct ChannelBodyWriter: ResponseBodyWriter {
     let skipsBody: Bool
     private let streams: Bool
     private var headWritten = false
+    private var inFlight: EventLoopFuture<Void>?
 
     init(channel: any Channel, head: HTTPResponseHead, skipsBody: Bool) {
         self.channel = channel
@@ -177,9 +178,12 @@ struct ChannelBodyWriter: ResponseBodyWriter {
         }
         guard !skipsBody else { return }
         if streams {
+            // Two writes in flight at most: this one is queued while the previous one drains,
+            // so the producer reads its next piece meanwhile, and a slow reader holds it back.
             let written = channel.eventLoop.makePromise(of: Void.self)
             channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: written)
-            if !channel.isWritable { try await written.futureResult.get() }
+            if let previous = inFlight { try await previous.get() }
+            inFlight = written.futureResult
         } else {
             channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
         }
