@@ -5,6 +5,7 @@ import FleetwardRegistryPostgres
 import FleetwardRegistrySQLite
 import FleetwardTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// The stores under test: every conformance test runs against each.
@@ -120,30 +121,28 @@ struct StoreUnderTest {
         let otherNode = try PostgresRegistryStore(url: subject.database!.url)
         defer { otherNode.shutdown() }
         let appends = try #require(subject.store.auditAppends())
-        let (signals, signal) = AsyncStream.makeStream(of: Int.self)
+        final class Count: Sendable { let value = Mutex(0) }
+        let signals = Count()
         let listener = Task {
-            var seen = 0
-            for await _ in appends {
-                seen += 1
-                signal.yield(seen)
-            }
+            for await _ in appends { signals.value.withLock { $0 += 1 } }
         }
         defer { listener.cancel() }
-        let deadline = Task {
-            try? await Task.sleep(for: .seconds(20))
-            signal.finish()
+        // Each wait is bounded on its own (a loaded CI machine can take seconds per statement).
+        func signalled(_ count: Int) async -> Bool {
+            for _ in 0..<1200 {
+                if signals.value.withLock({ $0 }) >= count { return true }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            return false
         }
-        defer { deadline.cancel() }
-        var received = signals.makeAsyncIterator()
         // The first signal says the listener is in place (and asks a follower to catch up).
-        #expect(await received.next() == 1)
+        #expect(await signalled(1), "the listener never started")
         try await otherNode.insert(try device("N-1"), by: .console, at: Self.now)
-        #expect(await received.next() == 2, "no notification after another node's insert")
+        #expect(await signalled(2), "no notification after another node's insert")
         // A refused write changes nothing; the next committed one notifies again.
         await #expect(throws: RegistryError.self) { try await otherNode.insert(try device("N-1"), by: .console, at: Self.now) }
         _ = try await otherNode.apply(.activate, to: try DeviceID("N-1"), by: .console, at: Self.now)
-        #expect(await received.next() == 3)
-        try await Task.sleep(for: .milliseconds(300))
+        #expect(await signalled(3), "no notification after another node's update")
         #expect(try await subject.store.auditHead() == 2)
     }
 
