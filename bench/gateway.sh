@@ -2,8 +2,10 @@
 # Gateway handshakes: full mutual-TLS 1.3 handshakes per second, and resumed ones (TLS 1.3
 # tickets), of `fleetward serve`'s gateway with its registry and revocation checks on, beside
 # Debian's nginx (OpenSSL 3) configured for mTLS with the same server certificate, key and client
-# CAs. Three loads, one connection at a time from core 1, both servers pinned to core 0:
+# CAs. Four loads, one connection at a time from core 1, both servers pinned to core 0:
 #   full handshakes             openssl s_time -new, no request (bare handshakes)
+#   resumed handshakes          bench/tls_load.c bare-reuse: each connection resumes the session
+#                               of a first whoami connection and closes once the handshake is done
 #   full handshakes + whoami    bench/tls_load.c: a handshake and one GET /v1/whoami per connection
 #   resumed handshakes + whoami the same, offering the last session ticket the server sent
 #                               (s_time -reuse does not resume TLS 1.3 sessions)
@@ -34,9 +36,10 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 # One measured run against a server process: prints "rate cpu_share per_core". Mode "new" is
 # openssl s_time (bare full handshakes); "full" and "resumed" are bench/tls_load.c (a handshake and
 # one GET /v1/whoami per connection; "resumed" offers the last session ticket each time, and the
-# run fails unless nearly every connection was resumed).
+# run fails unless nearly every connection was resumed); "bare-resumed" is bench/tls_load.c
+# bare-reuse (resumed handshakes without a request).
 measure() { # pid port mode(new|full|resumed) dir
-  local pid=$1 port=$2 mode=$3 dir=$4 before after start end out count resumed
+  local pid=$1 port=$2 mode=$3 dir=$4 before after start end out count resumed load_mode
   before=$(cpu_ticks "$pid"); start=$(date +%s.%N)
   if [ "$mode" = new ]; then
     out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -new -cert "$dir/dev.pem" -key "$dir/dev.key" \
@@ -44,10 +47,11 @@ measure() { # pid port mode(new|full|resumed) dir
     # "N connections in T real seconds, …" (T is whole seconds): the rate uses our own clock.
     count=$(awk '/connections in .* real seconds/ {print $1; exit}' <<<"$out")
   else
+    case $mode in resumed) load_mode=reuse ;; bare-resumed) load_mode=bare-reuse ;; *) load_mode=new ;; esac
     out=$(taskset -c 1 "$tls_load" 127.0.0.1 "$port" "$dir/dev.pem" "$dir/dev.key" "$dir/data/ca/root.pem" /v1/whoami "$seconds" \
-      "$([ "$mode" = resumed ] && echo reuse || echo new)" 2>&1 || true)
+      "$load_mode" 2>&1 || true)
     read -r count resumed _ <<<"$out" || true
-    if [ "$mode" = resumed ] && [ -n "${count:-}" ] && [ "$((resumed * 100))" -lt "$((count * 99))" ]; then
+    if [ "$mode" != full ] && [ -n "${count:-}" ] && [ "$((resumed * 100))" -lt "$((count * 99))" ]; then
       echo "only $resumed of $count connections resumed" >&2; count=""
     fi
   fi
@@ -111,7 +115,7 @@ for hierarchy in default all-P-256; do
   ng=$!; bench_pids+=("$ng")
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.05; done
 
-  for mode in new full resumed; do
+  for mode in new bare-resumed full resumed; do
     fw_runs=(); ng_runs=()
     for run in 1 2 3; do
       echo "$hierarchy, $mode, run $run/3…" >&2
@@ -120,6 +124,7 @@ for hierarchy in default all-P-256; do
     done
     case $mode in
       new) what="full handshakes" ;;
+      bare-resumed) what="resumed handshakes" ;;
       full) what="full handshakes + whoami" ;;
       resumed) what="resumed handshakes + whoami" ;;
     esac

@@ -7,6 +7,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
+import NIOSSL
 
 /// HTTP/1.1 for the device-facing listeners (EST and the gateway) as plain NIO channel handlers.
 ///
@@ -60,6 +61,11 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var bodyTooLarge = false
+    /// An answer is being made or written.
+    private var answering = false
+    /// The client closed its side (the server runs with remote half-closure allowed): close once
+    /// the answer in flight, if any, is written.
+    private var inputClosed = false
 
     init(responder: Responder, bodyLimit: Int, logger: Logger) {
         self.responder = responder
@@ -99,6 +105,38 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .some(.inputClosed) = event as? ChannelEvent {
+            // Nothing more will come: without this the connection would wait half-closed
+            // (CLOSE-WAIT) for NIOSSL's shutdown timeout or forever.
+            inputClosed = true
+            if !answering { Self.closeBelowTLS(context) }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// On the event loop, once an answer is written (or failed).
+    private func answered(context: ChannelHandlerContext, close: Bool) {
+        answering = false
+        if inputClosed {
+            Self.closeBelowTLS(context)
+        } else if close {
+            context.close(promise: nil)
+        }
+    }
+
+    /// Closes the socket itself once the client has closed its side. Closing through NIOSSL
+    /// would send close_notify and then wait for the client's, which can no longer come (a
+    /// client that just drops the connection never sends it), until NIOSSL's shutdown timeout:
+    /// 5 s of a connection held for nothing.
+    private static func closeBelowTLS(_ context: ChannelHandlerContext) {
+        if let tls = try? context.pipeline.syncOperations.context(handlerType: NIOSSLServerHandler.self) {
+            tls.close(promise: nil)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
     private func respond(to requestHead: HTTPRequestHead, body: ByteBuffer, closeAfter: Bool, context: ChannelHandlerContext) {
         let request: Request
         do {
@@ -111,6 +149,8 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
             return
         }
         let channel = context.channel
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        answering = true
         let responder = responder
         let logger = logger
         let isHead = requestHead.method == .HEAD
@@ -134,14 +174,17 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
             head.headers.replaceOrAdd(name: "date", value: HTTPDate.now())
             if closeAfter { head.headers.replaceOrAdd(name: "connection", value: "close") }
             let writer = ChannelBodyWriter(channel: channel, head: head, skipsBody: isHead)
+            var close = closeAfter
             do {
                 try await response.body.write(writer)
             } catch {
                 logger.debug("could not write an answer", metadata: ["error": "\(error)"])
-                channel.close(promise: nil)
-                return
+                close = true
             }
-            if closeAfter { channel.close(promise: nil) }
+            channel.eventLoop.execute { [close] in
+                let (handler, context) = bound.value
+                handler.answered(context: context, close: close)
+            }
         }
     }
 

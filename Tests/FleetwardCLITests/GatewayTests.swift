@@ -275,9 +275,63 @@ import Testing
         defer { connection.stop() }
         #expect(connection.proveConnected("gw-expiring"))
         let closed = connection.waitForClose(seconds: 15)
-        let after = closed.map { $0.timeIntervalSince(end) }
+        // The certificate's notAfter is `end` cut to whole seconds (as UTCTime and the registry
+        // row say); measure from that, not from `end`.
+        let notAfter = Date(timeIntervalSince1970: end.timeIntervalSince1970.rounded(.down))
+        let after = closed.map { $0.timeIntervalSince(notAfter) }
         #expect(after != nil && after! > -0.5 && after! < 1.5, "closed \(String(describing: after)) s after notAfter")
         #expect(fixture.server.stderr.contains("the certificate expired"))
+    }
+
+    /// The server's sockets on `port` that the client has closed and the server has not
+    /// (CLOSE_WAIT, state 08 in /proc/net/tcp).
+    static func halfClosed(port: Int) throws -> Int {
+        let wanted = String(format: ":%04X", port)
+        var count = 0
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                if fields.count > 3, fields[1].hasSuffix(wanted), fields[3] == "08" { count += 1 }
+            }
+        }
+        return count
+    }
+
+    /// A client that hangs up (after a kept-alive answer, after `Connection: close`, without
+    /// close_notify, or in the middle of a request) leaves nothing held on the gateway or the EST
+    /// listener: each connection ends when its client's does, not after NIOSSL's 5 s shutdown
+    /// timeout or never.
+    @Test func clientsThatHangUpLeaveNoHalfClosedConnectionBehind() throws {
+        let fixture = try ESTFixture()
+        let device = try Self.enroll(fixture, "gw-hangup")
+        func port(_ url: String) throws -> Int {
+            try #require(URLComponents(string: url)?.port)
+        }
+        let ports = [try port(fixture.gateway), try port(fixture.est)]
+        let tls = ["-s", "--max-time", "15", "--cacert", fixture.data + "/ca/root.pem", "--cert", device.certificate, "--key", device.key]
+        for extra in [[], ["-H", "Connection: close"]] {
+            let result = try fixture.curl.run(
+                tls + extra + ["-o", "/dev/null", "-w", "%{http_code}", fixture.gateway + "/v1/whoami"], timeout: 30)
+            #expect(result.stdout == "200", "\(result)")
+            let cacerts = try fixture.curl.run(
+                tls + extra + ["-o", "/dev/null", "-w", "%{http_code}", fixture.est + "/cacerts"], timeout: 30)
+            #expect(cacerts.stdout == "200", "\(cacerts)")
+        }
+        // s_client ends on end of input (without -quiet, which implies -ign_eof): once in the middle
+        // of a request, once right after a whole one, whether or not the answer has come.
+        let host = fixture.gateway.replacingOccurrences(of: "https://", with: "")
+        for request in ["GET /v1/whoami HTTP/1.1\r\nHost: local", "GET /v1/whoami HTTP/1.1\r\nHost: localhost\r\n\r\n"] {
+            _ = try fixture.cli.openssl.run(
+                ["s_client", "-connect", host, "-CAfile", fixture.data + "/ca/root.pem", "-cert", device.certificate, "-key", device.key],
+                stdin: Array(request.utf8), timeout: 30)
+        }
+        var held = ports.map { (try? Self.halfClosed(port: $0)) ?? -1 }
+        for _ in 0..<30 where held != [0, 0] {
+            Thread.sleep(forTimeInterval: 0.1)
+            held = ports.map { (try? Self.halfClosed(port: $0)) ?? -1 }
+        }
+        #expect(held == [0, 0], "half-closed connections still held 3 s after their clients left (gateway, EST): \(held)")
     }
 
     /// `openssl s_client` with a saved session: writes (`-sess_out`) or resumes (`-sess_in`) it and
