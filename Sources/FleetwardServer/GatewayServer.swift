@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Crypto
 import FleetwardDevice
 import FleetwardPKI
@@ -7,6 +7,7 @@ import HTTPTypes
 public import Hummingbird
 import HummingbirdCore
 public import Logging
+public import ServiceLifecycle
 public import NIOCore
 import NIOSSL
 import NIOTLS
@@ -41,7 +42,7 @@ public enum GatewayServer {
         _ gateway: Gateway, address: ListenAddress, certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8], allowTLS12: Bool = false,
         upstream: Upstream? = nil, updates: UpdateCatalog? = nil, logger: Logger,
         onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
-    ) throws -> some ApplicationProtocol {
+    ) throws -> some Service {
         var tls = try TLSListener.configuration(certificateChainPEM: certificateChainPEM, privateKeyPKCS8: privateKeyPKCS8)
         tls.minimumTLSVersion = allowTLS12 ? .tlsv12 : .tlsv13
         // A certificate is required; the callback replaces chain verification entirely.

@@ -2,6 +2,7 @@ public import FleetwardRegistry
 public import Foundation
 public import Hummingbird
 public import Logging
+public import ServiceLifecycle
 import NIOCore
 import NIOSSL
 import HummingbirdCore
@@ -70,7 +71,7 @@ public enum ESTServer {
     public static func application(
         _ service: ESTService, address: ListenAddress, certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8], logger: Logger,
         onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
-    ) throws -> some ApplicationProtocol {
+    ) throws -> some Service {
         var tls = try TLSListener.configuration(certificateChainPEM: certificateChainPEM, privateKeyPKCS8: privateKeyPKCS8)
         tls.minimumTLSVersion = .tlsv12
         tls.certificateVerification = .optionalVerification
@@ -109,23 +110,14 @@ enum TLSListener {
         router: Router<Context>, tls: TLSConfiguration, address: ListenAddress, bodyLimit: Int, logger: Logger,
         onListening: @escaping @Sendable (ListenAddress) async -> Void, afterTLS: @escaping AfterTLS = { _ in nil },
         verify: @escaping Verify
-    ) throws -> some ApplicationProtocol where Context.Source == ApplicationRequestContextSource {
+    ) throws -> DeviceListener where Context.Source == ApplicationRequestContextSource {
         let context = try NIOSSLContext(configuration: tls)
-        let responder = router.buildResponder()
-        return Application(
-            router: router,
-            server: HTTPServerBuilder { _ in
-                VerifyingTLSChannel(
-                    base: DeviceHTTPChannel(responder: responder, bodyLimit: bodyLimit), context: context, verify: verify,
-                    afterTLS: afterTLS)
-            },
-            configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
-            onServerRunning: { channel in
-                let bound = channel.localAddress
-                await onListening(ListenAddress(host: bound?.ipAddress ?? address.host, port: bound?.port ?? address.port))
-            },
-            logger: logger
-        )
+        let channel = VerifyingTLSChannel(
+            base: DeviceHTTPChannel(responder: router.buildResponder(), bodyLimit: bodyLimit), context: context, verify: verify,
+            afterTLS: afterTLS)
+        return DeviceListener(address: address, logger: logger, onListening: onListening) { connection in
+            channel.setup(channel: connection, logger: logger).map { _ in }
+        }
     }
 }
 
