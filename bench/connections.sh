@@ -48,7 +48,7 @@ token=$("$fleetward" token create --data "$data" --role admin 2>/dev/null)
 taskset -c 0 "$fleetward" serve --data "$data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 \
   >"$work/serve.out" 2>"$work/serve.err" &
 fw=$!; bench_pids+=("$fw")
-for _ in $(seq 1 100); do grep -q '^gateway listening' "$work/serve.out" && break; sleep 0.1; done
+for _ in $(seq 1 100); do [ "$(grep -c ' listening on ' "$work/serve.out")" -ge 3 ] && break; sleep 0.1; done
 est=$(grep '^EST listening' "$work/serve.out" | grep -o 'https://[0-9.]*:[0-9]*')
 api=$(grep '^management API listening' "$work/serve.out" | grep -o 'http://[0-9.]*:[0-9]*' | head -1)
 gateway_port=$(grep '^gateway listening' "$work/serve.out" | grep -o '127.0.0.1:[0-9]*' | cut -d: -f2)

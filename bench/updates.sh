@@ -37,7 +37,7 @@ sha=$("$fleetward" release publish --data "$dir/data" "$dir/firmware.img" --vers
 taskset -c 0 "$fleetward" serve --data "$dir/data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 \
   >"$dir/serve.out" 2>"$dir/serve.err" &
 fw=$!; bench_pids+=("$fw")
-for _ in $(seq 1 100); do grep -q '^gateway listening' "$dir/serve.out" && break; sleep 0.1; done
+for _ in $(seq 1 100); do [ "$(grep -c ' listening on ' "$dir/serve.out")" -ge 3 ] && break; sleep 0.1; done
 est=$(grep '^EST listening' "$dir/serve.out" | grep -o 'https://[0-9.]*:[0-9]*')
 fw_port=$(grep '^gateway listening' "$dir/serve.out" | grep -o '127.0.0.1:[0-9]*' | cut -d: -f2)
 bench_enroll "$dir" "$est" bench-1 bench-secret-0000000001

@@ -257,7 +257,8 @@ import Testing
                     "serve", "--data", dir.file("data"), "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen",
                     "127.0.0.1:0",
                 ],
-                environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: dir.path)
+                environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: dir.path,
+                expectedListeners: 3)
         }
         let first = try serve()
         #expect(first.stdout.contains("Fleetward CA for Fleetward in"))

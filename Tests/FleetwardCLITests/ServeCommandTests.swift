@@ -30,7 +30,8 @@ import Testing
             arguments: [
                 "serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
             ] + extra,
-            environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path)
+            environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path,
+            expectedListeners: 3)
     }
 
     /// `curl -s -w '\n%{http_code}'`: the body and the status.
