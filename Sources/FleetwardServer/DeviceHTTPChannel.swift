@@ -20,19 +20,9 @@ import ServiceLifecycle
 /// 6 % of a resumed handshake's CPU. The socket options are the ones Hummingbird sets.
 struct DeviceListener: Service {
     let address: ListenAddress
-    let logger: Logger
     let onListening: @Sendable (ListenAddress) async -> Void
+    /// Sets up an accepted connection's pipeline.
     let initializer: @Sendable (any Channel) -> EventLoopFuture<Void>
-
-    init(
-        address: ListenAddress, logger: Logger, onListening: @escaping @Sendable (ListenAddress) async -> Void,
-        initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
-    ) {
-        self.address = address
-        self.logger = logger
-        self.onListening = onListening
-        self.initializer = initializer
-    }
 
     func run() async throws {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -62,34 +52,22 @@ struct DeviceListener: Service {
 /// handler (the body collected up to `bodyLimit`), a task exists only while the router answers,
 /// and the answer is written from the event loop. Routes, request contexts, middleware and
 /// errors are Hummingbird's own, unchanged.
-struct DeviceHTTPChannel<Responder: HTTPResponder>: ServerChildChannel
-where Responder.Context: RequestContext, Responder.Context.Source == ApplicationRequestContextSource {
-    struct Value: ServerChildChannelValue {
-        let channel: any Channel
+enum DeviceHTTPChannel {
+    /// Adds the HTTP/1.1 handlers after what `pipeline` already holds (TLS).
+    /// - Parameter bodyLimit: the largest request body any route accepts; one byte more is kept
+    ///   so that the route's own `collectBody(upTo:)` refuses it as it always has (413).
+    static func configure<Responder: HTTPResponder>(
+        _ pipeline: ChannelPipeline.SynchronousOperations, responder: Responder, bodyLimit: Int, logger: Logger
+    ) throws where Responder.Context: RequestContext, Responder.Context.Source == ApplicationRequestContextSource {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = 16 * 1024
+        limits.maxHeaderListSize = 64 * 1024
+        limits.maxHeaderFieldCount = 200
+        try pipeline.configureHTTPServerPipeline(
+            withPipeliningAssistance: true, withErrorHandling: true, withOutboundHeaderValidation: false,
+            withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+        try pipeline.addHandler(DeviceHTTPHandler(responder: responder, bodyLimit: bodyLimit, logger: logger))
     }
-
-    let responder: Responder
-    /// The largest request body any route accepts; one byte more is kept so that the route's
-    /// own `collectBody(upTo:)` refuses it as it always has (413).
-    let bodyLimit: Int
-
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
-            var limits = NIOHTTPDecoderLimitConfiguration()
-            limits.maxHeaderFieldSize = 16 * 1024
-            limits.maxHeaderListSize = 64 * 1024
-            limits.maxHeaderFieldCount = 200
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                withPipeliningAssistance: true, withErrorHandling: true, withOutboundHeaderValidation: false,
-                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-            try channel.pipeline.syncOperations.addHandler(
-                DeviceHTTPHandler(responder: responder, bodyLimit: bodyLimit, logger: logger))
-            return Value(channel: channel)
-        }
-    }
-
-    /// Nothing to wait for: the connection lives in its pipeline.
-    func handle(value: Value, logger: Logger) async {}
 }
 
 /// Reads one request at a time (HTTPServerPipelineHandler holds back pipelined ones until the

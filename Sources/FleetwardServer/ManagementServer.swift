@@ -1,5 +1,5 @@
-public import FleetwardRegistry
-public import Foundation
+import FleetwardRegistry
+import Foundation
 public import Hummingbird
 public import Logging
 public import ServiceLifecycle
@@ -112,44 +112,18 @@ enum TLSListener {
         verify: @escaping Verify
     ) throws -> DeviceListener where Context.Source == ApplicationRequestContextSource {
         let context = try NIOSSLContext(configuration: tls)
-        let channel = VerifyingTLSChannel(
-            base: DeviceHTTPChannel(responder: router.buildResponder(), bodyLimit: bodyLimit), context: context, verify: verify,
-            afterTLS: afterTLS)
-        return DeviceListener(address: address, logger: logger, onListening: onListening) { connection in
-            channel.setup(channel: connection, logger: logger).map { _ in }
+        let responder = router.buildResponder()
+        return DeviceListener(address: address, onListening: onListening) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let pipeline = channel.pipeline.syncOperations
+                // The client's certificates and the channel go to `verify`.
+                try pipeline.addHandler(
+                    NIOSSLServerHandler(
+                        context: context,
+                        customVerificationCallbackWithMetadata: { presented, promise in verify(presented, channel, promise) }))
+                if let handler = afterTLS(channel) { try pipeline.addHandler(handler) }
+                try DeviceHTTPChannel.configure(pipeline, responder: responder, bodyLimit: bodyLimit, logger: logger)
+            }
         }
     }
-}
-
-/// TLS in front of an HTTP channel, handing each handshake's client certificates and the
-/// channel to a ``TLSListener/Verify`` callback.
-struct VerifyingTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
-    typealias Value = Base.Value
-
-    let base: Base
-    let context: NIOSSLContext
-    let verify: TLSListener.Verify
-    let afterTLS: TLSListener.AfterTLS
-
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        let verify = verify
-        let afterTLS = afterTLS
-        return channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(
-                NIOSSLServerHandler(
-                    context: context,
-                    customVerificationCallbackWithMetadata: { presented, promise in verify(presented, channel, promise) }))
-            if let handler = afterTLS(channel) { try channel.pipeline.syncOperations.addHandler(handler) }
-        }.flatMap {
-            base.setup(channel: channel, logger: logger)
-        }
-    }
-
-    func handle(value: Base.Value, logger: Logger) async {
-        await base.handle(value: value, logger: logger)
-    }
-}
-
-extension VerifyingTLSChannel: HTTPChannelHandler where Base: HTTPChannelHandler {
-    var responder: HTTPChannelHandler.Responder { base.responder }
 }
