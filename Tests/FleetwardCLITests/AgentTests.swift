@@ -303,27 +303,14 @@ final class OpenSSLImpostor {
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "impostor.key", "-out",
             "impostor.pem", "-subj", "/CN=127.0.0.1", "-days", "30", "-addext", "subjectAltName=IP:127.0.0.1",
         ])
-        port = Int.random(in: 20000...40000)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: openssl.executable)
-        process.arguments = [
-            "s_server", "-accept", "127.0.0.1:\(port)", "-cert", directory.file("impostor.pem"), "-key", directory.file("impostor.key"),
-            "-www",
-            "-quiet",
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        try process.launchSerialized()
-        // Ready when it accepts a TCP connection (bounded).
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if (try? openssl.run(["s_client", "-connect", "127.0.0.1:\(port)", "-brief"], stdin: [], timeout: 5))?.stderr.contains(
-                "CONNECTION ESTABLISHED") == true
-            {
-                return
-            }
-            Thread.sleep(forTimeInterval: 0.1)
+        (process, port) = try Listening.start("openssl s_server") { candidate in
+            (
+                openssl.executable,
+                [
+                    "s_server", "-accept", "127.0.0.1:\(candidate)", "-cert", directory.file("impostor.pem"), "-key",
+                    directory.file("impostor.key"), "-www", "-quiet",
+                ]
+            )
         }
     }
 

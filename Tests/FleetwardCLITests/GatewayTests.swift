@@ -212,7 +212,7 @@ import Testing
         defer { upstreamDirectory.remove() }
         // The backend: nginx echoing what it was told about the caller.
         let backend = try NginxProcess(
-            in: upstreamDirectory, curl: try Tool("curl"),
+            in: upstreamDirectory,
             server: """
                         listen 127.0.0.1:PORT;
                         location / {
@@ -234,7 +234,7 @@ import Testing
                 "-H", "X-Extra: kept", "-w", "\n%{http_code}", fixture.gateway + "/api/readings?since=5",
             ], timeout: 30)
         let lines = forwarded.stdout.split(separator: "\n")
-        #expect(lines.last == "200", "\(forwarded)")
+        #expect(lines.last == "200", "\(forwarded)\nserve: \(fixture.server.stderr)\nnginx: \(backend.errorLog)")
         let echo = lines.first.map(String.init) ?? ""
         #expect(echo.contains("device=[gw-proxied]"), "\(echo)")
         #expect(echo.contains("owner=[]"), "a device without an owner sends none, and the forged one is gone: \(echo)")

@@ -12,54 +12,43 @@ final class NginxProcess {
     var errorLog: String { (try? String(contentsOfFile: directory + "/error.log", encoding: .utf8)) ?? "" }
 
     /// Starts nginx with `server` (the body of a `server {}` block; `PORT` is replaced by the port).
-    init(in parent: TemporaryDirectory, curl: Tool, server: String) throws {
+    init(in parent: TemporaryDirectory, server: String) throws {
         guard let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw Tool.Missing(description: "nginx is not installed (scripts/test.sh installs it)")
         }
         directory = parent.file("nginx")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        for _ in 0..<5 {
-            let candidate = Int.random(in: 20_000...60_000)
-            let config = """
-                daemon off;
-                master_process off;
-                pid \(directory)/nginx.pid;
-                error_log \(directory)/error.log info;
-                events { worker_connections 64; }
-                http {
-                    access_log off;
-                    client_body_temp_path \(directory)/body;
-                    proxy_temp_path \(directory)/proxy;
-                    fastcgi_temp_path \(directory)/fastcgi;
-                    uwsgi_temp_path \(directory)/uwsgi;
-                    scgi_temp_path \(directory)/scgi;
-                    server {
-                \(server.replacingOccurrences(of: "PORT", with: "\(candidate)"))
+        let directory = self.directory
+        do {
+            // nginx keeps retrying a busy port for 2.5 s before it gives up: it is ready only once
+            // it holds the port itself.
+            (process, port) = try Listening.start("nginx") { candidate in
+                let config = """
+                    daemon off;
+                    master_process off;
+                    pid \(directory)/nginx.pid;
+                    error_log \(directory)/error.log info;
+                    events { worker_connections 64; }
+                    http {
+                        access_log off;
+                        client_body_temp_path \(directory)/body;
+                        proxy_temp_path \(directory)/proxy;
+                        fastcgi_temp_path \(directory)/fastcgi;
+                        uwsgi_temp_path \(directory)/uwsgi;
+                        scgi_temp_path \(directory)/scgi;
+                        server {
+                    \(server.replacingOccurrences(of: "PORT", with: "\(candidate)"))
+                        }
                     }
-                }
 
-                """
-            try config.write(toFile: directory + "/nginx.conf", atomically: true, encoding: .utf8)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: nginx)
-            process.arguments = ["-c", directory + "/nginx.conf", "-p", directory]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            process.standardInput = FileHandle.nullDevice
-            try process.launchSerialized()
-            for _ in 0..<100 where process.isRunning {
-                let probe = try curl.run(["-s", "-k", "--max-time", "2", "-o", "/dev/null", "http://127.0.0.1:\(candidate)/"], timeout: 5)
-                if probe.status != 7 { break }  // 7: nothing listening yet
-                Thread.sleep(forTimeInterval: 0.05)
+                    """
+                try config.write(toFile: directory + "/nginx.conf", atomically: true, encoding: .utf8)
+                return (nginx, ["-c", directory + "/nginx.conf", "-p", directory])
             }
-            if process.isRunning {
-                self.process = process
-                port = candidate
-                return
-            }
+        } catch {
+            throw Tool.TimedOut(
+                description: "nginx did not start: \((try? String(contentsOfFile: directory + "/error.log", encoding: .utf8)) ?? "")")
         }
-        throw Tool.TimedOut(
-            description: "nginx did not start: \((try? String(contentsOfFile: directory + "/error.log", encoding: .utf8)) ?? "")")
     }
 
     deinit { stop() }

@@ -90,7 +90,7 @@ import Testing
             "pkey", "-in", fixture.data + "/tls/gateway.key", "-passin", "pass:" + CLI.passphrase, "-out", dir.file("nginx-server.key"),
         ])
         let server = try NginxProcess(
-            in: dir, curl: fixture.curl,
+            in: dir,
             server: """
                         listen 127.0.0.1:PORT ssl;
                         ssl_protocols TLSv1.3;

@@ -65,7 +65,7 @@ import X509
             let body = pkcs7.stdout.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined(separator: "\n") + "\n"
             try body.write(toFile: www + "/.well-known/est/cacerts", atomically: true, encoding: .utf8)
             for _ in 0..<5 {
-                let candidate = Int.random(in: 20_000...60_000)
+                let candidate = Listening.candidatePort()
                 let log = directory.file("s_server-\(candidate).log")
                 FileManager.default.createFile(atPath: log, contents: nil)
                 let process = Process()
