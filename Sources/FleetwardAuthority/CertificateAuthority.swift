@@ -50,7 +50,7 @@ public final class CertificateAuthority: Sendable {
         } else {
             role = profile.allowedIssuers.contains(.issuing) ? .issuing : .factory
         }
-        var rng = SystemRandomNumberGenerator()
+        var rng = SerialRandomSource()
         return try issuer(for: role).issue(
             request, profile: profile, identity: identity, days: days, lifetime: lifetime, now: now, using: &rng)
     }

@@ -12,6 +12,14 @@ enum ASN1Time {
 
     /// The DER TLV of `date` as Time.
     static func der(_ date: Date, forceGeneralized: Bool = false) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(17)
+        write(date, forceGeneralized: forceGeneralized, into: &out)
+        return out
+    }
+
+    /// Appends the DER TLV of `date` as Time: UTCTime for 1950–2049, GeneralizedTime otherwise.
+    static func write(_ date: Date, forceGeneralized: Bool, into out: inout [UInt8]) {
         let seconds = Int64(date.timeIntervalSince1970.rounded(.down))
         var days = seconds / 86_400
         var rem = seconds % 86_400
@@ -21,12 +29,13 @@ enum ASN1Time {
         }
         let (year, month, day) = civil(fromDays: days)
         let hour = Int(rem / 3600), minute = Int(rem % 3600 / 60), second = Int(rem % 60)
-        var out: [UInt8] = []
         if !forceGeneralized, (1950...2049).contains(year) {
-            out = [0x17, 13]  // UTCTime
+            out.append(0x17)  // UTCTime
+            out.append(13)
             append2(&out, year % 100)
         } else {
-            out = [0x18, 15]  // GeneralizedTime
+            out.append(0x18)  // GeneralizedTime
+            out.append(15)
             append2(&out, year / 100)
             append2(&out, year % 100)
         }
@@ -36,7 +45,6 @@ enum ASN1Time {
         append2(&out, minute)
         append2(&out, second)
         out.append(UInt8(ascii: "Z"))
-        return out
     }
 
     private static func append2(_ out: inout [UInt8], _ value: Int) {

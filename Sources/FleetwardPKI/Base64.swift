@@ -54,6 +54,35 @@ public enum Base64 {
         return out
     }
 
+    /// `bytes` in base64 with padding, as lines of at most `lineLength` characters, each ending
+    /// in a line feed (the body of an RFC 7030 answer; what `openssl base64` writes).
+    public static func encodeLines(_ bytes: some Collection<UInt8>, lineLength: Int = 64) -> [UInt8] {
+        precondition(lineLength > 0 && lineLength % 4 == 0, "lines hold whole quanta")
+        let characters = (bytes.count + 2) / 3 * 4
+        var out: [UInt8] = []
+        out.reserveCapacity(characters + characters / lineLength + 1)
+        var line = 0
+        var iterator = bytes.makeIterator()
+        while let first = iterator.next() {
+            let second = iterator.next()
+            let third = second == nil ? nil : iterator.next()
+            let quantum = UInt32(first) << 16 | UInt32(second ?? 0) << 8 | UInt32(third ?? 0)
+            out.append(alphabet[Int(quantum >> 18)])
+            out.append(alphabet[Int(quantum >> 12 & 0x3F)])
+            out.append(second == nil ? 0x3D : alphabet[Int(quantum >> 6 & 0x3F)])
+            out.append(third == nil ? 0x3D : alphabet[Int(quantum & 0x3F)])
+            line += 4
+            if line == lineLength {
+                out.append(0x0A)
+                line = 0
+            }
+        }
+        if line > 0 || out.isEmpty { out.append(0x0A) }
+        return out
+    }
+
+    static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
     @usableFromInline
     static func isWhitespace(_ character: UInt8) -> Bool {
         character == 0x20 || character == 0x0A || character == 0x0D || character == 0x09

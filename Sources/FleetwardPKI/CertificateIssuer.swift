@@ -185,71 +185,111 @@ public struct CertificateIssuer: Sendable {
         let notAfter = min(now.addingTimeInterval(lifetime ?? Double(lifetimeDays) * 86_400), caNotValidAfter)
         let serial = SerialNumberGenerator.make(at: now, using: &rng)
 
-        let subject = try subjectDER(profile: profile, identity: identity)
-        let tbs = tbsCertificate(
-            serial: serial, notBefore: notBefore, notAfter: notAfter, subject: subject, spki: spki,
-            keyBits: keyBits, isRSA: publicKey.description.hasPrefix("RSA"), profile: profile, identity: identity
-        )
-        let signature = try key.signDER(tbs)
-        var bitString: [UInt8] = [0x00]
-        bitString.append(contentsOf: signature)
-        let certificate = DERBytes.tlv(0x30, tbs + key.signatureAlgorithmDER + DERBytes.tlv(0x03, bitString))
+        let isRSA = publicKey.description.hasPrefix("RSA")
+        // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } (RFC 5280 §4.1),
+        // written into one buffer; the signature covers the TBSCertificate's bytes in place.
+        var certificate = DERWriter(capacity: 1024)
+        try certificate.constructed(0x30) { out in
+            let tbsStart = out.count
+            try writeTBSCertificate(
+                into: &out, serial: serial, notBefore: notBefore, notAfter: notAfter, spki: spki, keyBits: keyBits, isRSA: isRSA,
+                profile: profile, identity: identity)
+            let signature = try key.signDER(out.bytes[tbsStart...])
+            out.append(key.signatureAlgorithmDER)
+            out.constructed(0x03) { bits in
+                bits.append(byte: 0x00)
+                bits.append(signature)
+            }
+        }
         return IssuedCertificate(
-            der: certificate, serialNumber: serial, profile: profile, identity: identity,
+            der: certificate.bytes, serialNumber: serial, profile: profile, identity: identity,
             notValidBefore: notBefore, notValidAfter: notAfter
         )
     }
 
-    private func subjectDER(profile: CertificateProfile, identity: CertificateIdentity) throws -> [UInt8] {
-        var rdns: [[UInt8]] = [DERBytes.rdn(DERBytes.OID.organizationName, utf8: organization)]
+    /// Name ::= SEQUENCE OF RelativeDistinguishedName: O, then what the profile names.
+    private func writeSubject(into out: inout DERWriter, profile: CertificateProfile, identity: CertificateIdentity) throws {
         switch (profile, identity) {
-        case (.device, .device(let id)), (.birth, .device(let id)):
-            rdns.append(DERBytes.rdn(DERBytes.OID.commonName, utf8: id.rawValue))
-            rdns.append(DERBytes.rdn(DERBytes.OID.serialNumber, printable: id.rawValue))
-        case (.server, .server(let names)):
-            guard let first = names.first else {
-                throw PKIError(.invalidRequest, "a server certificate needs at least one DNS name or IP address")
-            }
-            if first.description.utf8.count <= 64 {
-                rdns.append(DERBytes.rdn(DERBytes.OID.commonName, utf8: first.description))
-            }
-        case (.ocsp, .ocspResponder):
-            rdns.append(DERBytes.rdn(DERBytes.OID.commonName, utf8: "\(organization) OCSP Responder (\(role))"))
-        case (.codesign, .releaseSigner):
-            rdns.append(DERBytes.rdn(DERBytes.OID.commonName, utf8: "\(organization) Release Signing"))
+        case (.device, .device), (.birth, .device), (.server, .server), (.ocsp, .ocspResponder), (.codesign, .releaseSigner):
+            break
         default:
             throw PKIError(.invalidRequest, "profile \(profile) cannot be issued to \(identity.kind)")
         }
-        return DERBytes.tlv(0x30, rdns.flatMap { $0 })
+        if case .server(let names) = identity, names.isEmpty {
+            throw PKIError(.invalidRequest, "a server certificate needs at least one DNS name or IP address")
+        }
+        out.constructed(0x30) { name in
+            name.rdn(DERBytes.OID.organizationName, 0x0C, organization.utf8)
+            switch identity {
+            case .device(let id):
+                name.rdn(DERBytes.OID.commonName, 0x0C, id.rawValue.utf8)
+                name.rdn(DERBytes.OID.serialNumber, 0x13, id.rawValue.utf8)
+            case .server(let names):
+                let first = names[0].description
+                if first.utf8.count <= 64 { name.rdn(DERBytes.OID.commonName, 0x0C, first.utf8) }
+            case .ocspResponder:
+                name.rdn(DERBytes.OID.commonName, 0x0C, "\(organization) OCSP Responder (\(role))".utf8)
+            case .releaseSigner:
+                name.rdn(DERBytes.OID.commonName, 0x0C, "\(organization) Release Signing".utf8)
+            }
+        }
     }
 
-    private func tbsCertificate(
-        serial: Certificate.SerialNumber, notBefore: Date, notAfter: Date, subject: [UInt8], spki: [UInt8],
+    private func writeTBSCertificate(
+        into out: inout DERWriter, serial: Certificate.SerialNumber, notBefore: Date, notAfter: Date, spki: [UInt8],
         keyBits: ArraySlice<UInt8>, isRSA: Bool, profile: CertificateProfile, identity: CertificateIdentity
-    ) -> [UInt8] {
-        var extensions: [UInt8] = []
-        extensions.reserveCapacity(384)
-        extensions +=
-            (isRSA && profile == .server)
-            ? Self.fixedExtensions(profile, isRSA: true, aki: authorityKeyIdentifierDER) : fixedExtensions[profile]!
-        // subjectKeyIdentifier: SHA-1 of the subjectPublicKey bits (RFC 5280 §4.2.1.2, method 1)
-        let keyID = Array(Insecure.SHA1.hash(data: keyBits))
-        extensions += DERBytes.extensionDER(oid: DERBytes.OID.subjectKeyIdentifier, critical: false, value: DERBytes.tlv(0x04, keyID))
-        if let san = DERBytes.subjectAltName(for: identity) {
-            extensions += DERBytes.extensionDER(oid: DERBytes.OID.subjectAltName, critical: false, value: san)
+    ) throws {
+        try out.constructed(0x30) { tbs in
+            tbs.append([0xA0, 0x03, 0x02, 0x01, 0x02])  // version [0] EXPLICIT v3
+            serial.bytes.withUnsafeBytes { tbs.element(0x02, $0) }
+            tbs.append(key.signatureAlgorithmDER)
+            tbs.append(issuerNameDER)
+            tbs.constructed(0x30) { validity in
+                validity.time(notBefore)
+                validity.time(notAfter)
+            }
+            try writeSubject(into: &tbs, profile: profile, identity: identity)
+            tbs.append(spki)
+            tbs.constructed(0xA3) { explicit in
+                explicit.constructed(0x30) { extensions in
+                    extensions.append(
+                        (isRSA && profile == .server)
+                            ? Self.fixedExtensions(profile, isRSA: true, aki: authorityKeyIdentifierDER) : fixedExtensions[profile]!)
+                    // subjectKeyIdentifier: SHA-1 of the subjectPublicKey bits (RFC 5280 §4.2.1.2, method 1)
+                    extensions.extensionValue(DERBytes.OID.subjectKeyIdentifier, critical: false) { value in
+                        Insecure.SHA1.hash(data: keyBits).withUnsafeBytes { value.element(0x04, $0) }
+                    }
+                    if case .device(let id) = identity {
+                        extensions.extensionValue(DERBytes.OID.subjectAltName, critical: false) { value in
+                            value.constructed(0x30) { $0.element(0x86, id.uri.utf8) }  // uniformResourceIdentifier [6]
+                        }
+                    } else if let san = DERBytes.subjectAltName(for: identity) {
+                        extensions.extensionValue(DERBytes.OID.subjectAltName, critical: false) { $0.append(san) }
+                    }
+                }
+            }
         }
+    }
+}
 
-        var body: [UInt8] = []
-        body.reserveCapacity(1024)
-        body += [0xA0, 0x03, 0x02, 0x01, 0x02]  // version [0] EXPLICIT v3
-        body += DERBytes.tlv(0x02, Array(serial.bytes))
-        body += key.signatureAlgorithmDER
-        body += issuerNameDER
-        body += DERBytes.tlv(0x30, ASN1Time.der(notBefore) + ASN1Time.der(notAfter))
-        body += subject
-        body += spki
-        body += DERBytes.tlv(0xA3, DERBytes.tlv(0x30, extensions))
-        return DERBytes.tlv(0x30, body)
+extension DERWriter {
+    /// Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }
+    mutating func extensionValue(_ oid: [UInt8], critical: Bool, _ value: (inout DERWriter) -> Void) {
+        constructed(0x30) { ext in
+            ext.append(oid)
+            if critical { ext.append([0x01, 0x01, 0xFF]) }
+            ext.constructed(0x04, value)
+        }
+    }
+
+    /// RelativeDistinguishedName: SET { SEQUENCE { type, value } } with the value's string tag.
+    mutating func rdn(_ oid: [UInt8], _ stringTag: UInt8, _ value: some Collection<UInt8>) {
+        constructed(0x31) { set in
+            set.constructed(0x30) { pair in
+                pair.append(oid)
+                pair.element(stringTag, value)
+            }
+        }
     }
 }
 

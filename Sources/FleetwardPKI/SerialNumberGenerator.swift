@@ -1,4 +1,7 @@
 public import Foundation
+#if canImport(Glibc)
+    import Glibc
+#endif
 public import X509
 
 /// Makes certificate serial numbers: positive, 20 octets in DER, time-ordered, 112 random bits.
@@ -43,5 +46,28 @@ extension Certificate.SerialNumber {
         var bytes = self.bytes[...]
         while bytes.count > 1, bytes.first == 0 { bytes = bytes.dropFirst() }
         return bytes.hexString
+    }
+}
+
+/// The system's random bytes for one serial number in one call (glibc's `arc4random_buf`, one
+/// `getrandom` for the lot): `SystemRandomNumberGenerator` makes a system call per 8 bytes, and a
+/// serial takes two.
+public struct SerialRandomSource: RandomNumberGenerator {
+    private var words: (UInt64, UInt64) = (0, 0)
+    private var used = 0
+
+    public init() {
+        withUnsafeMutableBytes(of: &words) { arc4random_buf($0.baseAddress!, $0.count) }
+    }
+
+    public mutating func next() -> UInt64 {
+        defer { used += 1 }
+        switch used {
+        case 0: return words.0
+        case 1: return words.1
+        default:
+            var system = SystemRandomNumberGenerator()
+            return system.next()
+        }
     }
 }

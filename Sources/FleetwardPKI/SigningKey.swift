@@ -147,7 +147,7 @@ public struct SigningKey: Sendable, CustomStringConvertible {
     }
 
     /// Signs `bytes` and returns the DER ECDSA-Sig-Value.
-    func signDER(_ bytes: [UInt8]) throws -> [UInt8] {
+    func signDER(_ bytes: some DataProtocol) throws -> [UInt8] {
         do {
             switch backing {
             case .p256(let key): return Array(try key.signature(for: bytes).derRepresentation)

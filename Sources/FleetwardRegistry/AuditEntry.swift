@@ -64,13 +64,18 @@ public struct AuditEntry: Sendable, Equatable, Codable {
     /// The hash these fields should have.
     public func computedHash() -> [UInt8] {
         var hasher = SHA256()
-        func put(_ bytes: some Collection<UInt8>) {
+        // Each field as its length and bytes, hashed in place (no copy per field).
+        func put(_ bytes: UnsafeRawBufferPointer) {
             var length = UInt64(bytes.count).bigEndian
             withUnsafeBytes(of: &length) { hasher.update(bufferPointer: $0) }
-            hasher.update(data: Array(bytes))
+            hasher.update(bufferPointer: bytes)
+        }
+        func put(_ bytes: [UInt8]) {
+            bytes.withUnsafeBytes { put($0) }
         }
         func put(_ text: String?) {
-            if let text { put(Array(text.utf8)) } else { put([0xFF]) }
+            guard var text else { return put([0xFF]) }
+            text.withUTF8 { put(UnsafeRawBufferPointer($0)) }
         }
         var sequenceBytes = sequence.bigEndian
         withUnsafeBytes(of: &sequenceBytes) { hasher.update(bufferPointer: $0) }

@@ -79,7 +79,7 @@ public struct ESTService: Sendable {
         router.add(middleware: ESTProblemMiddleware())
         let est = router.group(RouterPath(Self.prefix))
         est.get("cacerts") { _, _ in
-            try Self.pkcs7Response(try CertsOnlyPKCS7.base64([rootDER, issuingDER]))
+            try Self.pkcs7Response(try CertsOnlyPKCS7.base64Bytes([rootDER, issuingDER]))
         }
         est.get("csrattrs") { _, _ in
             Response(
@@ -173,7 +173,7 @@ public struct ESTService: Sendable {
             throw ESTProblem(.forbidden, error.message)
         }
         limiter.reset("est-device:\(proof.device.id)")
-        return try Self.pkcs7Response(try CertsOnlyPKCS7.base64([issued.der]))
+        return try Self.pkcs7Response(try CertsOnlyPKCS7.base64Bytes([issued.der]))
     }
 
     static func actor(_ proof: Proof) -> Actor {
@@ -359,14 +359,14 @@ public struct ESTService: Sendable {
 
     static let contentTransferEncoding = HTTPField.Name("Content-Transfer-Encoding")!
 
-    static func pkcs7Response(_ base64: String) throws -> Response {
+    static func pkcs7Response(_ base64: [UInt8]) throws -> Response {
         Response(
             status: .ok,
             headers: [
                 .contentType: "application/pkcs7-mime; smime-type=certs-only",
                 contentTransferEncoding: "base64",
             ],
-            body: .init(byteBuffer: ByteBuffer(string: base64)))
+            body: .init(byteBuffer: ByteBuffer(bytes: base64)))
     }
 }
 

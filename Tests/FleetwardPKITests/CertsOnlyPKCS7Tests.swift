@@ -51,4 +51,32 @@ import X509
         let decoded = try #require(Data(base64Encoded: lines.joined()))
         #expect(Array(decoded) == (try CertsOnlyPKCS7.encode([try der(pki.issuing)])))
     }
+
+    /// Lengths in every form DER has (short, 0x81, 0x82, 0x83) come out minimal and definite:
+    /// swift-asn1's strict DER parser reads each one back, with the contents where they belong.
+    @Test(arguments: [1, 100, 200, 300, 70_000])
+    func everyLengthFormIsMinimalDER(contentLength: Int) throws {
+        // An OCTET STRING of `contentLength` bytes stands in for a certificate.
+        var length: [UInt8] = []
+        var rest = contentLength
+        while rest > 0 {
+            length.insert(UInt8(rest & 0xFF), at: 0)
+            rest >>= 8
+        }
+        let header: [UInt8] = contentLength < 0x80 ? [0x04, UInt8(contentLength)] : [0x04, 0x80 | UInt8(length.count)] + length
+        let blob = header + (0..<contentLength).map { UInt8(truncatingIfNeeded: $0) }
+        let encoded = try CertsOnlyPKCS7.encode([blob])
+        let root = try DER.parse(encoded)
+        #expect(root.encodedBytes.count == encoded.count)
+        #expect(try CertsOnlyPKCS7.decode(encoded) == [blob])
+    }
+
+    @Test func base64LinesAreWhatFoundationWrites() {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0..<300 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let foundation = Data(bytes).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed]) + "\n"
+            #expect(String(decoding: Base64.encodeLines(bytes), as: UTF8.self) == foundation, "length \(length)")
+        }
+    }
 }

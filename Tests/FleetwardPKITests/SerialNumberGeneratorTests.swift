@@ -57,6 +57,29 @@ import X509
         #expect(a.suffix(SerialNumberGenerator.randomOctetCount) != b.suffix(SerialNumberGenerator.randomOctetCount))
     }
 
+    /// The one-call source the CA issues with: fresh bytes per source, different words within one,
+    /// and serials with all 112 random bits varying.
+    @Test func theOneCallSourceGivesFreshBitsEveryTime() {
+        var seen: Set<UInt64> = []
+        var ored = [UInt8](repeating: 0, count: SerialNumberGenerator.randomOctetCount)
+        var anded = [UInt8](repeating: 0xFF, count: SerialNumberGenerator.randomOctetCount)
+        for _ in 0..<200 {
+            var source = SerialRandomSource()
+            let first = source.next()
+            let second = source.next()
+            let third = source.next()  // beyond the prefetched two: still random
+            seen.formUnion([first, second, third])
+            var again = SerialRandomSource()
+            let random = Array(SerialNumberGenerator.make(at: Date(), using: &again).bytes.suffix(SerialNumberGenerator.randomOctetCount))
+            for index in random.indices {
+                ored[index] |= random[index]
+                anded[index] &= random[index]
+            }
+        }
+        #expect(seen.count == 600, "no word repeats")
+        #expect(ored.allSatisfy { $0 == 0xFF } && anded.allSatisfy { $0 == 0 }, "every random bit takes both values")
+    }
+
     @Test func hexStringMatchesOpenSSLStyle() {
         let serial = Certificate.SerialNumber(bytes: [0x00, 0x0A, 0xFF])
         #expect(serial.hexString == "0aff")
