@@ -63,19 +63,39 @@ enum DeviceHTTPChannel {
         limits.maxHeaderFieldSize = 16 * 1024
         limits.maxHeaderListSize = 64 * 1024
         limits.maxHeaderFieldCount = 200
+        // Pipelined requests are queued by DeviceHTTPHandler itself: NIO's pipelining handler
+        // withholds every read while an answer is pending, and each withheld read costs the
+        // event loop two epoll_ctl calls per request, pipelined or not. It also answers requests
+        // that do not parse (400), in their turn.
         try pipeline.configureHTTPServerPipeline(
-            withPipeliningAssistance: true, withErrorHandling: true, withOutboundHeaderValidation: false,
+            withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
             withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
         try pipeline.addHandler(DeviceHTTPHandler(responder: responder, bodyLimit: bodyLimit, logger: logger))
     }
 }
 
-/// Reads one request at a time (HTTPServerPipelineHandler holds back pipelined ones until the
-/// answer's end is written), answers it through the router and writes the answer.
-final class DeviceHTTPHandler<Responder: HTTPResponder>: ChannelInboundHandler
+/// Answers one request at a time through the router, in the order they came. A request that
+/// arrives while another is answered (HTTP/1.1 pipelining) waits in a queue; reading from the
+/// socket pauses only while one waits, so a pipelining client cannot make the server buffer more
+/// than what one read brought, and a client that waits for each answer never pauses reading.
+final class DeviceHTTPHandler<Responder: HTTPResponder>: ChannelDuplexHandler
 where Responder.Context: RequestContext, Responder.Context.Source == ApplicationRequestContextSource {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
+
+    private struct Received {
+        var head: HTTPRequestHead
+        var body: ByteBuffer
+        var closeAfter: Bool
+    }
+
+    /// What waits for its turn: a request, or bytes that did not parse as one (answered 400,
+    /// and the connection closed, once everything before them is answered).
+    private enum Waiting {
+        case request(Received)
+        case malformed
+    }
 
     private let responder: Responder
     private let bodyLimit: Int
@@ -85,8 +105,14 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
     private var bodyTooLarge = false
     /// An answer is being made or written.
     private var answering = false
+    /// Requests read while an answer was being made, in order.
+    private var waiting: [Waiting] = []
+    /// A read the channel asked for while a request waited.
+    private var readHeld = false
+    /// The connection closes after the answer in flight (its request said so, or its body was too large).
+    private var closing = false
     /// The client closed its side (the server runs with remote half-closure allowed): close once
-    /// the answer in flight, if any, is written.
+    /// the answers in flight and waiting, if any, are written.
     private var inputClosed = false
 
     init(responder: Responder, bodyLimit: Int, logger: Logger) {
@@ -121,9 +147,23 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
         case .end:
             guard let requestHead = head else { return }
             head = nil
-            let requestBody = body ?? ByteBuffer()
+            let received = Received(
+                head: requestHead, body: body ?? ByteBuffer(), closeAfter: bodyTooLarge || !requestHead.isKeepAlive)
             body = nil
-            respond(to: requestHead, body: requestBody, closeAfter: bodyTooLarge || !requestHead.isKeepAlive, context: context)
+            if answering || closing {
+                // Nothing is read after a request that closes the connection.
+                if !closing { waiting.append(.request(received)) }
+            } else {
+                respond(to: received, context: context)
+            }
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if waiting.isEmpty {
+            context.read()
+        } else {
+            readHeld = true
         }
     }
 
@@ -138,12 +178,24 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
     }
 
     /// On the event loop, once an answer is written (or failed).
-    private func answered(context: ChannelHandlerContext, close: Bool) {
+    private func answered(context: ChannelHandlerContext, failed: Bool) {
         answering = false
-        if inputClosed {
+        if failed || closing {
+            waiting.removeAll()
+            if inputClosed { Self.closeBelowTLS(context) } else { context.close(promise: nil) }
+            return
+        }
+        if !waiting.isEmpty {
+            switch waiting.removeFirst() {
+            case .request(let received): respond(to: received, context: context)
+            case .malformed: refuseMalformed(version: .http1_1, context: context)
+            }
+            if waiting.isEmpty, readHeld {
+                readHeld = false
+                context.read()
+            }
+        } else if inputClosed {
             Self.closeBelowTLS(context)
-        } else if close {
-            context.close(promise: nil)
         }
     }
 
@@ -159,25 +211,30 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
         }
     }
 
-    private func respond(to requestHead: HTTPRequestHead, body: ByteBuffer, closeAfter: Bool, context: ChannelHandlerContext) {
+    private func respond(to received: Received, context: ChannelHandlerContext) {
+        let requestHead = received.head
         let request: Request
         do {
-            request = Request(head: try HTTPRequest(requestHead, secure: true, splitCookie: false), body: .init(buffer: body))
+            request = Request(
+                head: try HTTPRequest(requestHead, secure: true, splitCookie: false), body: .init(buffer: received.body))
         } catch {
-            let head = HTTPResponseHead(
-                version: requestHead.version, status: .badRequest, headers: ["content-length": "0", "connection": "close"])
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            refuseMalformed(version: requestHead.version, context: context)
             return
         }
         let channel = context.channel
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         answering = true
+        closing = received.closeAfter
+        let closeAfter = received.closeAfter
         let responder = responder
         let logger = logger
         let isHead = requestHead.method == .HEAD
         let version = requestHead.version
+        // Called on the event loop once the answer's end is written or could not be.
+        let whenWritten: @Sendable (Bool) -> Void = { failed in
+            let (handler, context) = bound.value
+            handler.answered(context: context, failed: failed)
+        }
         Task {
             let requestContext = Responder.Context(source: .init(channel: channel, logger: logger))
             var response: Response
@@ -196,23 +253,45 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
             }
             head.headers.replaceOrAdd(name: "date", value: HTTPDate.now())
             if closeAfter { head.headers.replaceOrAdd(name: "connection", value: "close") }
-            let writer = ChannelBodyWriter(channel: channel, head: head, skipsBody: isHead)
-            var close = closeAfter
+            let writer = ChannelBodyWriter(channel: channel, head: head, skipsBody: isHead, whenWritten: whenWritten)
             do {
                 try await response.body.write(writer)
             } catch {
+                // The body failed before its end was written: the client cannot tell where this
+                // answer ends, so the connection goes.
                 logger.debug("could not write an answer", metadata: ["error": "\(error)"])
-                close = true
-            }
-            channel.eventLoop.execute { [close] in
-                let (handler, context) = bound.value
-                handler.answered(context: context, close: close)
+                channel.eventLoop.execute { whenWritten(true) }
             }
         }
     }
 
+    /// 400 with `Connection: close`, then the connection ends.
+    private func refuseMalformed(version: HTTPVersion, context: ChannelHandlerContext) {
+        let head = HTTPResponseHead(version: version, status: .badRequest, headers: ["content-length": "0", "connection": "close"])
+        answering = true
+        closing = true
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            let (handler, context) = bound.value
+            handler.answered(context: context, failed: true)
+        }
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        guard error is HTTPParserError else {
+            context.close(promise: nil)
+            return
+        }
+        // Bytes that are not HTTP: answered 400 in their turn, after what came before them; the
+        // decoder reads nothing more. After a request that closes the connection, nothing is answered.
+        if closing {
+            return
+        } else if answering {
+            waiting.append(.malformed)
+        } else {
+            refuseMalformed(version: .http1_1, context: context)
+        }
     }
 }
 
@@ -225,14 +304,18 @@ struct ChannelBodyWriter: ResponseBodyWriter {
     let channel: any Channel
     let head: HTTPResponseHead
     let skipsBody: Bool
+    /// Called on the event loop once the answer's end is written (false) or failed (true). The
+    /// answer does not wait for it: the connection's handler takes the next request from there.
+    let whenWritten: @Sendable (Bool) -> Void
     private let streams: Bool
     private var headWritten = false
     private var inFlight: EventLoopFuture<Void>?
 
-    init(channel: any Channel, head: HTTPResponseHead, skipsBody: Bool) {
+    init(channel: any Channel, head: HTTPResponseHead, skipsBody: Bool, whenWritten: @escaping @Sendable (Bool) -> Void) {
         self.channel = channel
         self.head = head
         self.skipsBody = skipsBody
+        self.whenWritten = whenWritten
         let length = head.headers["content-length"].first.flatMap { Int($0) }
         streams = length.map { $0 > Self.smallAnswer } ?? true
     }
@@ -259,9 +342,10 @@ struct ChannelBodyWriter: ResponseBodyWriter {
         if !headWritten {
             channel.write(HTTPServerResponsePart.head(head), promise: nil)
         }
-        let written = channel.eventLoop.makePromise(of: Void.self)
-        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: written)
-        try await written.futureResult.get()
+        let whenWritten = whenWritten
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { result in
+            if case .failure = result { whenWritten(true) } else { whenWritten(false) }
+        }
     }
 }
 

@@ -334,6 +334,37 @@ import Testing
         #expect(held == [0, 0], "half-closed connections still held 3 s after their clients left (gateway, EST): \(held)")
     }
 
+    /// HTTP/1.1 pipelining on a device listener: requests sent back to back in one write are
+    /// answered in order, one at a time, and nothing after a `Connection: close` request is.
+    @Test func pipelinedRequestsAreAnsweredInOrderAndNothingAfterAClose() throws {
+        let fixture = try ESTFixture()
+        let host = fixture.est.replacingOccurrences(of: "https://", with: "").split(separator: "/").first.map(String.init) ?? ""
+        let get = { (path: String, extra: String) in "GET /.well-known/est/\(path) HTTP/1.1\r\nHost: localhost\r\n\(extra)\r\n" }
+        let requests =
+            get("cacerts", "") + get("csrattrs", "") + get("cacerts", "Connection: close\r\n") + get("csrattrs", "")
+        let result = try fixture.cli.openssl.run(
+            ["s_client", "-connect", host, "-CAfile", fixture.data + "/ca/root.pem", "-ign_eof", "-quiet"],
+            stdin: Array(requests.utf8), timeout: 30)
+        let types = result.stdout.split(separator: "\r\n").filter { $0.lowercased().hasPrefix("content-type:") }.map {
+            $0.dropFirst("content-type:".count).trimmingCharacters(in: .whitespaces)
+        }
+        #expect(result.stdout.components(separatedBy: "HTTP/1.1 200 OK").count - 1 == 3, "\(result)")
+        #expect(
+            types == [
+                "application/pkcs7-mime; smime-type=certs-only", "application/csrattrs", "application/pkcs7-mime; smime-type=certs-only",
+            ],
+            "\(result)")
+        #expect(result.stdout.lowercased().contains("connection: close"), "the third answer says the connection ends")
+        #expect(!result.stdout.contains("HTTP/1.1 400"), "what follows a close is not answered: \(result)")
+        // Bytes that are not HTTP after a good request: the good one is answered first, then 400.
+        let garbage = try fixture.cli.openssl.run(
+            ["s_client", "-connect", host, "-CAfile", fixture.data + "/ca/root.pem", "-ign_eof", "-quiet"],
+            stdin: Array((get("csrattrs", "") + "NOT HTTP AT ALL\r\n\r\n").utf8), timeout: 30)
+        // (the csrattrs body ends in a bare line feed, so lines are split on either ending)
+        let statuses = garbage.stdout.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }).filter { $0.hasPrefix("HTTP/1.1 ") }
+        #expect(statuses == ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"], "\(garbage)")
+    }
+
     /// `openssl s_client` with a saved session: writes (`-sess_out`) or resumes (`-sess_in`) it and
     /// asks whoami; stdout and stderr together.
     static func session(_ fixture: ESTFixture, _ device: Enrolled, _ mode: String, _ file: String) throws -> String {
