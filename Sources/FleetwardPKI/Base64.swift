@@ -7,51 +7,79 @@
 public enum Base64 {
     /// The bytes `text` encodes, or nil if it is not valid base64.
     /// - Parameter skippingWhitespace: ignore space, tab, CR and LF anywhere.
-    @inlinable
     public static func decode(_ text: some Sequence<UInt8>, skippingWhitespace: Bool = false) -> [UInt8]? {
+        if let decoded = text.withContiguousStorageIfAvailable({ decode(buffer: $0, skippingWhitespace: skippingWhitespace) }) {
+            return decoded
+        }
+        return Array(text).withUnsafeBufferPointer { decode(buffer: $0, skippingWhitespace: skippingWhitespace) }
+    }
+
+    /// Table entries that are not a 6-bit value.
+    private static let invalid: UInt8 = 0xFF
+    private static let whitespace: UInt8 = 0xFE
+    private static let pad: UInt8 = 0xFD
+
+    /// Every byte's meaning: its 6-bit value, or one of the markers above.
+    private static let table: [UInt8] = (0...255).map { byte -> UInt8 in
+        let character = UInt8(byte)
+        if let value = value(character) { return value }
+        if isWhitespace(character) { return whitespace }
+        return character == 0x3D ? pad : invalid
+    }
+
+    private static func decode(buffer text: UnsafeBufferPointer<UInt8>, skippingWhitespace: Bool) -> [UInt8]? {
         var out: [UInt8] = []
-        out.reserveCapacity(text.underestimatedCount / 4 * 3)
+        out.reserveCapacity(text.count / 4 * 3)
         var quantum: UInt32 = 0
         var count = 0  // characters in the current quantum
         var padding = 0
-        var characters = text.makeIterator()
-        while let character = characters.next() {
-            if skippingWhitespace, isWhitespace(character) { continue }
-            if character == 0x3D {  // "=": fills the third and fourth places only
-                guard count >= 2 else { return nil }
-                padding += 1
-                count += 1
-                if count == 4 { break }
-                continue
+        var index = 0
+        return table.withUnsafeBufferPointer { table -> [UInt8]? in
+            while index < text.count {
+                let code = table[Int(text[index])]
+                index += 1
+                if code < 64 {
+                    guard padding == 0 else { return nil }
+                    quantum = quantum << 6 | UInt32(code)
+                    count += 1
+                    if count == 4 {
+                        out.append(UInt8(truncatingIfNeeded: quantum >> 16))
+                        out.append(UInt8(truncatingIfNeeded: quantum >> 8))
+                        out.append(UInt8(truncatingIfNeeded: quantum))
+                        quantum = 0
+                        count = 0
+                    }
+                } else if code == whitespace, skippingWhitespace {
+                    continue
+                } else if code == pad {
+                    // "=" fills the third and fourth places only
+                    guard count >= 2 else { return nil }
+                    padding += 1
+                    count += 1
+                    if count == 4 { break }
+                } else {
+                    return nil
+                }
             }
-            guard padding == 0, let value = value(character) else { return nil }
-            quantum = quantum << 6 | UInt32(value)
-            count += 1
-            if count == 4 {
-                out.append(UInt8(truncatingIfNeeded: quantum >> 16))
-                out.append(UInt8(truncatingIfNeeded: quantum >> 8))
-                out.append(UInt8(truncatingIfNeeded: quantum))
-                quantum = 0
-                count = 0
+            guard padding > 0 else { return count == 0 ? out : nil }
+            guard count == 4 else { return nil }
+            // Nothing but allowed whitespace after the padding.
+            while index < text.count {
+                guard skippingWhitespace, table[Int(text[index])] == whitespace else { return nil }
+                index += 1
             }
+            if padding == 1 {
+                // Three characters carry 18 bits: 16 of data, and the last 2 must be zero.
+                guard quantum & 0x3 == 0 else { return nil }
+                out.append(UInt8(truncatingIfNeeded: quantum >> 10))
+                out.append(UInt8(truncatingIfNeeded: quantum >> 2))
+            } else {
+                // Two characters carry 12 bits: 8 of data, and the last 4 must be zero.
+                guard quantum & 0xF == 0 else { return nil }
+                out.append(UInt8(truncatingIfNeeded: quantum >> 4))
+            }
+            return out
         }
-        guard padding > 0 else { return count == 0 ? out : nil }
-        guard count == 4 else { return nil }
-        // Nothing but allowed whitespace after the padding.
-        while let character = characters.next() {
-            guard skippingWhitespace, isWhitespace(character) else { return nil }
-        }
-        if padding == 1 {
-            // Three characters carry 18 bits: 16 of data, and the last 2 must be zero.
-            guard quantum & 0x3 == 0 else { return nil }
-            out.append(UInt8(truncatingIfNeeded: quantum >> 10))
-            out.append(UInt8(truncatingIfNeeded: quantum >> 2))
-        } else {
-            // Two characters carry 12 bits: 8 of data, and the last 4 must be zero.
-            guard quantum & 0xF == 0 else { return nil }
-            out.append(UInt8(truncatingIfNeeded: quantum >> 4))
-        }
-        return out
     }
 
     /// `bytes` in base64 with padding, as lines of at most `lineLength` characters, each ending
@@ -83,12 +111,10 @@ public enum Base64 {
 
     static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
-    @usableFromInline
     static func isWhitespace(_ character: UInt8) -> Bool {
         character == 0x20 || character == 0x0A || character == 0x0D || character == 0x09
     }
 
-    @usableFromInline
     static func value(_ character: UInt8) -> UInt8? {
         switch character {
         case 0x41...0x5A: character - 0x41

@@ -19,7 +19,7 @@ public struct DeviceID: Hashable, Sendable, Comparable, Codable, CustomStringCon
     ///
     /// - Throws: ``PKIError/Code-swift.struct/invalidIdentity`` naming the first offending character.
     public init(_ text: String) throws {
-        let bytes = Array(text.utf8)
+        let bytes = text.utf8
         guard !bytes.isEmpty else {
             throw PKIError(.invalidIdentity, "a device ID cannot be empty")
         }

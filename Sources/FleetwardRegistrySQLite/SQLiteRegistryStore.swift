@@ -125,13 +125,15 @@ public final class SQLiteRegistryStore: RegistryStore {
     // MARK: Devices
 
     private static let deviceColumns = "id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at"
+    /// Built once: the statement cache is keyed by the SQL text.
+    private static let selectDeviceByID = "SELECT \(deviceColumns) FROM devices WHERE id = ?"
 
     public func device(_ id: DeviceID) async throws -> Device? {
         try await withReader { connection in try Self.readDevice(id, connection) }
     }
 
     static func readDevice(_ id: DeviceID, _ connection: Connection) throws -> Device? {
-        let statement = try connection.statement("SELECT \(deviceColumns) FROM devices WHERE id = ?")
+        let statement = try connection.statement(selectDeviceByID)
         statement.bind(1, id.rawValue)
         guard try statement.step() else { return nil }
         return try decodeDevice(statement)

@@ -26,6 +26,9 @@ public final class AttemptLimiter: Sendable {
         self.capacity = capacity
     }
 
+    /// True when no key has a failure on record: the common case, checked before any key is built.
+    public var isEmpty: Bool { failures.withLock { $0.isEmpty } }
+
     /// Seconds until `key` may try again, or nil when it may now.
     public func retryAfter(_ key: String, now: Date = Date()) -> Int? {
         failures.withLock { table in

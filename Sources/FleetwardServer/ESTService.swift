@@ -14,13 +14,14 @@ import X509
 public struct ESTRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public let channel: any Channel
-    public let remoteIP: String?
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         channel = source.channel
-        remoteIP = source.channel.remoteAddress?.ipAddress
     }
+
+    /// The client's address, formatted when a rate limit needs it.
+    public var remoteIP: String? { channel.remoteAddress?.ipAddress }
 
     public var maxUploadSize: Int { ESTService.bodyLimit }
 }
@@ -172,7 +173,7 @@ public struct ESTService: Sendable {
         } catch let error as RegistryError where error.code == .forbidden || error.code == .notFound || error.code == .duplicate {
             throw ESTProblem(.forbidden, error.message)
         }
-        limiter.reset("est-device:\(proof.device.id)")
+        if !limiter.isEmpty { limiter.reset("est-device:\(proof.device.id)") }
         return try Self.pkcs7Response(try CertsOnlyPKCS7.base64Bytes([issued.der]))
     }
 
@@ -209,9 +210,11 @@ public struct ESTService: Sendable {
             throw ESTProblem(.unauthorized, "the user name is not a device ID", basic: true)
         }
         let time = now()
-        for key in ["est-device:\(id)", "est-address:\(context.remoteIP ?? "local")"] {
-            if let wait = limiter.retryAfter(key, now: time) {
-                throw ESTProblem(.tooManyRequests, "too many failed attempts; try again later", retryAfter: wait)
+        if !limiter.isEmpty {
+            for key in ["est-device:\(id)", "est-address:\(context.remoteIP ?? "local")"] {
+                if let wait = limiter.retryAfter(key, now: time) {
+                    throw ESTProblem(.tooManyRequests, "too many failed attempts; try again later", retryAfter: wait)
+                }
             }
         }
         guard let device = try await store.device(id) else {
