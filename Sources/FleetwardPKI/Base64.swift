@@ -86,27 +86,49 @@ public enum Base64 {
     /// in a line feed (the body of an RFC 7030 answer; what `openssl base64` writes).
     public static func encodeLines(_ bytes: some Collection<UInt8>, lineLength: Int = 64) -> [UInt8] {
         precondition(lineLength > 0 && lineLength % 4 == 0, "lines hold whole quanta")
-        let characters = (bytes.count + 2) / 3 * 4
-        var out: [UInt8] = []
-        out.reserveCapacity(characters + characters / lineLength + 1)
-        var line = 0
-        var iterator = bytes.makeIterator()
-        while let first = iterator.next() {
-            let second = iterator.next()
-            let third = second == nil ? nil : iterator.next()
-            let quantum = UInt32(first) << 16 | UInt32(second ?? 0) << 8 | UInt32(third ?? 0)
-            out.append(alphabet[Int(quantum >> 18)])
-            out.append(alphabet[Int(quantum >> 12 & 0x3F)])
-            out.append(second == nil ? 0x3D : alphabet[Int(quantum >> 6 & 0x3F)])
-            out.append(third == nil ? 0x3D : alphabet[Int(quantum & 0x3F)])
-            line += 4
-            if line == lineLength {
-                out.append(0x0A)
-                line = 0
+        if let encoded = bytes.withContiguousStorageIfAvailable({ encodeLines(buffer: $0, lineLength: lineLength) }) {
+            return encoded
+        }
+        return Array(bytes).withUnsafeBufferPointer { encodeLines(buffer: $0, lineLength: lineLength) }
+    }
+
+    private static func encodeLines(buffer input: UnsafeBufferPointer<UInt8>, lineLength: Int) -> [UInt8] {
+        let characters = (input.count + 2) / 3 * 4
+        let total = characters + (characters + lineLength - 1) / lineLength + (characters == 0 ? 1 : 0)
+        return [UInt8](unsafeUninitializedCapacity: total) { out, written in
+            alphabet.withUnsafeBufferPointer { alphabet in
+                var at = 0
+                var line = 0
+                var index = 0
+                func put(_ quantum: UInt32, _ significant: Int) {
+                    out[at] = alphabet[Int(quantum >> 18)]
+                    out[at + 1] = alphabet[Int(quantum >> 12 & 0x3F)]
+                    out[at + 2] = significant > 1 ? alphabet[Int(quantum >> 6 & 0x3F)] : 0x3D
+                    out[at + 3] = significant > 2 ? alphabet[Int(quantum & 0x3F)] : 0x3D
+                    at += 4
+                    line += 4
+                    if line == lineLength {
+                        out[at] = 0x0A
+                        at += 1
+                        line = 0
+                    }
+                }
+                while index + 3 <= input.count {
+                    put(UInt32(input[index]) << 16 | UInt32(input[index + 1]) << 8 | UInt32(input[index + 2]), 3)
+                    index += 3
+                }
+                switch input.count - index {
+                case 1: put(UInt32(input[index]) << 16, 1)
+                case 2: put(UInt32(input[index]) << 16 | UInt32(input[index + 1]) << 8, 2)
+                default: break
+                }
+                if line > 0 || at == 0 {
+                    out[at] = 0x0A
+                    at += 1
+                }
+                written = at
             }
         }
-        if line > 0 || out.isEmpty { out.append(0x0A) }
-        return out
     }
 
     static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)

@@ -183,7 +183,7 @@ public struct ESTService: Sendable {
 
     /// Reads the base64 PKCS#10 body (RFC 7030 §4.2.1): `application/pkcs10`, whitespace ignored.
     private func readCSR(_ request: Request) async throws -> CertificateRequest {
-        guard let type = request.headers[.contentType]?.lowercased(), type.hasPrefix("application/pkcs10") else {
+        guard let type = request.headers[.contentType], Self.hasPrefix(type, ignoringCase: "application/pkcs10") else {
             throw ESTProblem(.unsupportedMediaType, "send the CSR as application/pkcs10 (base64 DER)")
         }
         var request = request
@@ -244,9 +244,18 @@ public struct ESTService: Sendable {
     }
 
     /// Whether `header` names the Basic scheme (RFC 7617; the scheme is case-insensitive).
-    static func isBasic(_ header: String) -> Bool {
-        let scheme = header.utf8.prefix(6)
-        return scheme.count == 6 && zip(scheme, "basic ".utf8).allSatisfy { ($0 | 0x20) == $1 }
+    static func isBasic(_ header: String) -> Bool { hasPrefix(header, ignoringCase: "basic ") }
+
+    /// Whether `text` starts with `prefix` (lower-case ASCII), ASCII letters compared without case.
+    static func hasPrefix(_ text: String, ignoringCase prefix: StaticString) -> Bool {
+        let wanted = UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
+        var characters = text.utf8.makeIterator()
+        for expected in wanted {
+            guard var byte = characters.next() else { return false }
+            if (0x41...0x5A).contains(byte) { byte |= 0x20 }
+            guard byte == expected else { return false }
+        }
+        return true
     }
 
     /// The user name and password of a Basic `Authorization` header, or nil when it is not one:

@@ -29,5 +29,11 @@ import Testing
         #expect(
             ESTService.isBasic("basic x") && ESTService.isBasic("Basic x") && !ESTService.isBasic("Basi") && !ESTService.isBasic("Bearer x")
         )
+        // Only letters fold: a control byte is not a space, "BASIC" with a NUL is not the scheme.
+        #expect(!ESTService.isBasic("Basic\u{0}x") && !ESTService.isBasic("B\u{1}sic x") && ESTService.isBasic("BASIC x"))
+        #expect(
+            ESTService.hasPrefix("Application/PKCS10; charset=x", ignoringCase: "application/pkcs10")
+                && !ESTService.hasPrefix("application\u{F}pkcs10", ignoringCase: "application/pkcs10")
+                && !ESTService.hasPrefix("application/pkcs", ignoringCase: "application/pkcs10"))
     }
 }
