@@ -400,7 +400,10 @@ extension SQLiteRegistryStore {
 extension SQLiteRegistryStore {
     public func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device {
         try await withConnection { connection in
-            try connection.db.transaction { try Self.enrollOne(record, by: actor, at: time, connection) }
+            try connection.db.transaction {
+                var tail: AuditTail?
+                return try Self.enrollOne(record, by: actor, at: time, connection, tail: &tail)
+            }
         }
     }
 
@@ -409,12 +412,17 @@ extension SQLiteRegistryStore {
             try connection.db.transaction {
                 var results: [Result<Device, RegistryError>] = []
                 results.reserveCapacity(batch.count)
+                // The audit log's last entry, once this transaction has appended one: the next row
+                // chains to it without reading it back (the transaction holds the write lock).
+                var tail: AuditTail?
                 // Prepared once and cached, like every statement here: parsing them per row costs.
                 for (record, actor) in batch {
                     try connection.statement("SAVEPOINT enrollment").step()
+                    var rowTail = tail
                     do {
-                        results.append(.success(try Self.enrollOne(record, by: actor, at: time, connection)))
+                        results.append(.success(try Self.enrollOne(record, by: actor, at: time, connection, tail: &rowTail)))
                         try connection.statement("RELEASE enrollment").step()
+                        tail = rowTail
                     } catch let error as RegistryError where error.code != .storage {
                         try connection.statement("ROLLBACK TO enrollment").step()
                         try connection.statement("RELEASE enrollment").step()
@@ -443,7 +451,9 @@ extension SQLiteRegistryStore {
     }
 
     /// One enrollment inside the caller's transaction.
-    static func enrollOne(_ record: EnrollmentRecord, by actor: Actor, at time: Date, _ connection: Connection) throws -> Device {
+    static func enrollOne(
+        _ record: EnrollmentRecord, by actor: Actor, at time: Date, _ connection: Connection, tail: inout AuditTail?
+    ) throws -> Device {
         if let tokenHMAC = record.tokenHMAC {
             let spend = try connection.statement(
                 "UPDATE enrollment_tokens SET used_at = ?1 WHERE secret_hmac = ?2 AND device_id = ?3 AND used_at IS NULL AND expires_at > ?1"
@@ -477,7 +487,7 @@ extension SQLiteRegistryStore {
         try Self.insertCertificateRow(certificate, connection)
         try Self.appendAudit(
             connection, time: time, actor: actor, action: "device.enroll", subject: "device:\(device.id)",
-            before: stored.map(RegistryEncoding.auditJSON), after: EnrollmentRules.auditJSON(record, device)
+            before: stored.map(RegistryEncoding.auditJSON), after: EnrollmentRules.auditJSON(record, device), tail: &tail
         )
         return device
     }

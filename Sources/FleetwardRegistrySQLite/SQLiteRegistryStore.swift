@@ -343,14 +343,27 @@ public final class SQLiteRegistryStore: RegistryStore {
         }
     }
 
+    /// The last audit entry as a writer knows it inside its own transaction: `last` is nil for an
+    /// empty log.
+    struct AuditTail {
+        var last: (sequence: Int64, hash: [UInt8])?
+    }
+
     /// Appends an audit entry inside the caller's transaction, chained to the current last one.
+    /// - Parameter tail: the last entry, when the caller knows it (it wrote it in this same
+    ///   transaction); nil reads it. Updated to the entry appended.
     static func appendAudit(
-        _ connection: Connection, time: Date, actor: Actor, action: String, subject: String, before: String?, after: String?
+        _ connection: Connection, time: Date, actor: Actor, action: String, subject: String, before: String?, after: String?,
+        tail: inout AuditTail?
     ) throws {
-        let last = try connection.statement("SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1")
         var previous: (sequence: Int64, hash: [UInt8])?
-        if try last.step() { previous = (last.int64(0), last.blob(1) ?? []) }
-        last.reset()
+        if let tail {
+            previous = tail.last
+        } else {
+            let last = try connection.statement("SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1")
+            if try last.step() { previous = (last.int64(0), last.blob(1) ?? []) }
+            last.reset()
+        }
         let entry = AuditEntry(
             following: previous, time: time, actor: actor.description, action: action, subject: subject, before: before, after: after
         )
@@ -367,6 +380,15 @@ public final class SQLiteRegistryStore: RegistryStore {
         insert.bind(8, entry.previousHash)
         insert.bind(9, entry.hash)
         try insert.step()
+        tail = AuditTail(last: (entry.sequence, entry.hash))
+    }
+
+    /// ``appendAudit(_:time:actor:action:subject:before:after:tail:)`` reading the last entry.
+    static func appendAudit(
+        _ connection: Connection, time: Date, actor: Actor, action: String, subject: String, before: String?, after: String?
+    ) throws {
+        var tail: AuditTail?
+        try appendAudit(connection, time: time, actor: actor, action: action, subject: subject, before: before, after: after, tail: &tail)
     }
 
     // MARK: Encoding
