@@ -353,20 +353,9 @@ enum DERBytes {
     }
 
     static func tlv(_ tag: UInt8, _ content: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = [tag]
-        out.reserveCapacity(content.count + 6)
-        let n = content.count
-        if n < 0x80 {
-            out.append(UInt8(n))
-        } else if n <= 0xFF {
-            out += [0x81, UInt8(n)]
-        } else if n <= 0xFFFF {
-            out += [0x82, UInt8(n >> 8), UInt8(n & 0xFF)]
-        } else {
-            out += [0x83, UInt8(n >> 16), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF)]
-        }
-        out += content
-        return out
+        var out = DERWriter(capacity: content.count + 6)
+        out.element(tag, content)
+        return out.bytes
     }
 
     /// Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }

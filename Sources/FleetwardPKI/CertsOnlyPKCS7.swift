@@ -14,7 +14,7 @@ public enum CertsOnlyPKCS7 {
     /// The DER of a certs-only SignedData holding `certificates` (each one DER certificate), in order.
     ///
     /// Written into one buffer: this runs once per EST enrollment.
-    public static func encode(_ certificates: [[UInt8]]) throws -> [UInt8] {
+    public static func encode(_ certificates: [[UInt8]]) -> [UInt8] {
         // SET OF is DER-sorted by encoding; EST readers take any order, but keep DER.
         let sorted = certificates.count > 1 ? certificates.sorted(by: { $0.lexicographicallyPrecedes($1) }) : certificates
         var out = DERWriter(capacity: sorted.reduce(64) { $0 + $1.count })
@@ -40,13 +40,13 @@ public enum CertsOnlyPKCS7 {
     static let dataOID: [UInt8] = [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x01]
 
     /// The base64 body EST sends (`Content-Transfer-Encoding: base64`), wrapped at 64 columns.
-    public static func base64(_ certificates: [[UInt8]]) throws -> String {
-        String(decoding: try base64Bytes(certificates), as: UTF8.self)
+    public static func base64(_ certificates: [[UInt8]]) -> String {
+        String(decoding: base64Bytes(certificates), as: UTF8.self)
     }
 
     /// ``base64(_:)`` as UTF-8 bytes, for a response body.
-    public static func base64Bytes(_ certificates: [[UInt8]]) throws -> [UInt8] {
-        Base64.encodeLines(try encode(certificates))
+    public static func base64Bytes(_ certificates: [[UInt8]]) -> [UInt8] {
+        Base64.encodeLines(encode(certificates))
     }
 
     /// The certificates (DER, in the order sent) of a certs-only SignedData: what an EST client

@@ -36,22 +36,16 @@ struct DERWriter {
             bytes[start - 1] = UInt8(length)
             return
         }
-        var octets = 0
-        var rest = length
-        while rest > 0 {
-            octets += 1
-            rest >>= 8
-        }
-        bytes[start - 1] = 0x80 | UInt8(octets)
-        // Room for the long form: the contents move up by `octets` bytes, in place.
-        bytes.insert(contentsOf: repeatElement(0, count: octets), at: start)
-        for index in 0..<octets {
-            bytes[start + index] = UInt8(truncatingIfNeeded: length >> (8 * (octets - 1 - index)))
-        }
+        // The long form: its extra octets go in place, the contents moving up to make room.
+        var header = DERWriter(capacity: 4)
+        header.appendLength(length)
+        bytes[start - 1] = header.bytes[0]
+        bytes.insert(contentsOf: header.bytes.dropFirst(), at: start)
     }
 
-    /// A definite length (X.690 §8.1.3).
+    /// A definite length (X.690 §8.1.3), up to 2^24 - 1 (no value here comes near it).
     mutating func appendLength(_ length: Int) {
+        precondition(length < 1 << 24, "DER value too long")
         if length < 0x80 {
             bytes.append(UInt8(length))
         } else if length <= 0xFF {

@@ -61,6 +61,8 @@ public struct ESTService: Sendable {
 
     let rootDER: [UInt8]
     let issuingDER: [UInt8]
+    /// The `cacerts` answer: the same for every request.
+    let cacertsBody: [UInt8]
     let factory: Certificate
     let issuing: Certificate
 
@@ -71,6 +73,7 @@ public struct ESTService: Sendable {
         batcher = EnrollmentBatcher(store: store)
         rootDER = authority.hierarchy.member(.root).der
         issuingDER = authority.hierarchy.member(.issuing).der
+        cacertsBody = CertsOnlyPKCS7.base64Bytes([rootDER, issuingDER])
         factory = authority.hierarchy.member(.factory).certificate
         issuing = authority.hierarchy.member(.issuing).certificate
     }
@@ -80,7 +83,7 @@ public struct ESTService: Sendable {
         router.add(middleware: ESTProblemMiddleware())
         let est = router.group(RouterPath(Self.prefix))
         est.get("cacerts") { _, _ in
-            try Self.pkcs7Response(try CertsOnlyPKCS7.base64Bytes([rootDER, issuingDER]))
+            try Self.pkcs7Response(cacertsBody)
         }
         est.get("csrattrs") { _, _ in
             Response(
@@ -174,7 +177,7 @@ public struct ESTService: Sendable {
             throw ESTProblem(.forbidden, error.message)
         }
         if !limiter.isEmpty { limiter.reset("est-device:\(proof.device.id)") }
-        return try Self.pkcs7Response(try CertsOnlyPKCS7.base64Bytes([issued.der]))
+        return try Self.pkcs7Response(CertsOnlyPKCS7.base64Bytes([issued.der]))
     }
 
     static func actor(_ proof: Proof) -> Actor {

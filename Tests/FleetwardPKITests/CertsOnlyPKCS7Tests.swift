@@ -15,7 +15,7 @@ import X509
     func opensslReadsEveryCertificateBack(count: Int) throws {
         let all = [try der(pki.root), try der(pki.issuing), try der(pki.factory)]
         let chosen = Array(all.prefix(count))
-        let encoded = try CertsOnlyPKCS7.encode(chosen)
+        let encoded = CertsOnlyPKCS7.encode(chosen)
         let printed = try Tool.openssl().run(["pkcs7", "-inform", "DER", "-print_certs", "-outform", "PEM"], stdin: encoded)
         #expect(printed.succeeded, "\(printed)")
         let pems = try PEMDocument.parseMultiple(pemString: printed.stdout).map { Array($0.derBytes) }
@@ -26,7 +26,7 @@ import X509
     @Test func structureIsADegenerateSignedDataInDER() throws {
         // A certificate over 127 bytes forces long-form lengths at every level.
         let certificates = [try der(pki.issuing), try der(pki.root)]
-        let encoded = try CertsOnlyPKCS7.encode(certificates)
+        let encoded = CertsOnlyPKCS7.encode(certificates)
         let root = try DER.parse(encoded)
         guard case .constructed(let outer) = root.content else { Issue.record("ContentInfo is not constructed"); return }
         let children = Array(outer)
@@ -44,12 +44,12 @@ import X509
     }
 
     @Test func base64BodyIsWrappedAt64Columns() throws {
-        let body = try CertsOnlyPKCS7.base64([try der(pki.issuing)])
+        let body = CertsOnlyPKCS7.base64([try der(pki.issuing)])
         let lines = body.split(separator: "\n")
         #expect(lines.dropLast().allSatisfy { $0.count == 64 })
         #expect(body.hasSuffix("\n"))
         let decoded = try #require(Data(base64Encoded: lines.joined()))
-        #expect(Array(decoded) == (try CertsOnlyPKCS7.encode([try der(pki.issuing)])))
+        #expect(Array(decoded) == (CertsOnlyPKCS7.encode([try der(pki.issuing)])))
     }
 
     /// Lengths in every form DER has (short, 0x81, 0x82, 0x83) come out minimal and definite:
@@ -65,7 +65,7 @@ import X509
         }
         let header: [UInt8] = contentLength < 0x80 ? [0x04, UInt8(contentLength)] : [0x04, 0x80 | UInt8(length.count)] + length
         let blob = header + (0..<contentLength).map { UInt8(truncatingIfNeeded: $0) }
-        let encoded = try CertsOnlyPKCS7.encode([blob])
+        let encoded = CertsOnlyPKCS7.encode([blob])
         let root = try DER.parse(encoded)
         #expect(root.encodedBytes.count == encoded.count)
         #expect(try CertsOnlyPKCS7.decode(encoded) == [blob])
