@@ -43,22 +43,79 @@ struct DeviceListener: Service {
     }
 }
 
+/// A request as a device listener read it: NIO's head and the whole body (at most the
+/// listener's limit and one byte more, so that an answer can tell a body that was too large).
+struct DeviceHTTPRequest: Sendable {
+    var head: HTTPRequestHead
+    var body: ByteBuffer
+    let channel: any Channel
+    let logger: Logger
+
+    /// The target's path, without its query.
+    var path: Substring {
+        let uri = head.uri
+        return uri.firstIndex(of: "?").map { uri[..<$0] } ?? uri[...]
+    }
+
+    /// The first value of header `name` (compared without case).
+    func header(_ name: String) -> String? { head.headers.first(name: name) }
+
+    /// The client's address, formatted when a rate limit needs it.
+    var remoteIP: String? { channel.remoteAddress?.ipAddress }
+}
+
+/// What a device listener answers.
+enum DeviceHTTPAnswer: Sendable {
+    /// A whole answer, written with its head in one flush (`content-length` is added).
+    case complete(HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer)
+    /// A Hummingbird response, its body written as it is produced.
+    case response(Response)
+    /// The request's head cannot be used: 400, and the connection closes.
+    case malformed
+}
+
+/// Answers the requests of a device listener. Runs in a task of its own per request; the
+/// answer is written by ``DeviceHTTPHandler``.
+protocol DeviceHTTPResponder: Sendable {
+    func answer(_ request: DeviceHTTPRequest) async -> DeviceHTTPAnswer
+}
+
+/// A Hummingbird router (its routes, request contexts, middleware and errors unchanged) as a
+/// device listener's responder.
+struct RouterDeviceHTTPResponder<Responder: HTTPResponder>: DeviceHTTPResponder
+where Responder.Context: RequestContext, Responder.Context.Source == ApplicationRequestContextSource {
+    let responder: Responder
+
+    func answer(_ request: DeviceHTTPRequest) async -> DeviceHTTPAnswer {
+        guard let head = try? HTTPRequest(request.head, secure: true, splitCookie: false) else { return .malformed }
+        let routed = Request(head: head, body: .init(buffer: request.body))
+        let context = Responder.Context(source: .init(channel: request.channel, logger: request.logger))
+        do {
+            return .response(try await responder.respond(to: routed, context: context))
+        } catch let error as any HTTPResponseError {
+            return .response((try? error.response(from: routed, context: context)) ?? Response(status: .internalServerError))
+        } catch {
+            request.logger.debug("a request failed", metadata: ["error": "\(error)"])
+            return .response(Response(status: .internalServerError))
+        }
+    }
+}
+
 /// HTTP/1.1 for the device-facing listeners (EST and the gateway) as plain NIO channel handlers.
 ///
 /// Hummingbird's `HTTP1Channel` runs a Swift task for the life of every connection, reading
 /// through an `NIOAsyncChannel`; a fleet's connections sit idle most of the time, and that task,
 /// its async streams and its buffers cost memory per connection and a few thread hops per
 /// request. Here a connection is only its NIO pipeline: the request is read by an ordinary
-/// handler (the body collected up to `bodyLimit`), a task exists only while the router answers,
-/// and the answer is written from the event loop. Routes, request contexts, middleware and
-/// errors are Hummingbird's own, unchanged.
+/// handler (the body collected up to `bodyLimit`), a task exists only while the responder
+/// answers, and the answer is written from the event loop.
 enum DeviceHTTPChannel {
     /// Adds the HTTP/1.1 handlers after what `pipeline` already holds (TLS).
     /// - Parameter bodyLimit: the largest request body any route accepts; one byte more is kept
-    ///   so that the route's own `collectBody(upTo:)` refuses it as it always has (413).
-    static func configure<Responder: HTTPResponder>(
+    ///   so that the responder can refuse it (413).
+    static func configure<Responder: DeviceHTTPResponder>(
         _ pipeline: ChannelPipeline.SynchronousOperations, responder: Responder, bodyLimit: Int, logger: Logger
-    ) throws where Responder.Context: RequestContext, Responder.Context.Source == ApplicationRequestContextSource {
+    ) throws {
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = 16 * 1024
         limits.maxHeaderListSize = 64 * 1024
@@ -74,12 +131,11 @@ enum DeviceHTTPChannel {
     }
 }
 
-/// Answers one request at a time through the router, in the order they came. A request that
+/// Answers one request at a time through its responder, in the order they came. A request that
 /// arrives while another is answered (HTTP/1.1 pipelining) waits in a queue; reading from the
 /// socket pauses only while one waits, so a pipelining client cannot make the server buffer more
 /// than what one read brought, and a client that waits for each answer never pauses reading.
-final class DeviceHTTPHandler<Responder: HTTPResponder>: ChannelDuplexHandler
-where Responder.Context: RequestContext, Responder.Context.Source == ApplicationRequestContextSource {
+final class DeviceHTTPHandler<Responder: DeviceHTTPResponder>: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -213,14 +269,6 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
 
     private func respond(to received: Received, context: ChannelHandlerContext) {
         let requestHead = received.head
-        let request: Request
-        do {
-            request = Request(
-                head: try HTTPRequest(requestHead, secure: true, splitCookie: false), body: .init(buffer: received.body))
-        } catch {
-            refuseMalformed(version: requestHead.version, context: context)
-            return
-        }
         let channel = context.channel
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         answering = true
@@ -230,29 +278,47 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
         let logger = logger
         let isHead = requestHead.method == .HEAD
         let version = requestHead.version
+        let request = DeviceHTTPRequest(head: requestHead, body: received.body, channel: channel, logger: logger)
         // Called on the event loop once the answer's end is written or could not be.
         let whenWritten: @Sendable (Bool) -> Void = { failed in
             let (handler, context) = bound.value
             handler.answered(context: context, failed: failed)
         }
         Task {
-            let requestContext = Responder.Context(source: .init(channel: channel, logger: logger))
-            var response: Response
-            do {
-                response = try await responder.respond(to: request, context: requestContext)
-            } catch let error as any HTTPResponseError {
-                response = (try? error.response(from: request, context: requestContext)) ?? Response(status: .internalServerError)
-            } catch {
-                logger.debug("a request failed", metadata: ["error": "\(error)"])
-                response = Response(status: .internalServerError)
-            }
-            var head = HTTPResponseHead(response.head)
-            head.version = version
-            if head.headers["content-length"].isEmpty, let length = response.body.contentLength {
-                head.headers.replaceOrAdd(name: "content-length", value: String(length))
+            let answer = await responder.answer(request)
+            var head: HTTPResponseHead
+            let whole: ByteBuffer?
+            let response: Response?
+            switch answer {
+            case .malformed:
+                channel.eventLoop.execute {
+                    let (handler, context) = bound.value
+                    handler.refuseMalformed(version: version, context: context)
+                }
+                return
+            case .complete(let status, let headers, let body):
+                head = HTTPResponseHead(version: version, status: status, headers: headers)
+                head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
+                (whole, response) = (body, nil)
+            case .response(let answer):
+                head = HTTPResponseHead(answer.head)
+                head.version = version
+                if head.headers["content-length"].isEmpty, let length = answer.body.contentLength {
+                    head.headers.replaceOrAdd(name: "content-length", value: String(length))
+                }
+                (whole, response) = (nil, answer)
             }
             head.headers.replaceOrAdd(name: "date", value: HTTPDate.now())
             if closeAfter { head.headers.replaceOrAdd(name: "connection", value: "close") }
+            if let whole {
+                channel.write(HTTPServerResponsePart.head(head), promise: nil)
+                if !isHead, whole.readableBytes > 0 { channel.write(HTTPServerResponsePart.body(.byteBuffer(whole)), promise: nil) }
+                channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { result in
+                    if case .failure = result { whenWritten(true) } else { whenWritten(false) }
+                }
+                return
+            }
+            guard let response else { return }
             let writer = ChannelBodyWriter(channel: channel, head: head, skipsBody: isHead, whenWritten: whenWritten)
             do {
                 try await response.body.write(writer)

@@ -3,28 +3,12 @@ public import FleetwardPKI
 public import FleetwardRegistry
 public import Foundation
 import HTTPTypes
-public import Hummingbird
 import Logging
 public import NIOCore
+import NIOHTTP1
 import NIOSSL
 import SwiftASN1
 import X509
-
-/// The request context of the EST listener: the channel, for the TLS client certificate.
-public struct ESTRequestContext: RequestContext {
-    public var coreContext: CoreRequestContextStorage
-    public let channel: any Channel
-
-    public init(source: ApplicationRequestContextSource) {
-        coreContext = .init(source: source)
-        channel = source.channel
-    }
-
-    /// The client's address, formatted when a rate limit needs it.
-    public var remoteIP: String? { channel.remoteAddress?.ipAddress }
-
-    public var maxUploadSize: Int { ESTService.bodyLimit }
-}
 
 /// Enrollment over Secure Transport (RFC 7030): `cacerts`, `simpleenroll`, `simplereenroll` and
 /// `csrattrs` under `/.well-known/est/`, for the four provisioning flows (DESIGN.md).
@@ -78,22 +62,55 @@ public struct ESTService: Sendable {
         issuing = authority.hierarchy.member(.issuing).certificate
     }
 
-    public func router() -> Router<ESTRequestContext> {
-        let router = Router(context: ESTRequestContext.self)
-        router.add(middleware: ESTProblemMiddleware())
-        let est = router.group(RouterPath(Self.prefix))
-        est.get("cacerts") { _, _ in
-            try Self.pkcs7Response(cacertsBody)
+    /// Answers one request: the four operations under ``prefix``; every refusal as text/plain.
+    func answer(_ request: DeviceHTTPRequest) async -> DeviceHTTPAnswer {
+        do {
+            return try await route(request)
+        } catch let problem as ESTProblem {
+            return problem.answer
+        } catch {
+            let api = APIProblem.from(error)
+            if api.status.code >= 500 {
+                request.logger.error(
+                    "EST request failed", metadata: ["http.path": "\(request.path)", "error": "\(String(describing: error).prefix(300))"])
+            }
+            return ESTProblem(api.status, api.message).answer
         }
-        est.get("csrattrs") { _, _ in
-            Response(
-                status: .ok,
-                headers: [.contentType: "application/csrattrs", HTTPField.Name("Content-Transfer-Encoding")!: "base64"],
-                body: .init(byteBuffer: ByteBuffer(string: Self.csrAttributes)))
+    }
+
+    private func route(_ request: DeviceHTTPRequest) async throws -> DeviceHTTPAnswer {
+        let path = request.path
+        guard path.hasPrefix(Self.prefix), path.dropFirst(Self.prefix.count).first == "/" else {
+            throw ESTProblem(.notFound, "no such resource; EST is under \(Self.prefix)/")
         }
-        est.post("simpleenroll") { request, context in try await enroll(request, context, renewal: false) }
-        est.post("simplereenroll") { request, context in try await enroll(request, context, renewal: true) }
-        return router
+        let method = request.head.method
+        switch path.dropFirst(Self.prefix.count + 1) {
+        case "cacerts":
+            try Self.require(method, .GET, "cacerts")
+            return Self.pkcs7Answer(cacertsBody)
+        case "csrattrs":
+            try Self.require(method, .GET, "csrattrs")
+            return .complete(
+                .ok, headers: ["content-type": "application/csrattrs", "content-transfer-encoding": "base64"],
+                body: ByteBuffer(string: Self.csrAttributes))
+        case "simpleenroll":
+            try Self.require(method, .POST, "simpleenroll")
+            return try await enroll(request, renewal: false)
+        case "simplereenroll":
+            try Self.require(method, .POST, "simplereenroll")
+            return try await enroll(request, renewal: true)
+        default:
+            throw ESTProblem(.notFound, "no such EST operation; there are cacerts, csrattrs, simpleenroll and simplereenroll")
+        }
+    }
+
+    /// 405 unless `method` is `allowed` (or HEAD for GET).
+    private static func require(_ method: HTTPMethod, _ allowed: HTTPMethod, _ operation: String) throws {
+        guard method == allowed || (allowed == .GET && method == .HEAD) else {
+            var problem = ESTProblem(.methodNotAllowed, "\(operation) takes \(allowed.rawValue)")
+            problem.allow = allowed == .GET ? "GET, HEAD" : allowed.rawValue
+            throw problem
+        }
     }
 
     // MARK: Enrollment
@@ -113,14 +130,14 @@ public struct ESTService: Sendable {
         var tokenHMAC: [UInt8]?
     }
 
-    private func enroll(_ request: Request, _ context: ESTRequestContext, renewal: Bool) async throws -> Response {
-        let csr = try await readCSR(request)
+    private func enroll(_ request: DeviceHTTPRequest, renewal: Bool) async throws -> DeviceHTTPAnswer {
+        let csr = try readCSR(request)
         // HTTP Basic on simpleenroll takes precedence; only without it is the TLS client
         // certificate asked for (a hop onto the channel's event loop).
-        let hasBasic = !renewal && (request.headers[.authorization].map(Self.isBasic) ?? false)
+        let hasBasic = !renewal && (request.header("authorization").map(Self.isBasic) ?? false)
         // The certificate and, when the handshake found a path to one of our anchors through the
         // certificates the client sent, that path (ESTTLSChannel): one hop onto the channel's loop.
-        let channel = context.channel
+        let channel = request.channel
         let (clientCertificate, chain) =
             hasBasic
             ? (nil, nil)
@@ -137,11 +154,11 @@ public struct ESTService: Sendable {
         } else if renewal {
             throw ESTProblem(.unauthorized, "simplereenroll needs the current certificate as the TLS client certificate", basic: false)
         } else {
-            proof = try await basicProof(request, context, csr: csr)
+            proof = try await basicProof(request, csr: csr)
         }
         if let fingerprint = proof.requiredKeySHA256 {
             guard csr.subjectPublicKeySHA256 == fingerprint else {
-                recordFailure(proof.device.id, context)
+                recordFailure(proof.device.id, request)
                 throw ESTProblem(.unauthorized, "the CSR's key is not the key registered for this device", basic: true)
             }
         }
@@ -153,7 +170,7 @@ public struct ESTService: Sendable {
                 try? await store.insert(pending, by: Self.actor(proof), at: now())
             }
             if stored == nil || stored?.state == .pending {
-                return Response(status: .accepted, headers: [.retryAfter: "\(retryAfter)"])
+                return .complete(.accepted, headers: ["retry-after": "\(retryAfter)"], body: ByteBuffer())
             }
         }
         let identity = CertificateIdentity.device(proof.device.id)
@@ -177,7 +194,7 @@ public struct ESTService: Sendable {
             throw ESTProblem(.forbidden, error.message)
         }
         if !limiter.isEmpty { limiter.reset("est-device:\(proof.device.id)") }
-        return try Self.pkcs7Response(CertsOnlyPKCS7.base64Bytes([issued.der]))
+        return Self.pkcs7Answer(CertsOnlyPKCS7.base64Bytes([issued.der]))
     }
 
     static func actor(_ proof: Proof) -> Actor {
@@ -185,12 +202,14 @@ public struct ESTService: Sendable {
     }
 
     /// Reads the base64 PKCS#10 body (RFC 7030 §4.2.1): `application/pkcs10`, whitespace ignored.
-    private func readCSR(_ request: Request) async throws -> CertificateRequest {
-        guard let type = request.headers[.contentType], Self.hasPrefix(type, ignoringCase: "application/pkcs10") else {
+    private func readCSR(_ request: DeviceHTTPRequest) throws -> CertificateRequest {
+        guard let type = request.header("content-type"), Self.hasPrefix(type, ignoringCase: "application/pkcs10") else {
             throw ESTProblem(.unsupportedMediaType, "send the CSR as application/pkcs10 (base64 DER)")
         }
-        var request = request
-        let buffer = try await request.collectBody(upTo: Self.bodyLimit)
+        let buffer = request.body
+        guard buffer.readableBytes <= Self.bodyLimit else {
+            throw ESTProblem(.contentTooLarge, "the request body is too large (at most \(Self.bodyLimit) bytes)")
+        }
         // Base64 with line breaks, decoded straight from the body's bytes.
         guard let der = Base64.decode(buffer.readableBytesView, skippingWhitespace: true), !der.isEmpty else {
             throw ESTProblem(.badRequest, "the body is not base64")
@@ -204,8 +223,8 @@ public struct ESTService: Sendable {
 
     /// HTTP Basic: device ID and factory secret, one-time enrollment token, or (for a device
     /// registered by key fingerprint) an empty password.
-    private func basicProof(_ request: Request, _ context: ESTRequestContext, csr: CertificateRequest) async throws -> Proof {
-        guard let header = request.headers[.authorization], let (user, password) = Self.basicCredentials(header) else {
+    private func basicProof(_ request: DeviceHTTPRequest, csr: CertificateRequest) async throws -> Proof {
+        guard let header = request.header("authorization"), let (user, password) = Self.basicCredentials(header) else {
             throw ESTProblem(
                 .unauthorized, "authenticate with HTTP Basic (device ID and secret or token) or a client certificate", basic: true)
         }
@@ -214,20 +233,20 @@ public struct ESTService: Sendable {
         }
         let time = now()
         if !limiter.isEmpty {
-            for key in ["est-device:\(id)", "est-address:\(context.remoteIP ?? "local")"] {
+            for key in ["est-device:\(id)", "est-address:\(request.remoteIP ?? "local")"] {
                 if let wait = limiter.retryAfter(key, now: time) {
                     throw ESTProblem(.tooManyRequests, "too many failed attempts; try again later", retryAfter: wait)
                 }
             }
         }
         guard let device = try await store.device(id) else {
-            recordFailure(id, context)
+            recordFailure(id, request)
             throw ESTProblem(.unauthorized, "device \(id) did not prove itself", basic: true)
         }
         if password.hasPrefix("fwe_") {
             let hmac = hasher.hash(Array(password.utf8))
             guard let token = try await store.enrollmentToken(secretHMAC: hmac, for: id, at: time) else {
-                recordFailure(id, context)
+                recordFailure(id, request)
                 throw ESTProblem(.unauthorized, "device \(id) did not prove itself", basic: true)
             }
             // Spent in the enrollment's own transaction: a refused enrollment leaves it unused.
@@ -242,7 +261,7 @@ public struct ESTService: Sendable {
         default:
             break
         }
-        recordFailure(id, context)
+        recordFailure(id, request)
         throw ESTProblem(.unauthorized, "device \(id) did not prove itself", basic: true)
     }
 
@@ -275,10 +294,10 @@ public struct ESTService: Sendable {
         return (user, password)
     }
 
-    private func recordFailure(_ id: DeviceID, _ context: ESTRequestContext) {
+    private func recordFailure(_ id: DeviceID, _ request: DeviceHTTPRequest) {
         let time = now()
         limiter.recordFailure("est-device:\(id)", now: time)
-        limiter.recordFailure("est-address:\(context.remoteIP ?? "local")", now: time)
+        limiter.recordFailure("est-address:\(request.remoteIP ?? "local")", now: time)
     }
 
     /// A TLS client certificate: a birth certificate (factory CA), a certificate under a registered
@@ -372,18 +391,15 @@ public struct ESTService: Sendable {
         DeviceID.named(by: certificate.subject).flatMap { try? DeviceID($0) }
     }
 
-    static let contentTransferEncoding = HTTPField.Name("Content-Transfer-Encoding")!
-
-    static func pkcs7Response(_ base64: [UInt8]) throws -> Response {
-        Response(
-            status: .ok,
-            headers: [
-                .contentType: "application/pkcs7-mime; smime-type=certs-only",
-                contentTransferEncoding: "base64",
-            ],
-            body: .init(byteBuffer: ByteBuffer(bytes: base64)))
+    /// A certs-only PKCS#7, base64 (RFC 7030 §4.1.3, §4.2.3).
+    static func pkcs7Answer(_ base64: [UInt8]) -> DeviceHTTPAnswer {
+        .complete(
+            .ok, headers: ["content-type": "application/pkcs7-mime; smime-type=certs-only", "content-transfer-encoding": "base64"],
+            body: ByteBuffer(bytes: base64))
     }
 }
+
+extension ESTService: DeviceHTTPResponder {}
 
 /// An EST refusal: a status and one sentence, as text/plain (RFC 7030 §4.2.3 leaves the body
 /// free); 401s carry `WWW-Authenticate: Basic` when a password would do.
@@ -392,6 +408,8 @@ struct ESTProblem: Error, CustomStringConvertible {
     var message: String
     var basic = false
     var retryAfter: Int?
+    /// The methods a 405 names.
+    var allow: String?
 
     init(_ status: HTTPResponse.Status, _ message: String, basic: Bool = false, retryAfter: Int? = nil) {
         self.status = status
@@ -402,30 +420,13 @@ struct ESTProblem: Error, CustomStringConvertible {
 
     var description: String { "\(status.code) \(message)" }
 
-    func response() -> Response {
-        var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
-        if basic { headers[.wwwAuthenticate] = "Basic realm=\"fleetward-est\"" }
-        if let retryAfter { headers[.retryAfter] = "\(retryAfter)" }
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: message + "\n")))
-    }
-}
-
-/// Every EST error as a text/plain answer; registry and PKI errors by their meaning, anything
-/// unexpected logged and answered 500 without detail.
-struct ESTProblemMiddleware<Context: RequestContext>: RouterMiddleware {
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        do {
-            return try await next(request, context)
-        } catch let problem as ESTProblem {
-            return problem.response()
-        } catch {
-            let api = APIProblem.from(error)
-            if api.status.code >= 500 {
-                context.logger.error(
-                    "EST request failed",
-                    metadata: ["http.path": "\(request.uri.path)", "error": "\(String(describing: error).prefix(300))"])
-            }
-            return ESTProblem(api.status, api.message).response()
-        }
+    var answer: DeviceHTTPAnswer {
+        var headers: HTTPHeaders = ["content-type": "text/plain; charset=utf-8"]
+        if basic { headers.add(name: "www-authenticate", value: "Basic realm=\"fleetward-est\"") }
+        if let retryAfter { headers.add(name: "retry-after", value: "\(retryAfter)") }
+        if let allow { headers.add(name: "allow", value: allow) }
+        return .complete(
+            HTTPResponseStatus(statusCode: status.code, reasonPhrase: status.reasonPhrase), headers: headers,
+            body: ByteBuffer(string: message + "\n"))
     }
 }

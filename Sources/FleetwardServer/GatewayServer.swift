@@ -48,7 +48,8 @@ public enum GatewayServer {
         // A certificate is required; the callback replaces chain verification entirely.
         tls.certificateVerification = .noHostnameVerification
         return try TLSListener.application(
-            router: router(gateway, upstream: upstream, updates: updates), tls: tls, address: address, bodyLimit: bodyLimit,
+            responder: RouterDeviceHTTPResponder(responder: router(gateway, upstream: upstream, updates: updates).buildResponder()),
+            tls: tls, address: address, bodyLimit: bodyLimit,
             logger: logger,
             onListening: onListening,
             afterTLS: { _ in ResumptionGate(gateway: gateway) }

@@ -81,7 +81,7 @@ public enum ESTServer {
         // factory CA, a registered group's CA), that path is kept as the connection's validated
         // chain, so a manufacturer's device can send its intermediates.
         return try TLSListener.application(
-            router: service.router(), tls: tls, address: address, bodyLimit: ESTService.bodyLimit, logger: logger,
+            responder: service, tls: tls, address: address, bodyLimit: ESTService.bodyLimit, logger: logger,
             onListening: onListening
         ) { presented, _, promise in
             promise.completeWithTask {
@@ -106,13 +106,12 @@ enum TLSListener {
     /// Makes a handler to sit right after TLS on each connection (nil: none).
     typealias AfterTLS = @Sendable (any Channel) -> (any ChannelHandler)?
 
-    static func application<Context: RequestContext>(
-        router: Router<Context>, tls: TLSConfiguration, address: ListenAddress, bodyLimit: Int, logger: Logger,
+    static func application(
+        responder: some DeviceHTTPResponder, tls: TLSConfiguration, address: ListenAddress, bodyLimit: Int, logger: Logger,
         onListening: @escaping @Sendable (ListenAddress) async -> Void, afterTLS: @escaping AfterTLS = { _ in nil },
         verify: @escaping Verify
-    ) throws -> DeviceListener where Context.Source == ApplicationRequestContextSource {
+    ) throws -> DeviceListener {
         let context = try NIOSSLContext(configuration: tls)
-        let responder = router.buildResponder()
         return DeviceListener(address: address, onListening: onListening) { channel in
             channel.eventLoop.makeCompletedFuture {
                 let pipeline = channel.pipeline.syncOperations

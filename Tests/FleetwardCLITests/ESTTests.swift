@@ -160,6 +160,28 @@ final class ESTFixture {
         #expect(parsed.contains("ecdsa-with-SHA256") && parsed.contains("serialNumber"))
     }
 
+    @Test func unknownOperationsAndWrongMethodsGetTheirStatus() throws {
+        let fixture = try ESTFixture()
+        func head(_ arguments: [String]) throws -> String {
+            try fixture.curl.run(["-s", "-S", "--cacert", fixture.data + "/ca/root.pem", "-i"] + arguments).stdout.lowercased()
+        }
+        // An operation RFC 7030 defines that Fleetward does not offer, and a path outside EST.
+        #expect(try head([fixture.est + "/serverkeygen", "-X", "POST"]).hasPrefix("http/1.1 404"))
+        let outside = fixture.est.replacingOccurrences(of: "/.well-known/est", with: "/.well-known/other")
+        #expect(try head([outside + "/cacerts"]).hasPrefix("http/1.1 404"))
+        // 405 names the method that works (RFC 9110 §15.5.6).
+        let post = try head([fixture.est + "/cacerts", "-X", "POST", "--data-binary", "x"])
+        #expect(post.hasPrefix("http/1.1 405") && post.contains("allow: get, head"), "\(post)")
+        let get = try head([fixture.est + "/simpleenroll"])
+        #expect(get.hasPrefix("http/1.1 405") && get.contains("allow: post"), "\(get)")
+        // HEAD: the head of the GET answer, its length, no body; a query does not change the operation.
+        let headOnly = try head(["-I", fixture.est + "/cacerts?x=1"])
+        #expect(headOnly.hasPrefix("http/1.1 200") && headOnly.contains("content-type: application/pkcs7-mime"), "\(headOnly)")
+        let length = try #require(headOnly.split(separator: "\r\n").first { $0.hasPrefix("content-length:") })
+        let full = try head([fixture.est + "/cacerts"])
+        #expect(full.contains(String(length)))
+    }
+
     @Test func aFactorySecretEnrollsOnceAndAGuessDoesNot() throws {
         let fixture = try ESTFixture()
         try fixture.allow(["SN-1,0123456789abcdef0123,,cam,"])
