@@ -46,16 +46,25 @@ struct DeviceListener: Service {
 /// A request as a device listener read it: NIO's head and the whole body (at most the
 /// listener's limit and one byte more, so that an answer can tell a body that was too large).
 struct DeviceHTTPRequest: Sendable {
-    var head: HTTPRequestHead
-    var body: ByteBuffer
+    let head: HTTPRequestHead
+    let body: ByteBuffer
     let channel: any Channel
     let logger: Logger
 
-    /// The target's path, without its query.
+    /// The target's path, without its query; for an absolute-form target
+    /// (`https://host/path`, RFC 9112 §3.2.2), the path after the authority.
     var path: Substring {
-        let uri = head.uri
-        return uri.firstIndex(of: "?").map { uri[..<$0] } ?? uri[...]
+        var target = head.uri[...]
+        if let query = target.firstIndex(of: "?") { target = target[..<query] }
+        if target.first != "/", let scheme = target.range(of: "://") {
+            let afterAuthority = target[scheme.upperBound...]
+            target = afterAuthority.firstIndex(of: "/").map { afterAuthority[$0...] } ?? "/"
+        }
+        return target
     }
+
+    /// The path's segments, empty ones (`//`, a trailing `/`) left out.
+    var pathSegments: [Substring] { path.split(separator: "/") }
 
     /// The first value of header `name` (compared without case).
     func header(_ name: String) -> String? { head.headers.first(name: name) }
@@ -111,8 +120,8 @@ where Responder.Context: RequestContext, Responder.Context.Source == Application
 /// answers, and the answer is written from the event loop.
 enum DeviceHTTPChannel {
     /// Adds the HTTP/1.1 handlers after what `pipeline` already holds (TLS).
-    /// - Parameter bodyLimit: the largest request body any route accepts; one byte more is kept
-    ///   so that the responder can refuse it (413).
+    /// - Parameter bodyLimit: the largest request body the responder accepts; one byte more is
+    ///   kept so that it can tell a body that is too large and refuse it (413).
     static func configure<Responder: DeviceHTTPResponder>(
         _ pipeline: ChannelPipeline.SynchronousOperations, responder: Responder, bodyLimit: Int, logger: Logger
     ) throws {
@@ -286,47 +295,30 @@ final class DeviceHTTPHandler<Responder: DeviceHTTPResponder>: ChannelDuplexHand
         }
         Task {
             let answer = await responder.answer(request)
-            var head: HTTPResponseHead
-            let whole: ByteBuffer?
-            let response: Response?
             switch answer {
             case .malformed:
                 channel.eventLoop.execute {
                     let (handler, context) = bound.value
                     handler.refuseMalformed(version: version, context: context)
                 }
-                return
             case .complete(let status, let headers, let body):
-                head = HTTPResponseHead(version: version, status: status, headers: headers)
-                head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
-                (whole, response) = (body, nil)
-            case .response(let answer):
-                head = HTTPResponseHead(answer.head)
-                head.version = version
-                if head.headers["content-length"].isEmpty, let length = answer.body.contentLength {
-                    head.headers.replaceOrAdd(name: "content-length", value: String(length))
-                }
-                (whole, response) = (nil, answer)
-            }
-            head.headers.replaceOrAdd(name: "date", value: HTTPDate.now())
-            if closeAfter { head.headers.replaceOrAdd(name: "connection", value: "close") }
-            if let whole {
+                var head = HTTPResponseHead(version: version, status: status, headers: headers)
+                head.headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+                head.headers = AnswerHead.finished(head.headers, closeAfter: closeAfter)
                 channel.write(HTTPServerResponsePart.head(head), promise: nil)
-                if !isHead, whole.readableBytes > 0 { channel.write(HTTPServerResponsePart.body(.byteBuffer(whole)), promise: nil) }
+                if !isHead, body.readableBytes > 0 { channel.write(HTTPServerResponsePart.body(.byteBuffer(body)), promise: nil) }
                 channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { result in
                     if case .failure = result { whenWritten(true) } else { whenWritten(false) }
                 }
-                return
-            }
-            guard let response else { return }
-            let writer = ChannelBodyWriter(channel: channel, head: head, skipsBody: isHead, whenWritten: whenWritten)
-            do {
-                try await response.body.write(writer)
-            } catch {
-                // The body failed before its end was written: the client cannot tell where this
-                // answer ends, so the connection goes.
-                logger.debug("could not write an answer", metadata: ["error": "\(error)"])
-                channel.eventLoop.execute { whenWritten(true) }
+            case .response(let response):
+                var head = HTTPResponseHead(response.head)
+                head.version = version
+                if head.headers["content-length"].isEmpty, let length = response.body.contentLength {
+                    head.headers.replaceOrAdd(name: "content-length", value: String(length))
+                }
+                head.headers = AnswerHead.finished(head.headers, closeAfter: closeAfter)
+                let writer = ChannelBodyWriter(channel: channel, head: head, skipsBody: isHead, whenWritten: whenWritten)
+                await AnswerHead.write(response.body, to: writer, logger: logger)
             }
         }
     }
@@ -358,6 +350,29 @@ final class DeviceHTTPHandler<Responder: DeviceHTTPResponder>: ChannelDuplexHand
         } else {
             refuseMalformed(version: .http1_1, context: context)
         }
+    }
+}
+
+/// What ``DeviceHTTPHandler`` adds to every answer's head, and the writing of a streamed body.
+enum AnswerHead {
+    /// Writes a streamed body; when it fails before its end, the client cannot tell where the
+    /// answer ends, so the connection goes.
+    static func write(_ body: ResponseBody, to writer: ChannelBodyWriter, logger: Logger) async {
+        do {
+            try await body.write(writer)
+        } catch {
+            logger.debug("could not write an answer", metadata: ["error": "\(error)"])
+            let whenWritten = writer.whenWritten
+            writer.channel.eventLoop.execute { whenWritten(true) }
+        }
+    }
+
+    /// The headers every answer carries: `Date`, and `Connection: close` when the connection ends after it.
+    static func finished(_ headers: HTTPHeaders, closeAfter: Bool) -> HTTPHeaders {
+        var headers = headers
+        headers.replaceOrAdd(name: "date", value: HTTPDate.now())
+        if closeAfter { headers.replaceOrAdd(name: "connection", value: "close") }
+        return headers
     }
 }
 

@@ -4,7 +4,7 @@ public import FleetwardRegistry
 public import Foundation
 import HTTPTypes
 import Logging
-public import NIOCore
+import NIOCore
 import NIOHTTP1
 import NIOSSL
 import SwiftASN1
@@ -46,7 +46,7 @@ public struct ESTService: Sendable {
     let rootDER: [UInt8]
     let issuingDER: [UInt8]
     /// The `cacerts` answer: the same for every request.
-    let cacertsBody: [UInt8]
+    let cacertsBody: ByteBuffer
     let factory: Certificate
     let issuing: Certificate
 
@@ -57,7 +57,7 @@ public struct ESTService: Sendable {
         batcher = EnrollmentBatcher(store: store)
         rootDER = authority.hierarchy.member(.root).der
         issuingDER = authority.hierarchy.member(.issuing).der
-        cacertsBody = CertsOnlyPKCS7.base64Bytes([rootDER, issuingDER])
+        cacertsBody = ByteBuffer(bytes: CertsOnlyPKCS7.base64Bytes([rootDER, issuingDER]))
         factory = authority.hierarchy.member(.factory).certificate
         issuing = authority.hierarchy.member(.issuing).certificate
     }
@@ -79,19 +79,19 @@ public struct ESTService: Sendable {
     }
 
     private func route(_ request: DeviceHTTPRequest) async throws -> DeviceHTTPAnswer {
-        let path = request.path
-        guard path.hasPrefix(Self.prefix), path.dropFirst(Self.prefix.count).first == "/" else {
+        let segments = request.pathSegments
+        guard segments.count == 3, segments[0] == ".well-known", segments[1] == "est" else {
             throw ESTProblem(.notFound, "no such resource; EST is under \(Self.prefix)/")
         }
         let method = request.head.method
-        switch path.dropFirst(Self.prefix.count + 1) {
+        switch segments[2] {
         case "cacerts":
             try Self.require(method, .GET, "cacerts")
             return Self.pkcs7Answer(cacertsBody)
         case "csrattrs":
             try Self.require(method, .GET, "csrattrs")
             return .complete(
-                .ok, headers: ["content-type": "application/csrattrs", "content-transfer-encoding": "base64"],
+                .ok, headers: ["Content-Type": "application/csrattrs", "Content-Transfer-Encoding": "base64"],
                 body: ByteBuffer(string: Self.csrAttributes))
         case "simpleenroll":
             try Self.require(method, .POST, "simpleenroll")
@@ -170,7 +170,7 @@ public struct ESTService: Sendable {
                 try? await store.insert(pending, by: Self.actor(proof), at: now())
             }
             if stored == nil || stored?.state == .pending {
-                return .complete(.accepted, headers: ["retry-after": "\(retryAfter)"], body: ByteBuffer())
+                return .complete(.accepted, headers: ["Retry-After": "\(retryAfter)"], body: ByteBuffer())
             }
         }
         let identity = CertificateIdentity.device(proof.device.id)
@@ -194,7 +194,7 @@ public struct ESTService: Sendable {
             throw ESTProblem(.forbidden, error.message)
         }
         if !limiter.isEmpty { limiter.reset("est-device:\(proof.device.id)") }
-        return Self.pkcs7Answer(CertsOnlyPKCS7.base64Bytes([issued.der]))
+        return Self.pkcs7Answer(ByteBuffer(bytes: CertsOnlyPKCS7.base64Bytes([issued.der])))
     }
 
     static func actor(_ proof: Proof) -> Actor {
@@ -392,10 +392,10 @@ public struct ESTService: Sendable {
     }
 
     /// A certs-only PKCS#7, base64 (RFC 7030 §4.1.3, §4.2.3).
-    static func pkcs7Answer(_ base64: [UInt8]) -> DeviceHTTPAnswer {
+    static func pkcs7Answer(_ base64: ByteBuffer) -> DeviceHTTPAnswer {
         .complete(
-            .ok, headers: ["content-type": "application/pkcs7-mime; smime-type=certs-only", "content-transfer-encoding": "base64"],
-            body: ByteBuffer(bytes: base64))
+            .ok, headers: ["Content-Type": "application/pkcs7-mime; smime-type=certs-only", "Content-Transfer-Encoding": "base64"],
+            body: base64)
     }
 }
 
@@ -421,10 +421,10 @@ struct ESTProblem: Error, CustomStringConvertible {
     var description: String { "\(status.code) \(message)" }
 
     var answer: DeviceHTTPAnswer {
-        var headers: HTTPHeaders = ["content-type": "text/plain; charset=utf-8"]
-        if basic { headers.add(name: "www-authenticate", value: "Basic realm=\"fleetward-est\"") }
-        if let retryAfter { headers.add(name: "retry-after", value: "\(retryAfter)") }
-        if let allow { headers.add(name: "allow", value: allow) }
+        var headers: HTTPHeaders = ["Content-Type": "text/plain; charset=utf-8"]
+        if basic { headers.add(name: "WWW-Authenticate", value: "Basic realm=\"fleetward-est\"") }
+        if let retryAfter { headers.add(name: "Retry-After", value: "\(retryAfter)") }
+        if let allow { headers.add(name: "Allow", value: allow) }
         return .complete(
             HTTPResponseStatus(statusCode: status.code, reasonPhrase: status.reasonPhrase), headers: headers,
             body: ByteBuffer(string: message + "\n"))

@@ -413,7 +413,8 @@ public final class Gateway: Sendable {
                     if let id = try await store.certificate(serial: serial)?.deviceID { devices.insert(id) }
                 }
             }
-            // Most devices that changed have no connection open here: no task switch for those.
+            // Most devices that changed have no connection open here; for those, no async call
+            // (under NIO's executor each one re-enqueues this task).
             for id in devices {
                 let live = forget(id)
                 if !live.isEmpty { await recheck(id, live) }

@@ -180,6 +180,13 @@ final class ESTFixture {
         let length = try #require(headOnly.split(separator: "\r\n").first { $0.hasPrefix("content-length:") })
         let full = try head([fixture.est + "/cacerts"])
         #expect(full.contains(String(length)))
+        // The same operation with a trailing slash, a doubled slash, or an absolute-form target
+        // (RFC 9112 §3.2.2); a deeper path is not an operation.
+        #expect(try head([fixture.est + "/cacerts/"]).hasPrefix("http/1.1 200"))
+        #expect(try head([fixture.est.replacingOccurrences(of: "/est", with: "//est") + "/cacerts"]).hasPrefix("http/1.1 200"))
+        let absolute = try head(["--request-target", fixture.est + "/cacerts", fixture.est + "/cacerts"])
+        #expect(absolute.hasPrefix("http/1.1 200"), "\(absolute)")
+        #expect(try head([fixture.est + "/cacerts/more"]).hasPrefix("http/1.1 404"))
     }
 
     @Test func aFactorySecretEnrollsOnceAndAGuessDoesNot() throws {
