@@ -206,9 +206,13 @@ public struct HTTP1Client: Sendable {
                 head.headers.add(name: "Content-Length", value: "\(request.body.count)")
             }
             for (name, value) in request.headers { head.headers.add(name: name, value: value) }
-            try await outbound.write(.head(head))
-            if !request.body.isEmpty { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: request.body)))) }
-            try await outbound.write(.end(nil))
+            // Head, body and end in one write: with a known length the server may answer and
+            // close as soon as the body's last byte arrives, before a separate (empty) end could be
+            // written, and that write would fail on the closed channel.
+            var parts: [HTTPClientRequestPart] = [.head(head)]
+            if !request.body.isEmpty { parts.append(.body(.byteBuffer(ByteBuffer(bytes: request.body)))) }
+            parts.append(.end(nil))
+            try await outbound.write(contentsOf: parts)
             var status: Int?
             var headers: [(name: String, value: String)] = []
             var body = ByteBuffer()
