@@ -37,30 +37,26 @@ struct DERWriter {
             return
         }
         // The long form: its extra octets go in place, the contents moving up to make room.
-        var header = DERWriter(capacity: 4)
-        header.appendLength(length)
-        bytes[start - 1] = header.bytes[0]
-        bytes.insert(contentsOf: header.bytes.dropFirst(), at: start)
+        let octets = Self.longFormOctets(length)
+        bytes[start - 1] = 0x80 | UInt8(octets)
+        bytes.insert(contentsOf: (0..<octets).reversed().lazy.map { UInt8(truncatingIfNeeded: length >> (8 * $0)) }, at: start)
     }
 
     /// A definite length (X.690 §8.1.3), up to 2^24 - 1 (no value here comes near it).
     mutating func appendLength(_ length: Int) {
-        precondition(length < 1 << 24, "DER value too long")
-        if length < 0x80 {
+        guard length >= 0x80 else {
             bytes.append(UInt8(length))
-        } else if length <= 0xFF {
-            bytes.append(0x81)
-            bytes.append(UInt8(length))
-        } else if length <= 0xFFFF {
-            bytes.append(0x82)
-            bytes.append(UInt8(length >> 8))
-            bytes.append(UInt8(length & 0xFF))
-        } else {
-            bytes.append(0x83)
-            bytes.append(UInt8(length >> 16))
-            bytes.append(UInt8((length >> 8) & 0xFF))
-            bytes.append(UInt8(length & 0xFF))
+            return
         }
+        let octets = Self.longFormOctets(length)
+        bytes.append(0x80 | UInt8(octets))
+        for index in (0..<octets).reversed() { bytes.append(UInt8(truncatingIfNeeded: length >> (8 * index))) }
+    }
+
+    /// How many length octets follow `0x8n` in the long form of `length` (at least 0x80).
+    private static func longFormOctets(_ length: Int) -> Int {
+        precondition(length < 1 << 24, "DER value too long")
+        return length <= 0xFF ? 1 : length <= 0xFFFF ? 2 : 3
     }
 
     /// A Time (RFC 5280 §4.1.2.5): UTCTime for 1950–2049, GeneralizedTime otherwise or when forced.

@@ -22,13 +22,15 @@ import X509
 public struct ESTService: Sendable {
     public static let bodyLimit = 64 * 1024
     public static let prefix = "/.well-known/est"
+    /// ``prefix`` as path segments, to match a request's against.
+    static let prefixSegments = prefix.split(separator: "/")
 
     /// CsrAttrs ::= SEQUENCE OF AttrOrOID (RFC 7030 §4.5.2), base64: ecdsa-with-SHA256 and the
-    /// serialNumber attribute that names the device.
-    static let csrAttributes =
-        Data([
+    /// serialNumber attribute that names the device. The same for every request.
+    static let csrAttributes = ByteBuffer(
+        string: Data([
             0x30, 0x0F, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02, 0x06, 0x03, 0x55, 0x04, 0x05,
-        ]).base64EncodedString() + "\n"
+        ]).base64EncodedString() + "\n")
 
     public let authority: CertificateAuthority
     public let store: any RegistryStore
@@ -80,11 +82,11 @@ public struct ESTService: Sendable {
 
     private func route(_ request: DeviceHTTPRequest) async throws -> DeviceHTTPAnswer {
         let segments = request.pathSegments
-        guard segments.count == 3, segments[0] == ".well-known", segments[1] == "est" else {
+        guard segments.count == Self.prefixSegments.count + 1, segments.starts(with: Self.prefixSegments) else {
             throw ESTProblem(.notFound, "no such resource; EST is under \(Self.prefix)/")
         }
         let method = request.head.method
-        switch segments[2] {
+        switch segments[Self.prefixSegments.count] {
         case "cacerts":
             try Self.require(method, .GET, "cacerts")
             return Self.pkcs7Answer(cacertsBody)
@@ -92,7 +94,7 @@ public struct ESTService: Sendable {
             try Self.require(method, .GET, "csrattrs")
             return .complete(
                 .ok, headers: ["Content-Type": "application/csrattrs", "Content-Transfer-Encoding": "base64"],
-                body: ByteBuffer(string: Self.csrAttributes))
+                body: Self.csrAttributes)
         case "simpleenroll":
             try Self.require(method, .POST, "simpleenroll")
             return try await enroll(request, renewal: false)

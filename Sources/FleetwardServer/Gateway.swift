@@ -319,22 +319,12 @@ public final class Gateway: Sendable {
 
     /// Forgets what is known about `id` and closes its connections that no longer pass.
     func reevaluate(_ id: DeviceID) async {
-        let live = forget(id)
-        guard !live.isEmpty else { return }
-        await recheck(id, live)
-    }
-
-    /// Forgets the cached entry of `id`; returns its open connections.
-    private func forget(_ id: DeviceID) -> [Live] {
-        state.withLock { state -> [Live] in
+        let live = state.withLock { state -> [Live] in
             state.entries[id] = nil
             state.generations[id, default: 0] &+= 1
             return Array(state.live[id]?.values ?? [:].values)
         }
-    }
-
-    /// Re-reads `id` and closes those of `live` that no longer pass.
-    private func recheck(_ id: DeviceID, _ live: [Live]) async {
+        guard !live.isEmpty else { return }
         let entry: Entry?
         do {
             entry = try await load(id)
@@ -413,12 +403,7 @@ public final class Gateway: Sendable {
                     if let id = try await store.certificate(serial: serial)?.deviceID { devices.insert(id) }
                 }
             }
-            // Most devices that changed have no connection open here; for those, no async call
-            // (under NIO's executor each one re-enqueues this task).
-            for id in devices {
-                let live = forget(id)
-                if !live.isEmpty { await recheck(id, live) }
-            }
+            for id in devices { await reevaluate(id) }
             head.store(last.sequence, ordering: .relaxed)
             if subjects.count < 1000 { return }
         }
