@@ -9,6 +9,8 @@
 #   full handshakes + whoami    bench/tls_load.c: a handshake and one GET /v1/whoami per connection
 #   resumed handshakes + whoami the same, offering the last session ticket the server sent
 #                               (s_time -reuse does not resume TLS 1.3 sessions)
+#   kept-alive whoami           bench/tls_load.c kept-alive: 8 connections at once, each sending
+#                               GET /v1/whoami again and again, one answer at a time
 # An OpenSSL client spends more per handshake than either server, so the servers are not
 # saturated: compare the rates per core of server CPU (from /proc/PID/stat).
 # Runs twice: the default hierarchy (P-384 root) and an all-P-256 one (`init --root-key P-256`).
@@ -41,7 +43,18 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 measure() { # pid port mode(new|full|resumed) dir
   local pid=$1 port=$2 mode=$3 dir=$4 before after start end out count resumed load_mode
   before=$(cpu_ticks "$pid"); start=$(date +%s.%N)
-  if [ "$mode" = new ]; then
+  if [ "$mode" = kept-alive ]; then
+    # 8 kept-alive connections at once, each asking GET /v1/whoami one request after another.
+    count=0
+    for i in $(seq 1 8); do
+      taskset -c 1 "$tls_load" 127.0.0.1 "$port" "$dir/dev.pem" "$dir/dev.key" "$dir/data/ca/root.pem" /v1/whoami "$seconds" \
+        kept-alive >"$work/kept-alive.$i" 2>&1 &
+    done
+    wait $(jobs -p | tail -8) 2>/dev/null || true
+    for i in $(seq 1 8); do read -r answers _ <"$work/kept-alive.$i" || answers=0; count=$((count + ${answers:-0})); done
+    [ "$count" -gt 0 ] || count=""
+    out=$(cat "$work"/kept-alive.*)
+  elif [ "$mode" = new ]; then
     out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -new -cert "$dir/dev.pem" -key "$dir/dev.key" \
       -CAfile "$dir/data/ca/root.pem" -time "$seconds" 2>&1 || true)
     # "N connections in T real seconds, …" (T is whole seconds): the rate uses our own clock.
@@ -115,7 +128,7 @@ for hierarchy in default all-P-256; do
   ng=$!; bench_pids+=("$ng")
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$ng_port/" && break; sleep 0.05; done
 
-  for mode in new bare-resumed full resumed; do
+  for mode in new bare-resumed full resumed kept-alive; do
     fw_runs=(); ng_runs=()
     for run in 1 2 3; do
       echo "$hierarchy, $mode, run $run/3…" >&2
@@ -127,6 +140,7 @@ for hierarchy in default all-P-256; do
       bare-resumed) what="resumed handshakes" ;;
       full) what="full handshakes + whoami" ;;
       resumed) what="resumed handshakes + whoami" ;;
+      kept-alive) what="kept-alive whoami, 8 connections" ;;
     esac
     report "fleetward gateway, $hierarchy, $what:" "${fw_runs[@]}"; fw_core=$(cat "$work/last-per-core")
     report "nginx mTLS, $hierarchy, $what:" "${ng_runs[@]}"; ng_core=$(cat "$work/last-per-core")

@@ -7,9 +7,13 @@
  * is not counted) to get a ticket, then every connection offers that ticket, finishes the
  * handshake and closes without a request (servers send their tickets with the first answer, so
  * a bare connection gets none; both servers here accept a TLS 1.3 ticket more than once).
+ * "kept-alive" mode makes one connection and sends GET PATH on it again and again (keep-alive),
+ * each after the whole answer before it was read (Content-Length), for SECONDS: it prints
+ * "answers answers seconds". Run several at once for concurrent connections.
  * Prints "connections resumed seconds".
  * Build: cc -O2 -o tls_load bench/tls_load.c -lssl -lcrypto
- * Usage: tls_load HOST PORT CERT KEY CAFILE PATH SECONDS new|reuse|bare-reuse */
+ * Usage: tls_load HOST PORT CERT KEY CAFILE PATH SECONDS new|reuse|bare-reuse|kept-alive */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -35,6 +39,51 @@ static int keep_session(SSL *ssl, SSL_SESSION *session) {
     if (latest) SSL_SESSION_free(latest);
     latest = session; /* the callback's reference is ours */
     return 1;
+}
+
+/* One kept-alive connection: requests one after another, each answer read whole. */
+static int kept_alive(SSL_CTX *ctx, struct sockaddr_in *address, const char *host, const char *path, double seconds) {
+    char request[512];
+    int request_length = snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)address, sizeof *address) != 0) return 1;
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) != 1) {
+        ERR_print_errors_fp(stderr);
+        return 1;
+    }
+    long answers = 0;
+    double start = now(), end = start + seconds;
+    char buffer[16384];
+    while (now() < end) {
+        if (SSL_write(ssl, request, request_length) != request_length) break;
+        int have = 0, body = -1, header_end = -1;
+        while (1) {
+            int n = SSL_read(ssl, buffer + have, sizeof buffer - have - 1);
+            if (n <= 0) goto done;
+            have += n;
+            buffer[have] = 0;
+            if (header_end < 0) {
+                char *blank = strstr(buffer, "\r\n\r\n");
+                if (!blank) continue;
+                header_end = (int)(blank - buffer) + 4;
+                if (strncmp(buffer, "HTTP/1.1 200", 12) != 0) goto done;
+                char *length = strcasestr(buffer, "content-length:");
+                body = length ? atoi(length + 15) : 0;
+            }
+            if (have >= header_end + body) break;
+        }
+        answers++;
+    }
+done:
+    printf("%ld %ld %.3f\n", answers, answers, now() - start);
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    close(fd);
+    return answers > 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
@@ -64,6 +113,7 @@ int main(int argc, char **argv) {
     int request_length = snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host);
     long connections = 0, resumed = 0, failures = 0;
     double start = now(), end = start + seconds;
+    if (strcmp(argv[8], "kept-alive") == 0) return kept_alive(ctx, &address, host, path, seconds);
     while (now() < end && failures < 100) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         int one = 1;

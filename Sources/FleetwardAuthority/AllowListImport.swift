@@ -74,7 +74,7 @@ public struct AllowListImport: Sendable {
     /// - Throws: ``RegistryError`` `invalidInput` naming the bad lines when the file has malformed
     ///   rows and `skipInvalid` is false (nothing is written then).
     public func run(
-        into store: any RegistryStore, hasher: SecretHasher, by actor: Actor, now: @Sendable () -> Date = Date.init,
+        into registrar: Registrar, hasher: SecretHasher, by actor: Actor, now: @Sendable () -> Date = Date.init,
         progress: (Progress) -> Void = { _ in }
     ) async throws -> Summary {
         let started = Date()
@@ -82,8 +82,8 @@ public struct AllowListImport: Sendable {
         if rejected > 0 && !skipInvalid {
             let shown = errors.prefix(3).map(\.description).joined(separator: "; ")
             let more = rejected > 3 ? "; and \(rejected - 3) more" : ""
-            throw RegistryError(
-                .invalidInput,
+            throw AuthorityError(
+                .invalidRequest,
                 "\(path) has \(rejected) malformed row\(rejected == 1 ? "" : "s") (\(shown)\(more)); nothing was imported (--skip-invalid imports the rest)"
             )
         }
@@ -141,7 +141,7 @@ public struct AllowListImport: Sendable {
         var lastReport = start
         do {
             while let batch = try await queue.next() {
-                let result = try await store.importBatch(batch.devices, source: source, lines: batch.lines, by: actor, at: now())
+                let result = try await registrar.importBatch(batch.devices, source: source, lines: batch.lines, by: actor, at: now())
                 inserted += result.inserted
                 duplicates += result.duplicates
                 done += batch.devices.count
@@ -168,7 +168,7 @@ public struct AllowListImport: Sendable {
     /// all rows are checked first and nothing is written when any is malformed; then batches
     /// of ``defaultBatchSize`` rows, each one transaction with its audit entry.
     public static func importCSV(
-        _ bytes: [UInt8], source: String, into store: any RegistryStore, hasher: SecretHasher, by actor: Actor,
+        _ bytes: [UInt8], source: String, into registrar: Registrar, hasher: SecretHasher, by actor: Actor,
         now: @Sendable () -> Date = Date.init
     ) async throws -> Summary {
         let started = Date()
@@ -189,11 +189,11 @@ public struct AllowListImport: Sendable {
         if rejected > 0 {
             let shown = errors.prefix(3).map(\.description).joined(separator: "; ")
             let more = rejected > 3 ? "; and \(rejected - 3) more" : ""
-            throw RegistryError(
-                .invalidInput,
+            throw AuthorityError(
+                .invalidRequest,
                 "the allow-list has \(rejected) malformed row\(rejected == 1 ? "" : "s") (\(shown)\(more)); nothing was imported")
         }
-        guard !rows.isEmpty else { throw RegistryError(.invalidInput, "the allow-list has no rows") }
+        guard !rows.isEmpty else { throw AuthorityError(.invalidRequest, "the allow-list has no rows") }
         let time = now()
         var inserted = 0
         var duplicates = 0
@@ -201,7 +201,7 @@ public struct AllowListImport: Sendable {
         while start < rows.endIndex {
             let end = min(start + defaultBatchSize, rows.endIndex)
             let batch = rows[start..<end].map { Self.device(from: $0, hasher: hasher, at: time) }
-            let result = try await store.importBatch(
+            let result = try await registrar.importBatch(
                 batch, source: source, lines: rows[start].line...rows[end - 1].line, by: actor, at: now())
             inserted += result.inserted
             duplicates += result.duplicates
@@ -231,7 +231,7 @@ public struct AllowListImport: Sendable {
 
     private static func stream(_ path: String, _ body: (ArraySlice<UInt8>) throws -> Void) throws {
         guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw RegistryError(.invalidInput, "cannot read \(path): no such file or no permission")
+            throw AuthorityError(.invalidRequest, "cannot read \(path): no such file or no permission")
         }
         defer { try? handle.close() }
         while let data = try handle.read(upToCount: chunkSize), !data.isEmpty {
@@ -241,7 +241,7 @@ public struct AllowListImport: Sendable {
 
     private static func streamAsync(_ path: String, _ body: (ArraySlice<UInt8>) async throws -> Void) async throws {
         guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw RegistryError(.invalidInput, "cannot read \(path): no such file or no permission")
+            throw AuthorityError(.invalidRequest, "cannot read \(path): no such file or no permission")
         }
         defer { try? handle.close() }
         while let data = try handle.read(upToCount: chunkSize), !data.isEmpty {

@@ -42,7 +42,7 @@ public struct FactoryBatch: Sendable {
     }
 
     public func run(
-        authority: CertificateAuthority, store: any RegistryStore, by actor: Actor, now: Date = Date(),
+        authority: CertificateAuthority, registrar: Registrar, by actor: Actor, now: Date = Date(),
         progress: (Int, Int) -> Void = { _, _ in }
     ) async throws -> Summary {
         let started = Date()
@@ -66,7 +66,7 @@ public struct FactoryBatch: Sendable {
         guard problems.isEmpty else {
             let shown = problems.prefix(3).joined(separator: "; ")
             let more = problems.count > 3 ? "; and \(problems.count - 3) more" : ""
-            throw RegistryError(.invalidInput, "\(problems.count) CSR file(s) refused (\(shown)\(more)); nothing was issued")
+            throw AuthorityError(.invalidRequest, "\(problems.count) CSR file(s) refused (\(shown)\(more)); nothing was issued")
         }
         // Pass 2: sign in memory.
         var issued: [(id: DeviceID, certificate: IssuedCertificate, keySHA256: [UInt8])] = []
@@ -80,10 +80,10 @@ public struct FactoryBatch: Sendable {
         let devices = issued.map {
             Device(id: $0.id, model: model, metadata: [:], proof: .publicKey(sha256: $0.keySHA256), createdAt: now)
         }
-        let registered = try await store.importBatch(
+        let registered = try await registrar.importBatch(
             devices, source: "factory:" + URL(fileURLWithPath: csrDirectory).lastPathComponent, lines: 1...max(1, devices.count), by: actor,
             at: now)
-        try await store.insert(
+        try await registrar.recordCertificates(
             issued.map {
                 CertificateRecord(
                     serial: $0.certificate.serialNumber.hexString, deviceID: $0.id, profile: CertificateProfile.birth.rawValue, owner: nil,

@@ -43,10 +43,10 @@ public enum APITokens {
     public static func make(role: Role, owner: String?, hasher: SecretHasher, now: Date = Date()) throws -> Created {
         if role == .owner {
             guard let owner, Owner.isValidID(owner) else {
-                throw RegistryError(.invalidInput, "an owner token needs --owner NAME (1 to 64 letters, digits, '-', '_', '.', '@')")
+                throw AuthorityError(.invalidRequest, "an owner token needs an owner ID (1 to 64 letters, digits, '-', '_', '.', '@')")
             }
         } else if owner != nil {
-            throw RegistryError(.invalidInput, "--owner applies to owner tokens only")
+            throw AuthorityError(.invalidRequest, "only owner tokens have an owner")
         }
         let id = RandomText.hex(bytes: 8)
         let secret = RandomText.base64URL(bytes: 32)

@@ -90,10 +90,10 @@ struct CertCommand: ParsableCommand {
             var device: Device?
             if case .device(let id) = issued.identity { device = try await store.device(id) }
             let now = Date()
-            try await store.insert(
-                CertificateRecord(
+            try await Registrar(store: store).recordCertificates(
+                [CertificateRecord(
                     serial: issued.serialNumber.hexString, deviceID: device?.id, profile: issued.profile.rawValue, owner: device?.owner,
-                    notBefore: issued.notValidBefore, notAfter: issued.notValidAfter, sha256: issued.sha256Fingerprint, issuedAt: now),
+                    notBefore: issued.notValidBefore, notAfter: issued.notValidAfter, sha256: issued.sha256Fingerprint, issuedAt: now)],
                 by: .console, at: now)
         }
 
@@ -182,7 +182,7 @@ struct CertCommand: ParsableCommand {
             }
             let reason = try RevocationReason(name: reason)
             let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
-            let record = try await store.revokeCertificate(serial: serial, reason: reason, by: .console, at: Date())
+            let record = try await Registrar(store: store).revokeCertificate(serial: serial, reason: reason, by: .console, at: Date())
             if output.json {
                 try Output.printJSON(record.publicView)
             } else {

@@ -58,19 +58,17 @@ struct DemoCommand: AsyncParsableCommand {
         let hierarchy = try CAHierarchy.create(
             in: directory, configuration: AuthorityConfiguration(kdfIterations: 100_000), passphrase: passphrase,
             progress: { show.line("  " + $0 + "…") })
-        let custodian = EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase)
-        let authority = CertificateAuthority(hierarchy: hierarchy, custodian: custodian)
-        let store = try await RegistryAccess.openStore(directory)
-        let hasher = try RegistryAccess.openHasher(directory, passphrase: passphrase)
-        let servers = try await DemoServers.start(
-            authority: authority, store: store, hasher: hasher, directory: directory, custodian: custodian)
+        let servers = try await DemoServers.start(directory: directory, passphrase: passphrase)
         defer { servers.stop() }
+        let registrar = servers.server.registrar
+        let hasher = servers.server.hasher
+        let authority = servers.server.authority
         show.line("  management API on http://\(servers.api), EST on https://\(servers.est), gateway on https://\(servers.gateway)")
 
         var tokens: [Role: String] = [:]
         for role in [Role.admin, .manufacturer, .operator] {
             let made = try APITokens.make(role: role, owner: nil, hasher: hasher)
-            try await store.insert(made.record, by: .console, at: Date())
+            try await registrar.createAPIToken(made.record, by: .console, at: Date())
             tokens[role] = made.token
         }
         let api = DemoAPI(port: servers.api.port, show: show)
@@ -102,7 +100,7 @@ struct DemoCommand: AsyncParsableCommand {
         try Data(DeviceCSR.make(key: meterBirthKey, deviceID: meter)).write(to: URL(fileURLWithPath: csrDirectory + "/\(meter).der"))
         var batch = FactoryBatch(csrDirectory: csrDirectory, outDirectory: path + "/demo/birth")
         batch.model = "meter-v1"
-        let summary = try await batch.run(authority: authority, store: store, by: .console)
+        let summary = try await batch.run(authority: authority, registrar: registrar, by: .console)
         show.step("factory", "fleetward factory issue: \(summary.issued) birth certificate for \(meter), signed by the factory CA")
         let birth = try Certificate(
             pemEncoded: String(decoding: try AtomicFile.read(batch.outDirectory + "/\(meter).pem", limit: 1 << 16), as: UTF8.self))
@@ -133,7 +131,7 @@ struct DemoCommand: AsyncParsableCommand {
         try await api.call(
             "operator", tokens[.operator]!, "POST", "/owners", ["id": "alice", "name": "Alice"], expect: 201, note: "create owner alice")
         let alice = try APITokens.make(role: .owner, owner: "alice", hasher: hasher)
-        try await store.insert(alice.record, by: .console, at: Date())
+        try await registrar.createAPIToken(alice.record, by: .console, at: Date())
         try await api.call(
             "alice", alice.token, "POST", "/claims", ["device": lock, "claimCode": "WRONG-CODE-0000"], expect: 403,
             note: "claim \(lock) with a wrong code")
@@ -155,6 +153,8 @@ struct DemoCommand: AsyncParsableCommand {
         try await devices.reenroll(
             lock, key: P256.Signing.PrivateKey(), current: [try devices.issued(lock)], currentKey: lockKey, expect: 403,
             note: "the thief tries to renew the stolen device's certificate")
+        try await api.relyingParty(
+            checking: try devices.issued(lock), of: lock, issuer: authority.hierarchy.member(.issuing).certificate, out: devices.out)
         try await api.call("alice", alice.token, "POST", "/devices/\(lock)/recover", [:], expect: 200, note: "alice recovers \(lock)")
 
         // 4. Enrollment group.
@@ -225,7 +225,7 @@ struct DemoCommand: AsyncParsableCommand {
             var device = Device(id: try DeviceID("demo-fleet-\(index)"), model: "sensor-v2", proof: .none, createdAt: Date())
             device.proof = .secret(hmac: hasher.hash(Array(secret.utf8)))
             fleet.append((device.id.rawValue, secret))
-            try await store.insert(device, by: .console, at: Date())
+            try await registrar.register(device, by: .console, at: Date())
         }
         show.step("manufacturer", "register \(fleetSize) more devices with their factory secrets")
         var fleetEST = est
@@ -247,7 +247,7 @@ struct DemoCommand: AsyncParsableCommand {
 
         // The record.
         show.heading("The record")
-        switch try await store.verifyAudit() {
+        switch try await registrar.store.verifyAudit() {
         case .intact(let entries):
             show.step("registry", "audit log intact: \(entries) entries, each hashed into the next")
         case .broken(let sequence, let reason):
@@ -273,54 +273,38 @@ final class DemoOutput: Sendable {
     func step(_ who: String, _ text: String) { line("  " + who.padding(toLength: 15, withPad: " ", startingAt: 0) + text) }
 }
 
-/// The management API and EST, in this process, on free loopback ports.
+/// Fleetward's servers, built by the same composition root as `serve`, in this process on free
+/// loopback ports.
 struct DemoServers {
+    let server: FleetServer
     let api: ListenAddress
     let est: ListenAddress
     let gateway: ListenAddress
     let group: ServiceGroup
     let task: Task<Void, any Error>
 
-    static func start(
-        authority: CertificateAuthority, store: any RegistryStore, hasher: SecretHasher, directory: DataDirectory,
-        custodian: EncryptedFileKeyCustodian
-    ) async throws -> DemoServers {
+    static func start(directory: DataDirectory, passphrase: Passphrase) async throws -> DemoServers {
         var logger = Logger(label: "fleetward.demo")
         logger.logLevel = .error
-        let (bound, continuation) = AsyncStream<(String, ListenAddress)>.makeStream()
+        var configuration = ServerConfiguration(directory: directory, passphrase: passphrase, logger: logger)
         let loopback = ListenAddress(host: "127.0.0.1", port: 0)
-        let api = ManagementServer.application(ManagementAPI(store: store, hasher: hasher), address: loopback, logger: logger) {
-            continuation.yield(("api", $0))
-        }
-        let est = try ESTServer.application(
-            ESTService(authority: authority, store: store, hasher: hasher), address: loopback,
-            certificateChainPEM: try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20),
-            privateKeyPKCS8: try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER, logger: logger
-        ) { continuation.yield(("est", $0)) }
-        let hierarchy = authority.hierarchy
-        let gateway = Gateway(
-            store: store, issuing: hierarchy.member(.issuing).certificate, factory: hierarchy.member(.factory).certificate, logger: logger)
-        let front = try GatewayServer.application(
-            gateway, address: loopback, certificateChainPEM: try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20),
-            privateKeyPKCS8: try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER, allowTLS12: false, upstream: nil,
-            logger: logger
-        ) { continuation.yield(("gateway", $0)) }
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [
-                    .init(service: api), .init(service: est), .init(service: front), .init(service: GatewayWatcher(gateway: gateway)),
-                ],
-                logger: logger))
+        configuration.apiAddress = loopback
+        configuration.estAddress = loopback
+        configuration.gatewayAddress = loopback
+        let server = try await FleetServer.make(configuration)
+        let (bound, continuation) = AsyncStream<(FleetServer.Listener, ListenAddress)>.makeStream()
+        let services = try server.services { continuation.yield(($0, $1)) }
+        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, logger: logger))
         let task = Task { try await group.run() }
-        var addresses: [String: ListenAddress] = [:]
-        for await (name, address) in bound {
-            addresses[name] = address
-            if addresses.count == 3 { break }
+        var addresses: [FleetServer.Listener: ListenAddress] = [:]
+        for await (listener, address) in bound {
+            addresses[listener] = address
+            if addresses.count == FleetServer.Listener.allCases.count { break }
         }
-        guard let apiAddress = addresses["api"], let estAddress = addresses["est"], let gatewayAddress = addresses["gateway"] else {
+        guard let apiAddress = addresses[.api], let estAddress = addresses[.est], let gatewayAddress = addresses[.gateway] else {
             throw ValidationError("the demo servers did not start")
         }
-        return DemoServers(api: apiAddress, est: estAddress, gateway: gatewayAddress, group: group, task: task)
+        return DemoServers(server: server, api: apiAddress, est: estAddress, gateway: gatewayAddress, group: group, task: task)
     }
 
     func stop() {
@@ -380,6 +364,32 @@ final class DemoAPI: @unchecked Sendable {
                 "the demo expected \(expect) from \(method) \(path) but got \(response.status): \(response.text.prefix(300))")
         }
         return json
+    }
+
+    /// What a relying party (nginx, mosquitto, a backend) sees of `certificate` without a token:
+    /// the issuing CA's CRL and an OCSP answer, through the management listener as `serve`
+    /// answers them; both are kept in `out` for `openssl crl` and `openssl ocsp -respin`.
+    func relyingParty(checking certificate: Certificate, of id: String, issuer: Certificate, out: String) async throws {
+        let crl = try await client.send(HTTP1Request(method: "GET", path: "/crl/issuing.crl"))
+        let serial = certificate.serialNumber.hexString.lowercased()
+        guard crl.status == 200, try CRLReader.revokedSerials(crl.body).contains(serial) else {
+            throw ValidationError("the issuing CRL does not list \(id)'s revoked certificate (\(crl.status))")
+        }
+        try Data(crl.body).write(to: URL(fileURLWithPath: out + "/issuing.crl"))
+        show.step("relying party", "GET /crl/issuing.crl (no token): \(id)'s certificate \(serial.prefix(12))… is listed")
+        let ocsp = try await client.send(
+            HTTP1Request(
+                method: "POST", path: "/ocsp", headers: [("Content-Type", "application/ocsp-request")],
+                body: try OCSP.request(for: certificate, issuer: issuer)))
+        guard ocsp.status == 200, case .successful = try OCSP.statuses(inResponse: ocsp.body).status,
+            case .revoked(_, let reason)? = try OCSP.statuses(inResponse: ocsp.body).certificates.first?.status
+        else {
+            throw ValidationError("OCSP did not answer revoked for \(id)'s certificate (\(ocsp.status))")
+        }
+        try Data(ocsp.body).write(to: URL(fileURLWithPath: out + "/\(id).ocsp"))
+        show.step(
+            "relying party",
+            "POST /ocsp (no token): revoked, reason \(RevocationReason(rawValue: reason).map(\.description) ?? "\(reason)")")
     }
 
     func device(_ id: String, _ token: String) async throws -> [String: Any] {

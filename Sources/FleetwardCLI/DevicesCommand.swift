@@ -47,7 +47,7 @@ struct DevicesCommand: AsyncParsableCommand {
             job.batchSize = batch
             job.skipInvalid = skipInvalid
             let bar = ProgressBar(enabled: !output.json && isatty(STDERR_FILENO) == 1)
-            let summary = try await job.run(into: store, hasher: hasher, by: .console, progress: { bar.update($0) })
+            let summary = try await job.run(into: Registrar(store: store), hasher: hasher, by: .console, progress: { bar.update($0) })
             bar.finish()
             if output.json {
                 try Output.printJSON(summary)
@@ -134,7 +134,7 @@ struct DevicesCommand: AsyncParsableCommand {
         static func run(_ event: LifecycleStateMachine.Event, id: String, dataOptions: DataOptions, output: OutputOptions) async throws {
             let deviceID = try DeviceID(id)
             let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
-            let device = try await store.apply(event, to: deviceID, by: .console, at: Date())
+            let device = try await Registrar(store: store).apply(event, to: deviceID, by: .console, at: Date())
             if output.json {
                 try Output.printJSON(device.publicView)
             } else {

@@ -43,7 +43,7 @@ struct FactoryCommand: AsyncParsableCommand {
             batch.model = model
             batch.days = days
             let showProgress = !output.json && isatty(STDERR_FILENO) == 1
-            let summary = try await batch.run(authority: authority, store: store, by: .console) { done, total in
+            let summary = try await batch.run(authority: authority, registrar: Registrar(store: store), by: .console) { done, total in
                 if showProgress { FileHandle.standardError.write(Data("\r  signing \(done)/\(total)…".utf8)) }
             }
             if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }

@@ -33,11 +33,11 @@ struct ReleaseCommand: AsyncParsableCommand {
             // On record like every certificate, so `cert revoke` can revoke it (root CRL).
             let now = Date()
             let der = try DERBytesOf.certificate(certificate)
-            try await store.insert(
-                CertificateRecord(
+            try await Registrar(store: store).recordCertificates(
+                [CertificateRecord(
                     serial: certificate.serialNumber.hexString, deviceID: nil,
                     profile: CertificateProfile.codesign.rawValue, owner: nil, notBefore: certificate.notValidBefore,
-                    notAfter: certificate.notValidAfter, sha256: SHA256.hash(data: der).hexString, issuedAt: now),
+                    notAfter: certificate.notValidAfter, sha256: SHA256.hash(data: der).hexString, issuedAt: now)],
                 by: .console, at: now)
             Output.progress("Made the release signing key (codesign, under the root): \(repository.signingCertificatePath)")
         }

@@ -70,100 +70,67 @@ struct ServeCommand: AsyncParsableCommand {
         let estAddress = try ListenAddress(parsing: estListen)
         let gatewayAddress = try ListenAddress(parsing: gatewayListen)
         let upstreamService = try upstream.map { try Upstream(parsing: $0) }
+        let lifetime = try deviceLifetime.map(LifetimeParser.seconds)
+        if let lifetime, !(60...825 * 86_400).contains(lifetime) {
+            throw ValidationError("--device-lifetime must be 60 s to 825 d, not \(deviceLifetime ?? "")")
+        }
         let directory = dataOptions.directory
-        let hierarchy: CAHierarchy
         let passphrase: Passphrase
         if FileManager.default.fileExists(atPath: directory.configurationPath) {
             passphrase = try PassphraseSource.read(purpose: "for the CA keys", confirm: false)
-            hierarchy = try CAHierarchy.load(from: directory)
         } else {
             logger.info("creating a new CA", metadata: ["fleetward.data": "\(directory.path)"])
             passphrase = try PassphraseSource.read(purpose: "for the new CA keys", confirm: true)
-            hierarchy = try CAHierarchy.create(
+            _ = try CAHierarchy.create(
                 in: directory, configuration: AuthorityConfiguration(), passphrase: passphrase,
                 progress: { Output.progress($0 + "…") }
             )
         }
-        let custodian = EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase)
-        let authority = CertificateAuthority(hierarchy: hierarchy, custodian: custodian)
-        _ = try authority.issuer(for: .issuing)
-        _ = try authority.issuer(for: .factory)
-        let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
-        let hasher = try RegistryAccess.openHasher(directory, passphrase: passphrase)
+        // The listeners log warnings and errors only: their start-up lines would repeat ours, and
+        // could interleave with a one-line failure (a port in use) on the way out.
+        var serverLogger = logger
+        serverLogger.logLevel = max(logger.logLevel, .warning)
+        var configuration = ServerConfiguration(directory: directory, passphrase: passphrase, logger: serverLogger)
+        configuration.databaseURL = dataOptions.databaseURL
+        configuration.apiAddress = apiAddress
+        configuration.estAddress = estAddress
+        configuration.gatewayAddress = gatewayAddress
+        configuration.gatewayTLS12 = gatewayTLS12
+        configuration.upstream = upstreamService
+        configuration.deviceLifetime = lifetime
+        let server = try await FleetServer.make(configuration)
         logger.info("certificate authority ready", metadata: ["fleetward.data": "\(directory.path)"])
-        let report = try HierarchyReport(hierarchy: hierarchy)
+        let report = try HierarchyReport(hierarchy: server.authority.hierarchy)
         if output.json {
             try Output.printJSON(report)
         } else {
             FileHandle.standardOutput.write(Data((report.text + "\n").utf8))
         }
-
-        // The listeners log warnings and errors only: their start-up lines would repeat ours, and
-        // could interleave with a one-line failure (a port in use) on the way out.
-        var serverLogger = logger
-        serverLogger.logLevel = max(logger.logLevel, .warning)
-        var api = ManagementAPI(store: store, hasher: hasher)
-        api.revocation = RevocationPublisher(authority: authority, store: store)
-        api.ocsp = OCSPService(authority: authority, store: store)
         let json = output.json
-        @Sendable func announce(_ name: String, _ url: String, _ extra: String) {
-            if json {
-                try? Output.printJSON(["listener": name, "url": url])
-            } else {
-                FileHandle.standardOutput.write(Data("\(name) listening on \(url)\(extra)\n".utf8))
+        let tls = gatewayTLS12 ? "TLS 1.2 and 1.3" : "TLS 1.3"
+        let services = try server.services { listener, bound in
+            let url: String
+            let extra: String
+            switch listener {
+            case .api:
+                url = "http://\(bound)"
+                extra = " (OpenAPI: http://\(bound)\(ManagementAPI.openAPIPath))"
+            case .est:
+                url = "https://\(bound)"
+                extra = " (\(ESTService.prefix)/)"
+            case .gateway:
+                url = "https://\(bound)"
+                extra = " (mTLS, \(tls)\(upstreamService.map { ", forwarding to \($0)" } ?? ""))"
             }
-        }
-        let apiApplication = ManagementServer.application(api, address: apiAddress, logger: serverLogger) { bound in
-            announce("management API", "http://\(bound)", " (OpenAPI: http://\(bound)\(ManagementAPI.openAPIPath))")
-        }
-        var est = ESTService(authority: authority, store: store, hasher: hasher)
-        est.deviceLifetime = try deviceLifetime.map(LifetimeParser.seconds)
-        if let lifetime = est.deviceLifetime, !(60...825 * 86_400).contains(lifetime) {
-            throw ValidationError("--device-lifetime must be 60 s to 825 d, not \(deviceLifetime ?? "")")
-        }
-        let serverChain = try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20)
-        let serverKey = try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER
-        let estApplication = try ESTServer.application(
-            est, address: estAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey, logger: serverLogger
-        ) { bound in
-            announce("EST", "https://\(bound)", " (\(ESTService.prefix)/)")
-        }
-        // The gateway logs each refused handshake with its reason (notice level).
-        var gatewayLogger = Logger(label: "fleetward.gateway")
-        gatewayLogger.logLevel = max(logger.logLevel, .notice)
-        let gateway = Gateway(
-            store: store, issuing: hierarchy.member(.issuing).certificate, factory: hierarchy.member(.factory).certificate,
-            logger: gatewayLogger)
-        let gatewayApplication = try GatewayServer.application(
-            gateway, address: gatewayAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey, allowTLS12: gatewayTLS12,
-            upstream: upstreamService, updates: UpdateCatalog(repository: ReleaseRepository(directory: directory)), logger: serverLogger
-        ) { bound in
-            announce(
-                "gateway", "https://\(bound)",
-                " (mTLS, \(gatewayTLS12 ? "TLS 1.2 and 1.3" : "TLS 1.3")\(upstreamService.map { ", forwarding to \($0)" } ?? ""))")
+            if json {
+                try? Output.printJSON(["listener": listener.rawValue, "url": url])
+            } else {
+                FileHandle.standardOutput.write(Data("\(listener.rawValue) listening on \(url)\(extra)\n".utf8))
+            }
         }
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: apiApplication), .init(service: estApplication), .init(service: gatewayApplication),
-                    .init(service: GatewayWatcher(gateway: gateway)),
-                ],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: serverLogger))
+                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: serverLogger))
         try await group.run()
-    }
-}
-
-/// Runs ``Gateway/watch(interval:)`` as a service of `serve`.
-struct GatewayWatcher: Service {
-    let gateway: Gateway
-
-    func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            do {
-                try await gateway.watch()
-            } catch is CancellationError {
-                return
-            }
-        }
     }
 }

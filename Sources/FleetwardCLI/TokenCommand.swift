@@ -26,12 +26,16 @@ struct TokenCommand: AsyncParsableCommand {
             guard let role = Role(rawValue: role) else {
                 throw ValidationError("unknown role '\(self.role)'; use admin, manufacturer, operator or owner")
             }
+            if role == .owner, owner == nil {
+                throw ValidationError("an owner token needs --owner NAME (1 to 64 letters, digits, '-', '_', '.', '@')")
+            }
+            if role != .owner, owner != nil { throw ValidationError("--owner applies to owner tokens only") }
             let directory = dataOptions.directory
             let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
             let passphrase = try PassphraseSource.read(purpose: "for the registry key", confirm: false)
             let hasher = try RegistryAccess.openHasher(directory, passphrase: passphrase)
             let created = try APITokens.make(role: role, owner: owner, hasher: hasher)
-            try await store.insert(created.record, by: .console, at: Date())
+            try await Registrar(store: store).createAPIToken(created.record, by: .console, at: Date())
             if output.json {
                 struct Report: Encodable {
                     var id: String

@@ -1,4 +1,5 @@
 public import Foundation
+import SwiftASN1
 
 /// One revoked certificate on a CRL.
 public struct RevokedEntry: Sendable, Equatable {
@@ -88,5 +89,40 @@ extension CertificateIssuer {
         while bytes.count > 1, bytes[0] == 0, bytes[1] & 0x80 == 0 { bytes.removeFirst() }
         if bytes[0] & 0x80 != 0 { bytes.insert(0, at: 0) }
         return bytes
+    }
+}
+
+/// Reading a CRL as a relying party would: which serials it lists.
+public enum CRLReader {
+    /// The serials (lower-case hex, no leading zero octets) a DER CRL lists. The signature is not
+    /// checked here (`openssl crl -CAfile` does that).
+    /// - Throws: ``PKIError`` `malformedInput` when it is not a CRL.
+    public static func revokedSerials(_ der: [UInt8]) throws -> [String] {
+        do {
+            let root = try DER.parse(der)
+            guard case .constructed(let list) = root.content, let tbs = list.first(where: { _ in true }),
+                case .constructed(let fields) = tbs.content
+            else { throw PKIError(.malformedInput, "the data is not a CRL") }
+            // The only SEQUENCE OF SEQUENCE after the issuer and times is revokedCertificates;
+            // the others (signature algorithm, issuer Name) hold an OID or SETs first.
+            for field in fields.dropFirst(3) where field.identifier == .sequence {
+                guard case .constructed(let entries) = field.content else { continue }
+                var serials: [String] = []
+                for entry in entries {
+                    guard case .constructed(let parts) = entry.content, let serial = parts.first(where: { _ in true }),
+                        serial.identifier == .integer, case .primitive(let bytes) = serial.content
+                    else { throw PKIError(.malformedInput, "a CRL entry is not SEQUENCE { INTEGER, … }") }
+                    var octets = Array(bytes)
+                    while octets.count > 1, octets[0] == 0 { octets.removeFirst() }
+                    serials.append(octets.hexString)
+                }
+                return serials
+            }
+            return []
+        } catch let error as PKIError {
+            throw error
+        } catch {
+            throw PKIError(.malformedInput, "the data is not a CRL", underlying: error)
+        }
     }
 }

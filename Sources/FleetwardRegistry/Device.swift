@@ -30,11 +30,16 @@ public struct Device: Sendable, Equatable {
     public var proof: EnrollmentProof
     public var createdAt: Date
     public var updatedAt: Date
+    /// While `stolen`: the state the device was reported stolen from, which ``LifecycleStateMachine``
+    /// returns it to on recovery (so a theft report cannot lift a suspension or skip an approval).
+    public var stateBeforeTheft: DeviceState?
 
     public init(
         id: DeviceID, state: DeviceState = .allowed, owner: String? = nil, model: String,
-        metadata: [String: String] = [:], proof: EnrollmentProof, createdAt: Date, updatedAt: Date? = nil
+        metadata: [String: String] = [:], proof: EnrollmentProof, createdAt: Date, updatedAt: Date? = nil,
+        stateBeforeTheft: DeviceState? = nil
     ) {
+        self.stateBeforeTheft = stateBeforeTheft
         self.id = id
         self.state = state
         self.owner = owner

@@ -66,6 +66,11 @@ public enum EnrollmentRules {
         return (device, isNew)
     }
 
+    /// Whether `token` may enroll device `id` at `time`: it is for that device, unused and unexpired.
+    public static func isUsable(_ token: EnrollmentTokenRecord, for id: DeviceID, at time: Date) -> Bool {
+        token.deviceID == id && token.usedAt == nil && token.expiresAt > time
+    }
+
     /// The audit payload of an enrollment: method and certificate, never a secret.
     package static func auditJSON(_ record: EnrollmentRecord, _ device: Device) -> String {
         let owner = device.owner.map { "\"\(RegistryEncoding.jsonEscape($0))\"" } ?? "null"

@@ -80,6 +80,16 @@ public enum LifecycleStateMachine {
         return target
     }
 
+    /// RFC 5280 §5.3.1 reason for the certificates of a device leaving service: keyCompromise
+    /// when stolen, cessationOfOperation when decommissioned; nil when `event` revokes nothing.
+    public static func revocationReason(for event: Event) -> RevocationReason? {
+        switch event {
+        case .reportStolen: .keyCompromise
+        case .revoke: .cessationOfOperation
+        default: nil
+        }
+    }
+
     static func intendedState(of event: Event) -> DeviceState {
         switch event {
         case .activate, .approve, .resume, .recover: .active

@@ -75,16 +75,6 @@ package enum RegistryEncoding {
         return out
     }
 
-    /// RFC 5280 §5.3.1 reason for the certificates of a device leaving service: keyCompromise (1)
-    /// when stolen, cessationOfOperation (5) when decommissioned.
-    package static func revocationReason(for event: LifecycleStateMachine.Event) -> Int64? {
-        switch event {
-        case .reportStolen: 1
-        case .revoke: 5
-        default: nil
-        }
-    }
-
     package static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
     package static func date(_ milliseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
 }

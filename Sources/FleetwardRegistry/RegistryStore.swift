@@ -60,14 +60,37 @@ public struct AuditSubject: Sendable, Equatable {
     }
 }
 
-/// Where the registry lives. One protocol, one behaviour: SQLite (embedded) and PostgreSQL.
+/// The last entry of the audit log, which the next one chains to.
+public struct AuditLink: Sendable, Equatable {
+    public var sequence: Int64
+    public var hash: [UInt8]
+
+    public init(sequence: Int64, hash: [UInt8]) {
+        self.sequence = sequence
+        self.hash = hash
+    }
+}
+
+/// Where the registry lives: SQLite (embedded) or PostgreSQL. Rows only.
 ///
-/// Every method that changes rows does so in one transaction together with the audit entry that
-/// records it: after a crash a change is there whole, audit entry included, or not at all.
+/// A store reads and writes rows; it decides nothing. Every rule (who may, which state may follow
+/// which, what an owner change revokes, what the audit log says) lives once in ``Registrar``,
+/// which runs each change inside ``transaction(audited:_:)`` over ``RegistryTransaction``'s row
+/// operations. After a crash a change is there whole, audit entry included, or not at all.
 public protocol RegistryStore: Sendable {
     /// Applies the schema migrations not yet applied, each in its own transaction; returns their versions.
     @discardableResult
     func migrate() async throws -> [Int]
+
+    /// Runs `body` in one write transaction: committed when it returns, rolled back when it throws.
+    ///
+    /// - Parameter audited: the transaction appends to the audit log. Appends are serialised
+    ///   across every process sharing the database (PostgreSQL takes its audit lock first), so the
+    ///   hash chain grows one transaction at a time.
+    /// - Throws: what `body` throws; ``RegistryError`` `storage` when the database fails.
+    func transaction<T: Sendable>(audited: Bool, _ body: (any RegistryTransaction) async throws -> T) async throws -> T
+
+    // MARK: Reads outside a transaction
 
     /// The device with `id`, or nil.
     func device(_ id: DeviceID) async throws -> Device?
@@ -78,28 +101,11 @@ public protocol RegistryStore: Sendable {
     /// Counts devices per state.
     func deviceCounts() async throws -> [DeviceState: Int]
 
-    /// Registers one device. - Throws: ``RegistryError`` `duplicate` when the ID exists.
-    func insert(_ device: Device, by actor: Actor, at time: Date) async throws
-
-    /// Registers a batch of devices in one transaction with one audit entry; existing IDs are
-    /// counted as duplicates and left unchanged.
-    func importBatch(_ devices: [Device], source: String, lines: ClosedRange<Int>, by actor: Actor, at time: Date) async throws
-        -> ImportBatchResult
-
-    /// Applies a lifecycle event (checked by ``LifecycleStateMachine``) and returns the device after it.
-    func apply(_ event: LifecycleStateMachine.Event, to id: DeviceID, by actor: Actor, at time: Date) async throws -> Device
-
-    /// Stores a new API token.
-    func insert(_ token: APITokenRecord, by actor: Actor, at time: Date) async throws
-
-    /// The token with `id`, or nil.
+    /// The unrevoked API token with `id`, or nil.
     func apiToken(id: String) async throws -> APITokenRecord?
 
     /// Every API token not revoked, in ID order (records only; secrets are never stored).
     func apiTokens() async throws -> [APITokenRecord]
-
-    /// Revokes an API token. - Throws: ``RegistryError`` `notFound`.
-    func revokeAPIToken(_ id: String, by actor: Actor, at time: Date) async throws
 
     /// Audit entries with sequence ≥ `sequence`, in order, at most `limit`.
     func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry]
@@ -116,29 +122,8 @@ public protocol RegistryStore: Sendable {
     /// appends may have been missed meanwhile. Nil: followers poll ``auditHead()``.
     func auditAppends() -> AsyncStream<Void>?
 
-    // MARK: Certificates
-
-    /// Records an issued certificate (linked to its device when `deviceID` is set).
-    /// - Throws: ``RegistryError`` `notFound` when the device is not registered, `duplicate` for a known serial.
-    func insert(_ certificate: CertificateRecord, by actor: Actor, at time: Date) async throws
-
-    /// Records a batch of issued certificates in one transaction, one audit entry each.
-    func insert(_ certificates: [CertificateRecord], by actor: Actor, at time: Date) async throws
-
-    /// Records an enrollment (``EnrollmentRules``): registers the device if it may be, makes it
-    /// active, binds the owner, records the certificate, appends the audit entry; all or nothing.
-    func enroll(_ record: EnrollmentRecord, by actor: Actor, at time: Date) async throws -> Device
-
-    /// Records several enrollments in one transaction (one fsync), each in its own savepoint: a
-    /// refused one is rolled back alone and reported in its slot; the rest commit together.
-    func enroll(batch: [(record: EnrollmentRecord, actor: Actor)], at time: Date) async throws -> [Result<Device, RegistryError>]
-
     /// The certificate with `serial` (lowercase hex), or nil.
     func certificate(serial: String) async throws -> CertificateRecord?
-
-    /// Revokes one certificate (the device's state is left alone).
-    /// - Throws: ``RegistryError`` `notFound` for an unknown serial, `duplicate` when already revoked.
-    func revokeCertificate(serial: String, reason: RevocationReason, by actor: Actor, at time: Date) async throws -> CertificateRecord
 
     /// The certificates issued to a device, newest first, with their revocation.
     func certificates(for id: DeviceID) async throws -> [CertificateRecord]
@@ -146,36 +131,15 @@ public protocol RegistryStore: Sendable {
     /// Every revoked certificate whose profile is one of `profiles`, by serial: a CA's CRL entries.
     func revokedCertificates(profiles: [String]) async throws -> [RevokedEntry]
 
-    // MARK: Telemetry
-
-    /// Stores one telemetry message (a JSON document) from `device` with its nonce.
-    ///
-    /// - Throws: ``RegistryError`` `duplicate` when `device` already sent a message with `nonce`
-    ///   (a replay), `notFound` when there is no such device.
-    func insertTelemetry(_ body: String, from device: DeviceID, nonce: String, at time: Date) async throws
-
-    /// The newest `limit` telemetry messages of `device`, newest first.
-    func telemetry(for device: DeviceID, limit: Int) async throws -> [TelemetryRecord]
-
-    // MARK: Updates
-
-    /// Records where `report.device` stands with `report.version` (one row per device and version;
-    /// an `offered` never overwrites a state the device reported).
-    ///
-    /// - Throws: ``RegistryError`` `notFound` when there is no such device.
-    func recordUpdate(_ report: UpdateReport, at time: Date) async throws
-
-    /// How many devices are in each state for release `version`.
-    func updateCounts(version: String) async throws -> [UpdateState: Int]
-
     /// How many certificates are revoked: revocations are never undone, so a CRL is current
     /// while this number is unchanged.
     func revocationCount() async throws -> Int
 
-    // MARK: Owners
+    /// The newest `limit` telemetry messages of `device`, newest first.
+    func telemetry(for device: DeviceID, limit: Int) async throws -> [TelemetryRecord]
 
-    /// Registers an owner. - Throws: ``RegistryError`` `duplicate`.
-    func insert(_ owner: Owner, by actor: Actor, at time: Date) async throws
+    /// How many devices are in each state for release `version`.
+    func updateCounts(version: String) async throws -> [UpdateState: Int]
 
     /// The owner with `id`, or nil.
     func owner(_ id: String) async throws -> Owner?
@@ -183,46 +147,105 @@ public protocol RegistryStore: Sendable {
     /// Owners in ID order after `cursor`, at most `limit`.
     func owners(after cursor: String?, limit: Int) async throws -> [Owner]
 
-    /// Hands a device to another registered owner (checked by ``OwnershipRules``).
-    func transfer(_ id: DeviceID, to newOwner: String, by actor: Actor, at time: Date) async throws -> Device
-
-    // MARK: Claim codes
-
-    /// Sets (or replaces, while unclaimed) the claim code of a device.
-    func setClaimCode(_ record: ClaimCodeRecord, by actor: Actor, at time: Date) async throws
-
     /// The claim code record of a device, or nil.
     func claimCode(for id: DeviceID) async throws -> ClaimCodeRecord?
 
-    /// Binds a device to the actor's owner after the caller checked the typed code against the
-    /// record whose hash is `verifiedHash`; fails if that record changed or was used meanwhile.
-    func claim(_ id: DeviceID, verifiedHash: [UInt8], by actor: Actor, at time: Date) async throws -> Device
-
-    // MARK: Enrollment tokens
-
-    /// Stores a one-time enrollment token.
-    func insert(_ token: EnrollmentTokenRecord, by actor: Actor, at time: Date) async throws
-
-    /// The unused, unexpired token with `secretHMAC` for device `id`, without spending it (nil otherwise).
-    func enrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord?
-
-    /// Marks the unused, unexpired token with `secretHMAC` for device `id` used and returns it.
-    /// - Throws: ``RegistryError`` `forbidden` when there is no such token, or it was used or expired.
-    func redeemEnrollmentToken(secretHMAC: [UInt8], for id: DeviceID, at time: Date) async throws -> EnrollmentTokenRecord
-
-    // MARK: Enrollment groups
-
-    /// Registers an enrollment group. - Throws: ``RegistryError`` `duplicate` for a known CA or name.
-    func insert(_ group: EnrollmentGroup, by actor: Actor, at time: Date) async throws
+    /// The enrollment token whose secret has HMAC `secretHMAC`, used or not, or nil.
+    func enrollmentToken(secretHMAC: [UInt8]) async throws -> EnrollmentTokenRecord?
 
     /// The group with `id`, or nil.
     func enrollmentGroup(_ id: String) async throws -> EnrollmentGroup?
 
     /// Every group, by name.
     func enrollmentGroups() async throws -> [EnrollmentGroup]
+}
 
-    /// Removes a group (devices it registered stay). - Throws: ``RegistryError`` `notFound`.
-    func deleteEnrollmentGroup(_ id: String, by actor: Actor, at time: Date) async throws
+/// The row operations of one write transaction. No rule lives here: ``Registrar`` reads, decides
+/// and writes through these, the same code over every store.
+///
+/// Reads inside a transaction see its own writes, and the rows they return stay as read until it
+/// ends (SQLite holds the database's write lock for the whole transaction; PostgreSQL locks the
+/// rows read with `FOR UPDATE`).
+public protocol RegistryTransaction {
+    // MARK: Devices
+
+    /// The device with `id`, or nil.
+    func device(_ id: DeviceID) async throws -> Device?
+    /// Inserts `device`; false when its ID is taken (nothing written).
+    func insertDevice(_ device: Device) async throws -> Bool
+    /// Inserts every device whose ID is free; returns how many were inserted.
+    func insertDevices(_ devices: [Device]) async throws -> Int
+    /// Writes every field of `device` to its row.
+    func updateDevice(_ device: Device) async throws
+
+    // MARK: Certificates
+
+    /// The certificate with `serial`, or nil.
+    func certificate(serial: String) async throws -> CertificateRecord?
+    /// The certificates of device `id`, newest first.
+    func certificates(for id: DeviceID) async throws -> [CertificateRecord]
+    /// Inserts a certificate row; false when its serial is taken (nothing written).
+    func insertCertificate(_ certificate: CertificateRecord) async throws -> Bool
+    /// Records the revocation of `serial`; false when it was already revoked.
+    func insertRevocation(serial: String, reason: Int, at time: Date) async throws -> Bool
+
+    // MARK: Owners
+
+    /// The owner with `id`, or nil.
+    func owner(_ id: String) async throws -> Owner?
+    /// Inserts `owner`; false when the ID is taken.
+    func insertOwner(_ owner: Owner) async throws -> Bool
+
+    // MARK: API tokens
+
+    /// Inserts a token record; false when its ID is taken.
+    func insertAPIToken(_ token: APITokenRecord) async throws -> Bool
+    /// Marks the unrevoked token `id` revoked; false when there is none.
+    func revokeAPIToken(_ id: String, at time: Date) async throws -> Bool
+
+    // MARK: Claim codes and enrollment tokens
+
+    /// The claim code record of device `id`, or nil.
+    func claimCode(for id: DeviceID) async throws -> ClaimCodeRecord?
+    /// Inserts or replaces the claim code record of its device.
+    func saveClaimCode(_ record: ClaimCodeRecord) async throws
+    /// The enrollment token with `secretHMAC`, or nil.
+    func enrollmentToken(secretHMAC: [UInt8]) async throws -> EnrollmentTokenRecord?
+    /// Inserts an enrollment token; false when its HMAC is taken.
+    func insertEnrollmentToken(_ token: EnrollmentTokenRecord) async throws -> Bool
+    /// Sets the used time of the token with `secretHMAC`.
+    func markEnrollmentTokenUsed(secretHMAC: [UInt8], at time: Date) async throws
+
+    // MARK: Enrollment groups
+
+    /// The group with `id`, or nil.
+    func enrollmentGroup(_ id: String) async throws -> EnrollmentGroup?
+    /// Inserts a group; false when its ID, name or CA is taken.
+    func insertEnrollmentGroup(_ group: EnrollmentGroup) async throws -> Bool
+    /// Deletes group `id`'s row.
+    func deleteEnrollmentGroup(_ id: String) async throws
+
+    // MARK: Telemetry and updates
+
+    /// Inserts a telemetry message; false when the device already used `nonce`.
+    func insertTelemetry(_ body: String, from device: DeviceID, nonce: String, at time: Date) async throws -> Bool
+    /// Device `device`'s state for release `version`, or nil.
+    func updateState(of device: DeviceID, version: String) async throws -> UpdateState?
+    /// Inserts or replaces the (device, version) update row.
+    func saveUpdateState(_ report: UpdateReport, at time: Date) async throws
+
+    // MARK: Audit log
+
+    /// The last audit entry, or nil for an empty log. Only in an audited transaction.
+    func auditTail() async throws -> AuditLink?
+    /// Appends `entry` (already chained to ``auditTail()``).
+    func insertAuditEntry(_ entry: AuditEntry) async throws
+
+    // MARK: Savepoints
+
+    /// Runs `body` in a savepoint: its writes are rolled back alone when it throws, and the
+    /// transaction goes on.
+    func savepoint<T>(_ body: () async throws -> T) async throws -> T
 }
 
 extension RegistryStore {

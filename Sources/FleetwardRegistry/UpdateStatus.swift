@@ -30,13 +30,3 @@ public struct UpdateReport: Sendable, Equatable {
         self.detail = detail.map { String($0.prefix(500)) }
     }
 }
-
-extension UpdateReport {
-    /// The conflict clause of the upsert both stores run, keeping one row per (device, version): a
-    /// report replaces the row, except that an offer never overwrites what the device reported.
-    public static let upsertConflictClause = """
-        ON CONFLICT (device_id, version) DO UPDATE SET state = excluded.state, detail = excluded.detail,
-            updated_at = excluded.updated_at
-        WHERE excluded.state <> 'offered'
-        """
-}

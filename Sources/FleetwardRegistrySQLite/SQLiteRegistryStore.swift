@@ -1,15 +1,19 @@
 public import FleetwardPKI
 public import FleetwardRegistry
-public import Foundation
-import NIOPosix
+import Foundation
 import Synchronization
 
 /// The embedded registry: one SQLite file (WAL mode, full fsync on commit) inside the data directory.
 ///
-/// Every call runs under one lock on one connection; several processes may open the same file
-/// (the console and a running server) and SQLite's own locking orders their writes.
+/// Writes and longer reads run on one connection, one at a time, on a thread of their own
+/// (``WriterThread``); single-row reads on hot paths use a second, read-only connection on the
+/// calling thread. Several processes may open the same file (the console and a running server):
+/// SQLite's own locking orders their writes.
 public final class SQLiteRegistryStore: RegistryStore {
-    private let database: Mutex<Connection>
+    /// The connection that writes, and reads lists, guarded by ``writeLock``.
+    private let writer: Connection
+    private let writeLock = AsyncLock()
+    private let writerThread: WriterThread
     /// A second connection for single-row reads on hot paths (token lookups, device reads):
     /// WAL lets it read while the writer waits on fsync, so readers never queue behind a commit.
     private let reader: Mutex<Connection>
@@ -61,29 +65,49 @@ public final class SQLiteRegistryStore: RegistryStore {
             """
         )
         db.takeOverCheckpoints()
-        database = Mutex(Connection(db: db))
+        writer = Connection(db: db)
         let readDB = try SQLiteDatabase(path: path)
         try readDB.execute("PRAGMA busy_timeout = 10000; PRAGMA query_only = ON;")
         reader = Mutex(Connection(db: readDB))
+        writerThread = WriterThread(name: "fleetward-sqlite")
     }
 
-    /// Runs `body` on the connection, on a thread of NIO's blocking pool: SQLite calls block
-    /// (and a commit waits for fsync), so they never run on an event loop or the cooperative pool.
+    deinit {
+        writerThread.stop()
+    }
+
     /// Runs a short read on the read-only connection, on the calling thread: a WAL reader never
-    /// waits for the writer's fsync and takes microseconds, so the hop to the blocking pool (two
+    /// waits for the writer's fsync and takes microseconds, so a hop to another thread (two
     /// context switches) would cost more than the read.
-    func withReader<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+    func withReader<T: Sendable>(_ body: (Connection) throws -> T) throws -> T {
         try reader.withLock { connection in
             defer { connection.finishCall() }
             return try body(connection)
         }
     }
 
-    func withConnection<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
-        try await NIOThreadPool.singleton.runIfActive {
-            try self.database.withLock { connection in
-                defer { connection.finishCall() }
-                return try body(connection)
+    /// Runs `body` with the writing connection, on the writer thread, alone.
+    func withWriter<T: Sendable>(_ body: (Connection) async throws -> T) async throws -> T {
+        try await withTaskExecutorPreference(writerThread) {
+            await writeLock.lock()
+            defer { writeLock.unlock() }
+            defer { writer.finishCall() }
+            return try await body(writer)
+        }
+    }
+
+    public func transaction<T: Sendable>(audited: Bool, _ body: (any RegistryTransaction) async throws -> T) async throws -> T {
+        // BEGIN IMMEDIATE takes the write lock up front, so two processes never deadlock
+        // upgrading a read lock; every transaction here writes.
+        try await withWriter { connection in
+            try connection.db.execute("BEGIN IMMEDIATE")
+            do {
+                let result = try await body(SQLiteTransaction(connection: connection))
+                try connection.db.execute("COMMIT")
+                return result
+            } catch {
+                try? connection.db.execute("ROLLBACK")
+                throw error
             }
         }
     }
@@ -91,7 +115,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     // MARK: Migrations
 
     public func migrate() async throws -> [Int] {
-        try await withConnection { connection in
+        try await withWriter { connection in
             try connection.db.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
             var applied: [Int] = []
@@ -122,45 +146,34 @@ public final class SQLiteRegistryStore: RegistryStore {
         }
     }
 
-    // MARK: Devices
-
-    private static let deviceColumns = "id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at"
-    /// Built once: the statement cache is keyed by the SQL text.
-    private static let selectDeviceByID = "SELECT \(deviceColumns) FROM devices WHERE id = ?"
+    // MARK: Reads
 
     public func device(_ id: DeviceID) async throws -> Device? {
-        try await withReader { connection in try Self.readDevice(id, connection) }
-    }
-
-    static func readDevice(_ id: DeviceID, _ connection: Connection) throws -> Device? {
-        let statement = try connection.statement(selectDeviceByID)
-        statement.bind(1, id.rawValue)
-        guard try statement.step() else { return nil }
-        return try decodeDevice(statement)
+        try withReader { try Rows.device(id, $0) }
     }
 
     public func devices(matching filter: DeviceFilter, after cursor: DeviceID?, limit: Int) async throws -> [Device] {
-        try await withConnection { connection in
+        try await withWriter { connection in
             var conditions: [String] = []
             if filter.state != nil { conditions.append("state = ?1") }
             if filter.owner != nil { conditions.append("owner = ?2") }
             if filter.model != nil { conditions.append("model = ?3") }
             if cursor != nil { conditions.append("id > ?4") }
             let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-            let statement = try connection.statement("SELECT \(Self.deviceColumns) FROM devices \(whereClause) ORDER BY id LIMIT ?5")
+            let statement = try connection.statement("SELECT \(Rows.deviceColumns) FROM devices \(whereClause) ORDER BY id LIMIT ?5")
             statement.bind(1, filter.state?.rawValue)
             statement.bind(2, filter.owner)
             statement.bind(3, filter.model)
             statement.bind(4, cursor?.rawValue)
             statement.bind(5, Int64(max(0, min(limit, 10_000))))
             var devices: [Device] = []
-            while try statement.step() { devices.append(try Self.decodeDevice(statement)) }
+            while try statement.step() { devices.append(try Rows.decodeDevice(statement)) }
             return devices
         }
     }
 
     public func deviceCounts() async throws -> [DeviceState: Int] {
-        try await withConnection { connection in
+        try await withWriter { connection in
             let statement = try connection.statement("SELECT state, COUNT(*) FROM devices GROUP BY state")
             var counts: [DeviceState: Int] = [:]
             while try statement.step() {
@@ -170,142 +183,25 @@ public final class SQLiteRegistryStore: RegistryStore {
         }
     }
 
-    public func insert(_ device: Device, by actor: Actor, at time: Date) async throws {
-        try await withConnection { connection in
-            try connection.db.transaction {
-                let statement = try Self.insertStatement(connection, orIgnore: false)
-                Self.bind(device, to: statement)
-                do {
-                    try statement.step()
-                } catch let error as RegistryError where error.code == .duplicate {
-                    throw RegistryError(.duplicate, "device \(device.id) is already registered")
-                }
-                try Self.appendAudit(
-                    connection, time: time, actor: actor, action: "device.create", subject: "device:\(device.id)",
-                    before: nil, after: RegistryEncoding.auditJSON(device)
-                )
-            }
-        }
-    }
-
-    public func importBatch(
-        _ devices: [Device], source: String, lines: ClosedRange<Int>, by actor: Actor, at time: Date
-    ) async throws -> ImportBatchResult {
-        try await withConnection { connection in
-            try connection.db.transaction {
-                let statement = try Self.insertStatement(connection, orIgnore: true)
-                var inserted = 0
-                for device in devices {
-                    Self.bind(device, to: statement)
-                    try statement.step()
-                    inserted += connection.db.changes
-                    statement.reset()
-                }
-                let result = ImportBatchResult(inserted: inserted, duplicates: devices.count - inserted)
-                try Self.appendAudit(
-                    connection, time: time, actor: actor, action: "devices.import", subject: "allow-list:\(source)",
-                    before: nil,
-                    after:
-                        "{\"lines\":\"\(lines.lowerBound)-\(lines.upperBound)\",\"inserted\":\(result.inserted),\"duplicates\":\(result.duplicates)}"
-                )
-                return result
-            }
-        }
-    }
-
-    public func apply(_ event: LifecycleStateMachine.Event, to id: DeviceID, by actor: Actor, at time: Date) async throws -> Device {
-        try await withConnection { connection in
-            try connection.db.transaction {
-                guard var device = try Self.readDevice(id, connection) else {
-                    throw RegistryError(.notFound, "no device \(id)")
-                }
-                let before = RegistryEncoding.auditJSON(device)
-                var stateBeforeTheft: DeviceState?
-                if event == .recover {
-                    let read = try connection.statement("SELECT stolen_from FROM devices WHERE id = ?")
-                    read.bind(1, id.rawValue)
-                    if try read.step() { stateBeforeTheft = read.text(0).flatMap(DeviceState.init(rawValue:)) }
-                }
-                let previous = device.state
-                device.state = try LifecycleStateMachine.next(
-                    from: device.state, on: event, by: actor, deviceOwner: device.owner, stateBeforeTheft: stateBeforeTheft)
-                device.updatedAt = time
-                let update = try connection.statement("UPDATE devices SET state = ?, updated_at = ?, stolen_from = ? WHERE id = ?")
-                update.bind(1, device.state.rawValue)
-                update.bind(2, RegistryEncoding.milliseconds(time))
-                update.bind(3, event == .reportStolen ? previous.rawValue : nil)
-                update.bind(4, id.rawValue)
-                try update.step()
-                if let reason = RegistryEncoding.revocationReason(for: event) {
-                    let revoke = try connection.statement(
-                        "INSERT INTO revocations (serial, reason, revoked_at) SELECT serial, ?, ? FROM certificates WHERE device_id = ? ON CONFLICT (serial) DO NOTHING"
-                    )
-                    revoke.bind(1, reason)
-                    revoke.bind(2, RegistryEncoding.milliseconds(time))
-                    revoke.bind(3, id.rawValue)
-                    try revoke.step()
-                }
-                try Self.appendAudit(
-                    connection, time: time, actor: actor, action: "device.\(event)", subject: "device:\(id)",
-                    before: before, after: RegistryEncoding.auditJSON(device)
-                )
-                return device
-            }
-        }
-    }
-
-    // MARK: Tokens
-
-    public func insert(_ token: APITokenRecord, by actor: Actor, at time: Date) async throws {
-        try await withConnection { connection in
-            try connection.db.transaction {
-                let statement = try connection.statement(
-                    "INSERT INTO api_tokens (id, secret_hmac, role, owner, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
-                )
-                statement.bind(1, token.id)
-                statement.bind(2, token.secretHMAC)
-                statement.bind(3, token.role.rawValue)
-                statement.bind(4, token.owner)
-                statement.bind(5, RegistryEncoding.milliseconds(token.createdAt))
-                statement.bind(6, token.expiresAt.map(RegistryEncoding.milliseconds))
-                try statement.step()
-                if let owner = token.owner, try Self.insertOwner(try Owner(id: owner, createdAt: time), connection) {
-                    try Self.appendAudit(
-                        connection, time: time, actor: actor, action: "owner.create", subject: "owner:\(owner)", before: nil,
-                        after: RegistryEncoding.ownerJSON(try Owner(id: owner, createdAt: time))
-                    )
-                }
-                try Self.appendAudit(
-                    connection, time: time, actor: actor, action: "token.create", subject: "token:\(token.id)",
-                    before: nil, after: RegistryEncoding.tokenJSON(token)
-                )
-            }
-        }
-    }
-
     public func apiToken(id: String) async throws -> APITokenRecord? {
-        try await withReader { connection in
-            let statement = try connection.statement(
-                "SELECT id, secret_hmac, role, owner, created_at, expires_at FROM api_tokens WHERE id = ? AND revoked_at IS NULL"
-            )
+        try withReader { connection in
+            let statement = try connection.statement("SELECT \(Rows.tokenColumns) FROM api_tokens WHERE id = ? AND revoked_at IS NULL")
             statement.bind(1, id)
-            guard try statement.step() else { return nil }
-            guard let role = statement.text(2).flatMap(Role.init(rawValue:)), let hmac = statement.blob(1), let tokenID = statement.text(0)
-            else {
-                throw RegistryError(.storage, "api token \(id) has a malformed row")
-            }
-            return APITokenRecord(
-                id: tokenID, secretHMAC: hmac, role: role, owner: statement.text(3),
-                createdAt: RegistryEncoding.date(statement.int64(4)),
-                expiresAt: statement.isNull(5) ? nil : RegistryEncoding.date(statement.int64(5))
-            )
+            return try statement.step() ? try Rows.decodeToken(statement) : nil
         }
     }
 
-    // MARK: Audit
+    public func apiTokens() async throws -> [APITokenRecord] {
+        try await withWriter { connection in
+            let statement = try connection.statement("SELECT \(Rows.tokenColumns) FROM api_tokens WHERE revoked_at IS NULL ORDER BY id")
+            var tokens: [APITokenRecord] = []
+            while try statement.step() { tokens.append(try Rows.decodeToken(statement)) }
+            return tokens
+        }
+    }
 
     public func auditSubjects(after sequence: Int64, limit: Int) async throws -> [AuditSubject] {
-        try await withReader { connection in
+        try withReader { connection in
             let statement = try connection.statement("SELECT sequence, subject FROM audit_log WHERE sequence > ? ORDER BY sequence LIMIT ?")
             statement.bind(1, sequence)
             statement.bind(2, Int64(limit))
@@ -316,14 +212,14 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func auditHead() async throws -> Int64 {
-        try await withReader { connection in
+        try withReader { connection in
             let statement = try connection.statement("SELECT COALESCE(MAX(sequence), 0) FROM audit_log")
             return try statement.step() ? statement.int64(0) : 0
         }
     }
 
     public func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry] {
-        try await withConnection { connection in
+        try await withWriter { connection in
             let statement = try connection.statement(
                 "SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash FROM audit_log WHERE sequence >= ? ORDER BY sequence LIMIT ?"
             )
@@ -343,95 +239,106 @@ public final class SQLiteRegistryStore: RegistryStore {
         }
     }
 
-    /// The last audit entry as a writer knows it inside its own transaction: `last` is nil for an
-    /// empty log.
-    struct AuditTail {
-        var last: (sequence: Int64, hash: [UInt8])?
+    public func certificate(serial: String) async throws -> CertificateRecord? {
+        try withReader { try Rows.certificate(serial: serial, $0) }
     }
 
-    /// Appends an audit entry inside the caller's transaction, chained to the current last one.
-    /// - Parameter tail: the last entry, when the caller knows it (it wrote it in this same
-    ///   transaction); nil reads it. Updated to the entry appended.
-    static func appendAudit(
-        _ connection: Connection, time: Date, actor: Actor, action: String, subject: String, before: String?, after: String?,
-        tail: inout AuditTail?
-    ) throws {
-        var previous: (sequence: Int64, hash: [UInt8])?
-        if let tail {
-            previous = tail.last
-        } else {
-            let last = try connection.statement("SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1")
-            if try last.step() { previous = (last.int64(0), last.blob(1) ?? []) }
-            last.reset()
+    public func certificates(for id: DeviceID) async throws -> [CertificateRecord] {
+        try await withWriter { try Rows.certificates(for: id, $0) }
+    }
+
+    public func revokedCertificates(profiles: [String]) async throws -> [RevokedEntry] {
+        try withReader { connection in
+            let placeholders = Array(repeating: "?", count: max(1, profiles.count)).joined(separator: ", ")
+            let statement = try connection.statement(
+                """
+                SELECT r.serial, r.reason, r.revoked_at FROM revocations r JOIN certificates c ON c.serial = r.serial
+                WHERE c.profile IN (\(placeholders)) ORDER BY r.serial
+                """
+            )
+            for (index, profile) in profiles.enumerated() { statement.bind(Int32(index + 1), profile) }
+            if profiles.isEmpty { statement.bind(1, "") }
+            var entries: [RevokedEntry] = []
+            while try statement.step() {
+                entries.append(
+                    RevokedEntry(
+                        serialHex: statement.text(0) ?? "", revocationDate: RegistryEncoding.date(statement.int64(2)),
+                        reasonCode: Int(statement.int64(1))))
+            }
+            return entries
         }
-        let entry = AuditEntry(
-            following: previous, time: time, actor: actor.description, action: action, subject: subject, before: before, after: after
-        )
-        let insert = try connection.statement(
-            "INSERT INTO audit_log (sequence, time_ms, actor, action, subject, before, after, previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        insert.bind(1, entry.sequence)
-        insert.bind(2, entry.timeMilliseconds)
-        insert.bind(3, entry.actor)
-        insert.bind(4, entry.action)
-        insert.bind(5, entry.subject)
-        insert.bind(6, entry.before)
-        insert.bind(7, entry.after)
-        insert.bind(8, entry.previousHash)
-        insert.bind(9, entry.hash)
-        try insert.step()
-        tail = AuditTail(last: (entry.sequence, entry.hash))
     }
 
-    /// ``appendAudit(_:time:actor:action:subject:before:after:tail:)`` reading the last entry.
-    static func appendAudit(
-        _ connection: Connection, time: Date, actor: Actor, action: String, subject: String, before: String?, after: String?
-    ) throws {
-        var tail: AuditTail?
-        try appendAudit(connection, time: time, actor: actor, action: action, subject: subject, before: before, after: after, tail: &tail)
-    }
-
-    // MARK: Encoding
-
-    static func insertStatement(_ connection: Connection, orIgnore: Bool) throws -> SQLiteStatement {
-        try connection.statement(
-            "INSERT INTO devices (\(deviceColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)\(orIgnore ? " ON CONFLICT (id) DO NOTHING" : "")"
-        )
-    }
-
-    static func bind(_ device: Device, to statement: SQLiteStatement) {
-        statement.bind(1, device.id.rawValue)
-        statement.bind(2, device.state.rawValue)
-        statement.bind(3, device.owner)
-        statement.bind(4, device.model)
-        statement.bind(5, RegistryEncoding.metadataJSON(device.metadata))
-        statement.bind(6, device.proof.kind)
-        switch device.proof {
-        case .secret(let hmac): statement.bind(7, hmac)
-        case .publicKey(let sha256): statement.bind(7, sha256)
-        case .none: statement.bind(7, nil as [UInt8]?)
+    public func revocationCount() async throws -> Int {
+        try withReader { connection in
+            let statement = try connection.statement("SELECT count(*) FROM revocations")
+            return try statement.step() ? Int(statement.int64(0)) : 0
         }
-        statement.bind(8, RegistryEncoding.milliseconds(device.createdAt))
-        statement.bind(9, RegistryEncoding.milliseconds(device.updatedAt))
     }
 
-    static func decodeDevice(_ statement: SQLiteStatement) throws -> Device {
-        guard let idText = statement.text(0), let id = try? DeviceID(idText),
-            let state = statement.text(1).flatMap(DeviceState.init(rawValue:)), let model = statement.text(3)
-        else {
-            throw RegistryError(.storage, "a device row is malformed")
+    public func telemetry(for device: DeviceID, limit: Int) async throws -> [TelemetryRecord] {
+        try withReader { connection in
+            let statement = try connection.statement(
+                "SELECT sequence, received_at, body FROM telemetry WHERE device_id = ? ORDER BY sequence DESC LIMIT ?")
+            statement.bind(1, device.rawValue)
+            statement.bind(2, Int64(limit))
+            var records: [TelemetryRecord] = []
+            while try statement.step() {
+                records.append(
+                    TelemetryRecord(
+                        sequence: statement.int64(0), device: device.rawValue, receivedAt: RegistryEncoding.date(statement.int64(1)),
+                        body: statement.text(2) ?? ""))
+            }
+            return records
         }
-        let proof: EnrollmentProof
-        switch statement.text(5) {
-        case "secret": proof = .secret(hmac: statement.blob(6) ?? [])
-        case "public-key": proof = .publicKey(sha256: statement.blob(6) ?? [])
-        default: proof = .none
-        }
-        let metadata = RegistryEncoding.metadata(fromJSON: statement.text(4) ?? "{}")
-        return Device(
-            id: id, state: state, owner: statement.text(2), model: model, metadata: metadata, proof: proof,
-            createdAt: RegistryEncoding.date(statement.int64(7)), updatedAt: RegistryEncoding.date(statement.int64(8))
-        )
     }
 
+    public func updateCounts(version: String) async throws -> [UpdateState: Int] {
+        try withReader { connection in
+            let statement = try connection.statement("SELECT state, count(*) FROM update_status WHERE version = ? GROUP BY state")
+            statement.bind(1, version)
+            var counts: [UpdateState: Int] = [:]
+            while try statement.step() {
+                if let state = statement.text(0).flatMap(UpdateState.init(rawValue:)) { counts[state] = Int(statement.int64(1)) }
+            }
+            return counts
+        }
+    }
+
+    public func owner(_ id: String) async throws -> Owner? {
+        try withReader { try Rows.owner(id, $0) }
+    }
+
+    public func owners(after cursor: String?, limit: Int) async throws -> [Owner] {
+        try await withWriter { connection in
+            let statement = try connection.statement(
+                "SELECT id, name, created_at FROM owners WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2")
+            statement.bind(1, cursor)
+            statement.bind(2, Int64(max(0, min(limit, 10_000))))
+            var owners: [Owner] = []
+            while try statement.step() { owners.append(try Rows.decodeOwner(statement)) }
+            return owners
+        }
+    }
+
+    public func claimCode(for id: DeviceID) async throws -> ClaimCodeRecord? {
+        try withReader { try Rows.claimCode(for: id, $0) }
+    }
+
+    public func enrollmentToken(secretHMAC: [UInt8]) async throws -> EnrollmentTokenRecord? {
+        try withReader { try Rows.enrollmentToken(secretHMAC: secretHMAC, $0) }
+    }
+
+    public func enrollmentGroup(_ id: String) async throws -> EnrollmentGroup? {
+        try withReader { try Rows.enrollmentGroup(id, $0) }
+    }
+
+    public func enrollmentGroups() async throws -> [EnrollmentGroup] {
+        try withReader { connection in
+            let statement = try connection.statement("SELECT \(Rows.groupColumns) FROM enrollment_groups ORDER BY name")
+            var groups: [EnrollmentGroup] = []
+            while try statement.step() { groups.append(try Rows.decodeGroup(statement)) }
+            return groups
+        }
+    }
 }

@@ -21,7 +21,7 @@ public struct APIRequestContext: RequestContext {
 
     /// The authenticated actor. - Throws: 401 when the route was reached without one (a wiring bug).
     func requireActor() throws -> Actor {
-        guard let actor else { throw APIProblem(.unauthorized, "authentication required") }
+        guard let actor else { throw HTTPProblem(.unauthorized, "authentication required") }
         return actor
     }
 }

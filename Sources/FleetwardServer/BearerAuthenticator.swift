@@ -1,3 +1,4 @@
+import FleetwardAuthority
 import FleetwardRegistry
 import Logging
 import Foundation
@@ -30,10 +31,10 @@ struct BearerAuthenticator: RouterMiddleware {
         // locking out everyone who shares it (a NAT, a proxy).
         guard let actor = try await authenticate(request.headers[.authorization]) else {
             if let wait = limiter.retryAfter(addressKey, now: now()) {
-                throw APIProblem(.tooManyRequests, "too many failed sign-ins from this address", headers: [.retryAfter: "\(wait)"])
+                throw HTTPProblem(.tooManyRequests, "too many failed sign-ins from this address", headers: [.retryAfter: "\(wait)"])
             }
             limiter.recordFailure(addressKey, now: now())
-            throw APIProblem(
+            throw HTTPProblem(
                 .unauthorized, "a valid bearer token is required (Authorization: Bearer fwt_…)",
                 headers: [.wwwAuthenticate: "Bearer realm=\"fleetward\""])
         }

@@ -35,6 +35,37 @@ public final class Gateway: Sendable {
         public var serial: String
         public var certificateSHA256: String
         public var notAfter: Date
+
+        /// `GET /v1/whoami`'s answer: the identity as JSON with sorted keys, as `JSONEncoder`
+        /// would write it, built by hand (an encoder per request costs more than the rest of it).
+        var json: ByteBuffer {
+            var buffer = ByteBuffer()
+            buffer.reserveCapacity(256)
+            buffer.writeStaticString(#"{"certificateSHA256":""#)
+            buffer.writeString(RegistryEncoding.jsonEscape(certificateSHA256))
+            buffer.writeStaticString(#"","device":""#)
+            buffer.writeString(RegistryEncoding.jsonEscape(device))
+            buffer.writeStaticString(#"","notAfter":""#)
+            buffer.writeString(Self.iso8601(notAfter))
+            if let owner {
+                buffer.writeStaticString(#"","owner":""#)
+                buffer.writeString(RegistryEncoding.jsonEscape(owner))
+            }
+            buffer.writeStaticString(#"","serial":""#)
+            buffer.writeString(RegistryEncoding.jsonEscape(serial))
+            buffer.writeStaticString(#""}"#)
+            return buffer
+        }
+
+        /// `2026-12-25T09:14:53Z`, as `JSONEncoder`'s `.iso8601` writes dates.
+        static func iso8601(_ date: Date) -> String {
+            var time = time_t(date.timeIntervalSince1970.rounded(.down))
+            var parts = tm()
+            gmtime_r(&time, &parts)
+            func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+            return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T"
+                + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+        }
     }
 
     struct Live: Sendable {
@@ -52,7 +83,8 @@ public final class Gateway: Sendable {
         var signingKeys: [ObjectIdentifier: P256.Signing.PublicKey] = [:]
     }
 
-    public let store: any RegistryStore
+    public let registrar: Registrar
+    var store: any RegistryStore { registrar.store }
     let issuing: Certificate
     /// The factory CA, only to say why a birth certificate is refused.
     let factory: Certificate?
@@ -62,12 +94,12 @@ public final class Gateway: Sendable {
     private let head = Atomic<Int64>(0)
 
     public init(
-        store: any RegistryStore, issuing: Certificate, factory: Certificate? = nil, logger: Logger,
+        registrar: Registrar, issuing: Certificate, factory: Certificate? = nil, logger: Logger,
         now: @escaping @Sendable () -> Date = Date.init
     ) {
         self.now = now
         self.factory = factory
-        self.store = store
+        self.registrar = registrar
         self.issuing = issuing
         self.logger = logger
     }

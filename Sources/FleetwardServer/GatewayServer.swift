@@ -9,6 +9,7 @@ import HummingbirdCore
 public import Logging
 public import ServiceLifecycle
 public import NIOCore
+import NIOHTTP1
 import NIOSSL
 import NIOTLS
 import SwiftASN1
@@ -48,7 +49,9 @@ public enum GatewayServer {
         // A certificate is required; the callback replaces chain verification entirely.
         tls.certificateVerification = .noHostnameVerification
         return try TLSListener.application(
-            responder: RouterDeviceHTTPResponder(responder: router(gateway, upstream: upstream, updates: updates).buildResponder()),
+            responder: GatewayResponder(
+                gateway: gateway,
+                router: RouterDeviceHTTPResponder(responder: router(gateway, upstream: upstream, updates: updates).buildResponder())),
             tls: tls, address: address, bodyLimit: bodyLimit,
             logger: logger,
             onListening: onListening,
@@ -74,7 +77,7 @@ public enum GatewayServer {
         if let updates { addUpdateRoutes(to: v1, gateway: gateway, catalog: updates) }
         v1.get("whoami") { _, context in
             guard let identity = gateway.identity(of: context.channel) else {
-                throw APIProblem(.unauthorized, "this connection proved no device")
+                throw HTTPProblem(.unauthorized, "this connection proved no device")
             }
             return JSONResponse.make(identity)
         }
@@ -82,10 +85,10 @@ public enum GatewayServer {
         // fresh timestamp and a nonce never used before (SignedMessage), stored for the proven device.
         v1.post("telemetry") { request, context in
             guard let identity = gateway.identity(of: context.channel) else {
-                throw APIProblem(.unauthorized, "this connection proved no device")
+                throw HTTPProblem(.unauthorized, "this connection proved no device")
             }
             guard request.headers[.contentType]?.lowercased().hasPrefix("application/json") == true else {
-                throw APIProblem(.unsupportedMediaType, "send telemetry as application/json")
+                throw HTTPProblem(.unsupportedMediaType, "send telemetry as application/json")
             }
             var request = request
             let buffer = try await request.collectBody(upTo: bodyLimit)
@@ -95,17 +98,39 @@ public enum GatewayServer {
                 now: received)
             let bytes = Data(buffer.readableBytesView)
             guard (try? JSONSerialization.jsonObject(with: bytes)) is [String: Any] else {
-                throw APIProblem(.badRequest, "telemetry is one JSON object")
+                throw HTTPProblem(.badRequest, "telemetry is one JSON object")
             }
             do {
-                try await gateway.store.insertTelemetry(
+                try await gateway.registrar.recordTelemetry(
                     String(decoding: bytes, as: UTF8.self), from: try DeviceID(identity.device), nonce: nonce, at: received)
             } catch let error as RegistryError where error.code == .duplicate {
-                throw APIProblem(.conflict, "this message was already received (its nonce was used before): a replay is refused")
+                throw HTTPProblem(.conflict, "this message was already received (its nonce was used before): a replay is refused")
             }
             return JSONResponse.make(TelemetryReceipt(device: identity.device, receivedAt: received), status: .accepted)
         }
         return router
+    }
+}
+
+/// The gateway's answers: `GET /v1/whoami`, asked on every kept-alive connection, at once on the
+/// event loop from the identity the handshake proved (no task, no router, no JSON encoder);
+/// everything else through the router (telemetry, updates, the upstream proxy).
+struct GatewayResponder<Router: DeviceHTTPResponder>: DeviceHTTPResponder {
+    let gateway: Gateway
+    let router: Router
+
+    func answerNow(_ request: DeviceHTTPRequest) -> DeviceHTTPAnswer? {
+        guard request.head.method == .GET || request.head.method == .HEAD, request.path == GatewayServer.whoamiPath else { return nil }
+        guard let identity = gateway.identity(of: request.channel) else {
+            return .complete(
+                .unauthorized, headers: ["Content-Type": "application/json"],
+                body: ByteBuffer(string: #"{"error":{"code":"unauthorized","message":"this connection proved no device","status":401}}"#))
+        }
+        return .complete(.ok, headers: ["Content-Type": "application/json"], body: identity.json)
+    }
+
+    func answer(_ request: DeviceHTTPRequest) async -> DeviceHTTPAnswer {
+        await router.answer(request)
     }
 }
 
@@ -201,25 +226,25 @@ enum TelemetrySignature {
             let nonce = headers[HTTPField.Name(SignedMessage.nonceHeader)!],
             let signatureText = headers[HTTPField.Name(SignedMessage.signatureHeader)!]
         else {
-            throw APIProblem(
+            throw HTTPProblem(
                 .unauthorized,
                 "telemetry must be signed by the device key: send \(SignedMessage.timestampHeader), \(SignedMessage.nonceHeader) and \(SignedMessage.signatureHeader)"
             )
         }
         guard let timestamp = Int64(timestampText) else {
-            throw APIProblem(.badRequest, "\(SignedMessage.timestampHeader) must be Unix seconds")
+            throw HTTPProblem(.badRequest, "\(SignedMessage.timestampHeader) must be Unix seconds")
         }
         guard abs(Double(timestamp) - now.timeIntervalSince1970) <= window else {
-            throw APIProblem(
+            throw HTTPProblem(
                 .unauthorized, "the message's timestamp is more than \(Int(window)) s from the gateway's clock: stale or replayed")
         }
         guard SignedMessage.isValidNonce(nonce) else {
-            throw APIProblem(.badRequest, "\(SignedMessage.nonceHeader) must be 16 to 64 characters of A-Z a-z 0-9 - _")
+            throw HTTPProblem(.badRequest, "\(SignedMessage.nonceHeader) must be 16 to 64 characters of A-Z a-z 0-9 - _")
         }
         guard let signatureDER = Data(base64Encoded: signatureText),
             let signature = try? P256.Signing.ECDSASignature(derRepresentation: signatureDER)
         else {
-            throw APIProblem(.badRequest, "\(SignedMessage.signatureHeader) must be a base64 DER ECDSA signature")
+            throw HTTPProblem(.badRequest, "\(SignedMessage.signatureHeader) must be a base64 DER ECDSA signature")
         }
         var key = gateway.signingKey(of: channel)
         if key == nil, let peer = try? await channel.nioSSL_peerCertificate().get(),
@@ -229,11 +254,11 @@ enum TelemetrySignature {
             if let key { gateway.rememberSigningKey(key, for: channel) }
         }
         guard let key else {
-            throw APIProblem(.unauthorized, "this connection's certificate has no P-256 key to check the signature with")
+            throw HTTPProblem(.unauthorized, "this connection's certificate has no P-256 key to check the signature with")
         }
         let signed = SignedMessage.signedBytes(device: device, timestamp: timestamp, nonce: nonce, body: body)
         guard key.isValidSignature(signature, for: signed) else {
-            throw APIProblem(.unauthorized, "the message's signature does not verify with this device's certificate")
+            throw HTTPProblem(.unauthorized, "the message's signature does not verify with this device's certificate")
         }
         return nonce
     }

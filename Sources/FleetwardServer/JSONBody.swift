@@ -16,7 +16,7 @@ enum JSONBodyReader {
     /// malformed JSON, unknown fields and wrongly typed values with a 4xx naming the problem.
     static func read<T: JSONBody>(_ type: T.Type, from request: Request, limit: Int = limit) async throws -> T {
         if let contentType = request.headers[.contentType], !contentType.lowercased().hasPrefix("application/json") {
-            throw APIProblem(.unsupportedMediaType, "send the request body as application/json")
+            throw HTTPProblem(.unsupportedMediaType, "send the request body as application/json")
         }
         var request = request
         let buffer = try await request.collectBody(upTo: limit)
@@ -25,23 +25,23 @@ enum JSONBodyReader {
         do {
             object = try JSONSerialization.jsonObject(with: data.isEmpty ? Data("{}".utf8) : data)
         } catch {
-            throw APIProblem(.badRequest, "the request body is not valid JSON")
+            throw HTTPProblem(.badRequest, "the request body is not valid JSON")
         }
         guard let dictionary = object as? [String: Any] else {
-            throw APIProblem(.badRequest, "the request body must be a JSON object")
+            throw HTTPProblem(.badRequest, "the request body must be a JSON object")
         }
         if let unknown = dictionary.keys.sorted().first(where: { !T.fields.contains($0) }) {
-            throw APIProblem(.badRequest, "unknown field '\(unknown.prefix(64))'")
+            throw HTTPProblem(.badRequest, "unknown field '\(unknown.prefix(64))'")
         }
         do {
             return try JSONDecoder().decode(T.self, from: data.isEmpty ? Data("{}".utf8) : data)
         } catch let DecodingError.keyNotFound(key, _) {
-            throw APIProblem(.badRequest, "missing field '\(key.stringValue)'")
+            throw HTTPProblem(.badRequest, "missing field '\(key.stringValue)'")
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
             let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw APIProblem(.badRequest, "field '\(path)' has the wrong type")
+            throw HTTPProblem(.badRequest, "field '\(path)' has the wrong type")
         } catch {
-            throw APIProblem(.badRequest, "the request body does not match the expected shape")
+            throw HTTPProblem(.badRequest, "the request body does not match the expected shape")
         }
     }
 }

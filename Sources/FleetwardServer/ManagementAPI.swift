@@ -8,31 +8,39 @@ import NIOCore
 import NIOPosix
 
 /// The management API (`/api/v1/…`): devices, lifecycle, owners, claim codes, enrollment tokens,
-/// enrollment groups, API tokens and the audit log, for bearer tokens with a role.
+/// enrollment groups, API tokens and the audit log, for bearer tokens with a role; and, without a
+/// token, the CAs' CRLs and OCSP.
 ///
-/// Every route names its ``AccessPolicy/Operation``; the policy alone decides which roles may
-/// call it. Owners are further narrowed to their own devices, and another owner's device is a 404.
+/// Each route parses, calls and renders: it names its ``AccessPolicy/Operation`` (the policy
+/// alone decides which roles may call it), reads its parameters and body, and calls a use case
+/// (``Registrar``, ``ClaimCodeDesk``, ``EnrollmentTokens``), which holds every rule (an owner sees
+/// only their devices; another owner's device is a 404). Errors become answers in one place
+/// (``HTTPProblem``).
 public struct ManagementAPI: Sendable {
-    public let store: any RegistryStore
+    public let registrar: Registrar
     public let hasher: SecretHasher
-    /// PBKDF2 iterations for new claim codes.
-    public var claimCodeIterations = ClaimCodes.defaultIterations
-    /// Failed claims allowed per device and per address before 429.
-    public var claimLimiter = AttemptLimiter(.init(maximumFailures: 5, window: 900))
+    public let claims: ClaimCodeDesk
+    /// Serves the CAs' CRLs at ``RevocationPublisher/paths``.
+    public let revocation: RevocationPublisher
+    /// Answers OCSP at `POST /ocsp` and `GET /ocsp/{base64}`.
+    public let ocsp: OCSPService
     /// Failed sign-ins allowed per address before 429.
     public var authenticationLimiter = AttemptLimiter(.init(maximumFailures: 30, window: 60))
     /// The largest allow-list CSV accepted on `POST /devices/import`.
     public var importLimit = 16 * 1024 * 1024
     public var now: @Sendable () -> Date = Date.init
-    /// Serves the CAs' CRLs at ``RevocationPublisher/paths`` (no token needed) when set.
-    public var revocation: RevocationPublisher?
-    /// Answers OCSP at `POST /ocsp` and `GET /ocsp/{base64}` (no token needed) when set.
-    public var ocsp: OCSPService?
 
-    public init(store: any RegistryStore, hasher: SecretHasher) {
-        self.store = store
+    public init(
+        registrar: Registrar, hasher: SecretHasher, claims: ClaimCodeDesk, revocation: RevocationPublisher, ocsp: OCSPService
+    ) {
+        self.registrar = registrar
         self.hasher = hasher
+        self.claims = claims
+        self.revocation = revocation
+        self.ocsp = ocsp
     }
+
+    var store: any RegistryStore { registrar.store }
 
     static let prefix = "/api/v1"
     public static let openAPIPath = "/api/v1/openapi.json"
@@ -44,18 +52,13 @@ public struct ManagementAPI: Sendable {
         router.add(
             middleware: BearerAuthenticator(
                 store: store, hasher: hasher, limiter: authenticationLimiter, now: now,
-                publicPaths: Set(
-                    [Self.openAPIPath] + (revocation == nil ? [] : Array(RevocationPublisher.paths.values)) + (ocsp == nil ? [] : ["/ocsp"])
-                ),
-                publicPrefixes: ocsp == nil ? [] : ["/ocsp/"]))
-        if let ocsp { OCSPRoutes.add(to: router, ocsp) }
-        if let revocation {
-            for (role, path) in RevocationPublisher.paths {
-                router.get(RouterPath(path)) { _, _ in
-                    Response(
-                        status: .ok, headers: [.contentType: "application/pkix-crl", .cacheControl: "max-age=60"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: try await revocation.crl(of: role))))
-                }
+                publicPaths: Set([Self.openAPIPath, "/ocsp"] + Array(RevocationPublisher.paths.values)), publicPrefixes: ["/ocsp/"]))
+        OCSPRoutes.add(to: router, ocsp)
+        for (role, path) in RevocationPublisher.paths {
+            router.get(RouterPath(path)) { _, _ in
+                Response(
+                    status: .ok, headers: [.contentType: "application/pkix-crl", .cacheControl: "max-age=60"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: try await revocation.crl(of: role))))
             }
         }
         let api = router.group(RouterPath(Self.prefix))
@@ -63,75 +66,89 @@ public struct ManagementAPI: Sendable {
         api.get("openapi.json") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+                body: .init(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.bytes)))
         }
 
         // Devices
         api.get("devices") { request, context in try await listDevices(request, context) }
-        api.post("devices") { request, context in try await createDevice(request, context) }
-        api.post("devices/import") { request, context in try await importDevices(request, context) }
+        api.post("devices") { request, context in
+            let actor = try authorize(.createDevices, context)
+            let body = try await JSONBodyReader.read(DeviceRequest.self, from: request)
+            let device = try DeviceRegistrations.device(
+                id: body.id, model: body.model, metadata: body.metadata ?? [:], secret: body.secret, keySHA256: body.keySHA256,
+                hasher: hasher, at: now())
+            try await registrar.register(device, by: actor, at: now())
+            return JSONResponse.make(device.publicView, status: .created)
+        }
+        api.post("devices/import") { request, context in
+            let actor = try authorize(.createDevices, context)
+            if let contentType = request.headers[.contentType], !contentType.lowercased().hasPrefix("text/csv") {
+                throw HTTPProblem(.unsupportedMediaType, "send the allow-list as text/csv")
+            }
+            var request = request
+            let buffer = try await request.collectBody(upTo: importLimit)
+            return JSONResponse.make(
+                try await AllowListImport.importCSV(
+                    Array(buffer.readableBytesView), source: "api", into: registrar, hasher: hasher, by: actor, now: now))
+        }
         api.get("devices/{id}") { _, context in
             let actor = try authorize(.readDevices, context)
-            return JSONResponse.make(try await visibleDevice(context, actor).publicView)
+            return JSONResponse.make(try await registrar.device(try deviceID(context), as: actor).publicView)
         }
         api.get("devices/{id}/certificates") { _, context in
             let actor = try authorize(.readDevices, context)
-            let device = try await visibleDevice(context, actor)
+            let device = try await registrar.device(try deviceID(context), as: actor)
             return JSONResponse.make(CertificateList(certificates: try await store.certificates(for: device.id).map(\.publicView)))
         }
         api.get("devices/{id}/telemetry") { request, context in
             let actor = try authorize(.readDevices, context)
-            let device = try await visibleDevice(context, actor)
+            let device = try await registrar.device(try deviceID(context), as: actor)
             return JSONResponse.make(TelemetryList(telemetry: try await store.telemetry(for: device.id, limit: try pageSize(request))))
         }
         for event in LifecycleStateMachine.Event.allCases where event != .activate {
             api.post("devices/{id}/\(event.rawValue)") { _, context in
                 let actor = try authorize(.transition(event), context)
-                let device = try await visibleDevice(context, actor)
-                return JSONResponse.make(try await store.apply(event, to: device.id, by: actor, at: now()).publicView)
+                return JSONResponse.make(try await registrar.apply(event, to: try deviceID(context), by: actor, at: now()).publicView)
             }
         }
         api.post("devices/{id}/transfer") { request, context in
             let actor = try authorize(.transfer, context)
             let body = try await JSONBodyReader.read(TransferRequest.self, from: request)
-            let device = try await visibleDevice(context, actor)
-            guard Owner.isValidID(body.to) else { throw APIProblem(.badRequest, "'to' is not a valid owner ID") }
-            return JSONResponse.make(try await store.transfer(device.id, to: body.to, by: actor, at: now()).publicView)
+            return JSONResponse.make(try await registrar.transfer(try deviceID(context), to: body.to, by: actor, at: now()).publicView)
         }
         api.post("devices/{id}/claim-code") { _, context in
             let actor = try authorize(.setClaimCode, context)
-            let device = try await visibleDevice(context, actor)
-            let code = ClaimCodes.generate()
-            let record = try ClaimCodes.record(for: code, device: device.id, iterations: claimCodeIterations)
-            try await store.setClaimCode(record, by: actor, at: now())
-            return JSONResponse.make(ClaimCodeResponse(device: device.id.rawValue, claimCode: code), status: .created)
+            let id = try deviceID(context)
+            let code = try await claims.issue(for: id, by: actor, at: now())
+            return JSONResponse.make(ClaimCodeResponse(device: id.rawValue, claimCode: code), status: .created)
         }
         api.post("devices/{id}/enrollment-tokens") { request, context in
             let actor = try authorize(.createEnrollmentToken, context)
             let body = try await JSONBodyReader.read(EnrollmentTokenRequest.self, from: request)
-            let device = try await visibleDevice(context, actor)
-            guard device.state != .revoked, device.state != .stolen else {
-                throw APIProblem(.conflict, "device \(device.id) is \(device.state); it cannot enroll")
-            }
-            let created = try EnrollmentTokens.make(
-                for: device.id, owner: device.owner, lifetime: TimeInterval(body.ttlSeconds ?? Int(EnrollmentTokens.defaultLifetime)),
-                hasher: hasher, now: now())
-            try await store.insert(created.record, by: actor, at: now())
+            let id = try deviceID(context)
+            let (token, record) = try await EnrollmentTokens.issue(
+                for: id, lifetime: TimeInterval(body.ttlSeconds ?? Int(EnrollmentTokens.defaultLifetime)), registrar: registrar,
+                hasher: hasher, by: actor, at: now())
             return JSONResponse.make(
-                EnrollmentTokenResponse(device: device.id.rawValue, token: created.token, expiresAt: created.record.expiresAt),
-                status: .created)
+                EnrollmentTokenResponse(device: id.rawValue, token: token, expiresAt: record.expiresAt), status: .created)
         }
-        api.post("claims") { request, context in try await claim(request, context) }
+        api.post("claims") { request, context in
+            let actor = try authorize(.claim, context)
+            let body = try await JSONBodyReader.read(ClaimRequest.self, from: request)
+            let device = try await claims.claim(
+                try DeviceID(body.device), code: body.claimCode, by: actor, from: context.remoteIP, at: now())
+            return JSONResponse.make(device.publicView)
+        }
         api.post("certificates/{serial}/revoke") { request, context in
             let actor = try authorize(.revokeCertificates, context)
             let body = try await JSONBodyReader.read(RevokeCertificateRequest.self, from: request)
             let serial = try context.parameters.require("serial").lowercased()
             guard (2...42).contains(serial.count), serial.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) })
             else {
-                throw APIProblem(.badRequest, "a serial number is 2 to 42 hex digits")
+                throw HTTPProblem(.badRequest, "a serial number is 2 to 42 hex digits")
             }
             let reason = try RevocationReason(name: body.reason ?? RevocationReason.keyCompromise.description)
-            return JSONResponse.make(try await store.revokeCertificate(serial: serial, reason: reason, by: actor, at: now()).publicView)
+            return JSONResponse.make(try await registrar.revokeCertificate(serial: serial, reason: reason, by: actor, at: now()).publicView)
         }
 
         // Owners
@@ -146,14 +163,14 @@ public struct ManagementAPI: Sendable {
             let actor = try authorize(.createOwner, context)
             let body = try await JSONBodyReader.read(OwnerRequest.self, from: request)
             let owner = try Owner(id: body.id, name: body.name, createdAt: now())
-            try await store.insert(owner, by: actor, at: now())
+            try await registrar.createOwner(owner, by: actor, at: now())
             return JSONResponse.make(owner, status: .created)
         }
         api.get("owners/{owner}") { _, context in
             _ = try authorize(.readOwners, context)
             let id = try context.parameters.require("owner")
-            guard Owner.isValidID(id) else { throw APIProblem(.badRequest, "not a valid owner ID") }
-            guard let owner = try await store.owner(id) else { throw APIProblem(.notFound, "no owner \(id)") }
+            guard Owner.isValidID(id) else { throw HTTPProblem(.badRequest, "not a valid owner ID") }
+            guard let owner = try await store.owner(id) else { throw HTTPProblem(.notFound, "no owner \(id)") }
             return JSONResponse.make(owner)
         }
 
@@ -167,17 +184,18 @@ public struct ManagementAPI: Sendable {
             let body = try await JSONBodyReader.read(GroupRequest.self, from: request)
             let group = try EnrollmentGroups.make(
                 name: body.name, caCertificate: Array(body.caCertificate.utf8), autoApprove: body.autoApprove ?? false, now: now())
-            try await store.insert(group, by: actor, at: now())
+            try await registrar.createGroup(group, by: actor, at: now())
             return JSONResponse.make(GroupView(group), status: .created)
         }
         api.get("groups/{group}") { _, context in
             _ = try authorize(.readGroups, context)
-            return JSONResponse.make(GroupView(try await requireGroup(context)))
+            let id = try groupID(context)
+            guard let group = try await store.enrollmentGroup(id) else { throw HTTPProblem(.notFound, "no enrollment group \(id)") }
+            return JSONResponse.make(GroupView(group))
         }
         api.delete("groups/{group}") { _, context in
             let actor = try authorize(.manageGroups, context)
-            let group = try await requireGroup(context)
-            try await store.deleteEnrollmentGroup(group.id, by: actor, at: now())
+            try await registrar.deleteGroup(try groupID(context), by: actor, at: now())
             return Response(status: .noContent)
         }
 
@@ -190,10 +208,10 @@ public struct ManagementAPI: Sendable {
             let actor = try authorize(.manageTokens, context)
             let body = try await JSONBodyReader.read(TokenRequest.self, from: request)
             guard let role = Role(rawValue: body.role) else {
-                throw APIProblem(.badRequest, "role must be admin, manufacturer, operator or owner")
+                throw HTTPProblem(.badRequest, "role must be admin, manufacturer, operator or owner")
             }
             let created = try APITokens.make(role: role, owner: body.owner, hasher: hasher, now: now())
-            try await store.insert(created.record, by: actor, at: now())
+            try await registrar.createAPIToken(created.record, by: actor, at: now())
             var view = TokenView(created.record)
             view.token = created.token
             return JSONResponse.make(view, status: .created)
@@ -202,10 +220,10 @@ public struct ManagementAPI: Sendable {
             let actor = try authorize(.manageTokens, context)
             let id = try context.parameters.require("token")
             guard id.count == 16, id.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
-                throw APIProblem(.badRequest, "a token ID is 16 lowercase hex digits")
+                throw HTTPProblem(.badRequest, "a token ID is 16 lowercase hex digits")
             }
-            guard id != actor.name else { throw APIProblem(.conflict, "a token cannot revoke itself") }
-            try await store.revokeAPIToken(id, by: actor, at: now())
+            guard id != actor.name else { throw HTTPProblem(.conflict, "a token cannot revoke itself") }
+            try await registrar.revokeAPIToken(id, by: actor, at: now())
             return Response(status: .noContent)
         }
 
@@ -216,7 +234,7 @@ public struct ManagementAPI: Sendable {
             var from: Int64 = 1
             if let after = request.uri.queryParameters.get("after") {
                 guard let value = Int64(after), value >= 0, value < Int64.max else {
-                    throw APIProblem(.badRequest, "'after' must be an entry number")
+                    throw HTTPProblem(.badRequest, "'after' must be an entry number")
                 }
                 from = value + 1
             }
@@ -233,21 +251,21 @@ public struct ManagementAPI: Sendable {
         let actor = try authorize(.readDevices, context)
         let query = request.uri.queryParameters
         if let unknown = query.map({ String($0.key) }).first(where: { !["state", "owner", "model", "after", "limit"].contains($0) }) {
-            throw APIProblem(.badRequest, "unknown query parameter '\(unknown.prefix(64))'")
+            throw HTTPProblem(.badRequest, "unknown query parameter '\(unknown.prefix(64))'")
         }
         var filter = DeviceFilter()
         if let state = query.get("state") {
             guard let parsed = DeviceState(rawValue: state) else {
-                throw APIProblem(.badRequest, "state must be one of \(DeviceState.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw HTTPProblem(.badRequest, "state must be one of \(DeviceState.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             filter.state = parsed
         }
         if let owner = query.get("owner") {
-            guard Owner.isValidID(owner) else { throw APIProblem(.badRequest, "'owner' is not a valid owner ID") }
+            guard Owner.isValidID(owner) else { throw HTTPProblem(.badRequest, "'owner' is not a valid owner ID") }
             filter.owner = owner
         }
         if let model = query.get("model") {
-            guard (1...100).contains(model.utf8.count) else { throw APIProblem(.badRequest, "'model' is 1 to 100 characters") }
+            guard (1...100).contains(model.utf8.count) else { throw HTTPProblem(.badRequest, "'model' is 1 to 100 characters") }
             filter.model = model
         }
         let cursor = try query.get("after").map { try DeviceID($0) }
@@ -259,78 +277,7 @@ public struct ManagementAPI: Sendable {
             DevicePage(devices: page.map(\.publicView), next: devices.count > limit ? page.last?.id.rawValue : nil))
     }
 
-    private func createDevice(_ request: Request, _ context: APIRequestContext) async throws -> Response {
-        let actor = try authorize(.createDevices, context)
-        let body = try await JSONBodyReader.read(DeviceRequest.self, from: request)
-        let id = try DeviceID(body.id)
-        guard (1...100).contains(body.model.utf8.count), !body.model.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
-            throw APIProblem(.badRequest, "'model' is 1 to 100 printable characters")
-        }
-        let metadata = body.metadata ?? [:]
-        guard metadata.count <= 32, metadata.allSatisfy({ $0.key.utf8.count <= 64 && $0.value.utf8.count <= 1024 }) else {
-            throw APIProblem(.badRequest, "'metadata' holds at most 32 entries, keys up to 64 and values up to 1024 bytes")
-        }
-        let proof: EnrollmentProof
-        switch (body.secret, body.keySHA256) {
-        case (let secret?, nil):
-            guard (SecretHasher.minimumSecretBytes...SecretHasher.maximumSecretBytes).contains(secret.utf8.count) else {
-                throw APIProblem(
-                    .badRequest, "'secret' is \(SecretHasher.minimumSecretBytes) to \(SecretHasher.maximumSecretBytes) bytes")
-            }
-            proof = .secret(hmac: hasher.hash(Array(secret.utf8)))
-        case (nil, let fingerprint?):
-            guard let bytes = Hex.bytes(Array(fingerprint.utf8)), bytes.count == 32 else {
-                throw APIProblem(.badRequest, "'keySHA256' is the 64 hex digits of the SHA-256 of the device's public key")
-            }
-            proof = .publicKey(sha256: bytes)
-        default:
-            throw APIProblem(.badRequest, "give exactly one of 'secret' and 'keySHA256': an ID alone proves nothing")
-        }
-        let device = Device(id: id, model: body.model, metadata: metadata, proof: proof, createdAt: now())
-        try await store.insert(device, by: actor, at: now())
-        return JSONResponse.make(device.publicView, status: .created)
-    }
-
-    private func importDevices(_ request: Request, _ context: APIRequestContext) async throws -> Response {
-        let actor = try authorize(.createDevices, context)
-        if let contentType = request.headers[.contentType], !contentType.lowercased().hasPrefix("text/csv") {
-            throw APIProblem(.unsupportedMediaType, "send the allow-list as text/csv")
-        }
-        var request = request
-        let buffer = try await request.collectBody(upTo: importLimit)
-        let summary = try await AllowListImport.importCSV(
-            Array(buffer.readableBytesView), source: "api", into: store, hasher: hasher, by: actor, now: now)
-        return JSONResponse.make(summary)
-    }
-
-    private func claim(_ request: Request, _ context: APIRequestContext) async throws -> Response {
-        let actor = try authorize(.claim, context)
-        let body = try await JSONBodyReader.read(ClaimRequest.self, from: request)
-        let id = try DeviceID(body.device)
-        let keys = ["claim-device:\(id)", "claim-address:\(context.remoteIP ?? "local")"]
-        let time = now()
-        if let wait = keys.compactMap({ claimLimiter.retryAfter($0, now: time) }).max() {
-            throw APIProblem(.tooManyRequests, "too many failed claims; try again later", headers: [.retryAfter: "\(wait)"])
-        }
-        // The attempt counts before the slow hash runs, so parallel guesses cannot all slip
-        // under the limit; a success takes it back.
-        for key in keys { claimLimiter.recordFailure(key, now: time) }
-        // Unknown device, no code, used code and wrong code all answer alike, after the same
-        // work: a missing or used code is checked against a dummy record.
-        let stored = try await store.claimCode(for: id)
-        let usable = stored.flatMap { $0.claimedBy == nil ? $0 : nil }
-        let candidate = usable ?? ClaimCodes.dummyRecord(for: id)
-        let typed = body.claimCode
-        let matched = try await NIOThreadPool.singleton.runIfActive { ClaimCodes.matches(typed, candidate) }
-        guard matched, let record = usable else {
-            throw APIProblem(.forbidden, "the claim code does not match device \(id)")
-        }
-        let device = try await store.claim(id, verifiedHash: record.hash, by: actor, at: now())
-        for key in keys { claimLimiter.forgiveLast(key) }
-        return JSONResponse.make(device.publicView)
-    }
-
-    // MARK: Helpers
+    // MARK: Parsing
 
     private func authorize(_ operation: AccessPolicy.Operation, _ context: APIRequestContext) throws -> Actor {
         let actor = try context.requireActor()
@@ -338,27 +285,22 @@ public struct ManagementAPI: Sendable {
         return actor
     }
 
-    /// The device named in the path, if it exists and the actor may see it; else 404.
-    private func visibleDevice(_ context: APIRequestContext, _ actor: Actor) async throws -> Device {
-        let id = try DeviceID(try context.parameters.require("id"))
-        guard let device = try await store.device(id), AccessPolicy.canSee(device, actor) else {
-            throw APIProblem(.notFound, "no device \(id)")
-        }
-        return device
+    /// The device ID in the path.
+    private func deviceID(_ context: APIRequestContext) throws -> DeviceID {
+        try DeviceID(try context.parameters.require("id"))
     }
 
-    private func requireGroup(_ context: APIRequestContext) async throws -> EnrollmentGroup {
+    private func groupID(_ context: APIRequestContext) throws -> String {
         let id = try context.parameters.require("group")
         guard id.count <= 64, id.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
-            throw APIProblem(.badRequest, "a group ID is lowercase hex")
+            throw HTTPProblem(.badRequest, "a group ID is lowercase hex")
         }
-        guard let group = try await store.enrollmentGroup(id) else { throw APIProblem(.notFound, "no enrollment group \(id)") }
-        return group
+        return id
     }
 
     private func pageSize(_ request: Request) throws -> Int {
         guard let text = request.uri.queryParameters.get("limit") else { return 100 }
-        guard let limit = Int(text), (1...1000).contains(limit) else { throw APIProblem(.badRequest, "'limit' is 1 to 1000") }
+        guard let limit = Int(text), (1...1000).contains(limit) else { throw HTTPProblem(.badRequest, "'limit' is 1 to 1000") }
         return limit
     }
 }

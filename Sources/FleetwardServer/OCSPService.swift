@@ -24,13 +24,13 @@ public final class OCSPService: Sendable {
     }
 
     let authority: CertificateAuthority
-    let store: any RegistryStore
+    let registrar: Registrar
     let now: @Sendable () -> Date
     private let delegates = Mutex<[CARole: Delegate]>([:])
 
-    public init(authority: CertificateAuthority, store: any RegistryStore, now: @escaping @Sendable () -> Date = Date.init) {
+    public init(authority: CertificateAuthority, registrar: Registrar, now: @escaping @Sendable () -> Date = Date.init) {
         self.authority = authority
-        self.store = store
+        self.registrar = registrar
         self.now = now
     }
 
@@ -46,10 +46,10 @@ public final class OCSPService: Sendable {
         let issuer = try authority.issuer(for: role)
         var rng = SystemRandomNumberGenerator()
         let issued = try issuer.issue(publicKey: key.publicKey, profile: .ocsp, identity: .ocspResponder, now: time, using: &rng)
-        try await store.insert(
-            CertificateRecord(
+        try await registrar.recordCertificates(
+            [CertificateRecord(
                 serial: issued.serialNumber.hexString, deviceID: nil, profile: CertificateProfile.ocsp.rawValue, owner: nil,
-                notBefore: issued.notValidBefore, notAfter: issued.notValidAfter, sha256: issued.sha256Fingerprint, issuedAt: time),
+                notBefore: issued.notValidBefore, notAfter: issued.notValidAfter, sha256: issued.sha256Fingerprint, issuedAt: time)],
             by: Actor(role: .admin, name: "ocsp-responder"), at: time)
         let made = Delegate(role: role, ca: issuer.caCertificate, responder: try OCSPResponder(certificateDER: issued.der, key: key))
         delegates.withLock { $0[role] = made }
@@ -80,7 +80,7 @@ public final class OCSPService: Sendable {
             var singles: [OCSP.SingleResponse] = []
             for certID in request.certIDs {
                 let status: OCSP.CertStatus
-                if let record = try await store.certificate(serial: certID.serialHex),
+                if let record = try await registrar.store.certificate(serial: certID.serialHex),
                     let profile = CertificateProfile(rawValue: record.profile), profile.allowedIssuers.contains(delegate.role)
                 {
                     status = record.revocation.map { .revoked(time: $0.time, reason: $0.reason) } ?? .good

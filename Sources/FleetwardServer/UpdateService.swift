@@ -125,10 +125,10 @@ extension GatewayServer {
         /// The connection's device, read afresh: updates go to active devices only.
         @Sendable func activeDevice(_ context: GatewayRequestContext) async throws -> Device {
             guard let identity = gateway.identity(of: context.channel), let id = try? DeviceID(identity.device) else {
-                throw APIProblem(.unauthorized, "this connection proved no device")
+                throw HTTPProblem(.unauthorized, "this connection proved no device")
             }
             guard let device = try await gateway.store.device(id), device.state == .active else {
-                throw APIProblem(.forbidden, "device \(id) is not active: no updates")
+                throw HTTPProblem(.forbidden, "device \(id) is not active: no updates")
             }
             return device
         }
@@ -136,11 +136,11 @@ extension GatewayServer {
         v1.get("updates") { request, context -> Response in
             let device = try await activeDevice(context)
             let channel = request.uri.queryParameters["channel"].map(String.init) ?? "stable"
-            guard channel.utf8.count <= 64 else { throw APIProblem(.badRequest, "channel is at most 64 characters") }
+            guard channel.utf8.count <= 64 else { throw HTTPProblem(.badRequest, "channel is at most 64 characters") }
             var after: UInt64 = 0
             if let text = request.uri.queryParameters["after"] {
                 guard let value = UInt64(text) else {
-                    throw APIProblem(.badRequest, "after is the last manifest version accepted, a number")
+                    throw HTTPProblem(.badRequest, "after is the last manifest version accepted, a number")
                 }
                 after = value
             }
@@ -150,15 +150,15 @@ extension GatewayServer {
             else { return Response(status: .noContent) }
             let snapshot = try catalog.snapshot()
             guard let signer = snapshot.signerPEM, let serial = snapshot.signerSerial else {
-                throw APIProblem(.serviceUnavailable, "the release signing certificate is missing or unreadable")
+                throw HTTPProblem(.serviceUnavailable, "the release signing certificate is missing or unreadable")
             }
             // A revoked release key offers nothing, whatever it signed.
             if try await gateway.store.certificate(serial: serial)?.revocation != nil {
-                throw APIProblem(
+                throw HTTPProblem(
                     .serviceUnavailable,
                     "the release signing certificate \(serial) is revoked: no updates are offered until releases are re-signed")
             }
-            try await gateway.store.recordUpdate(
+            try await gateway.registrar.recordUpdate(
                 UpdateReport(device: device.id, version: release.manifest.version, state: .offered), at: gateway.now())
             let manifest = release.manifest
             return JSONResponse.make(
@@ -172,10 +172,10 @@ extension GatewayServer {
             let device = try await activeDevice(context)
             let sha256 = context.parameters.get("sha256") ?? ""
             guard sha256.utf8.count == 64, sha256.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
-                throw APIProblem(.notFound, "an artifact is named by its lower-case hex SHA-256")
+                throw HTTPProblem(.notFound, "an artifact is named by its lower-case hex SHA-256")
             }
             guard let artifact = try catalog.artifact(sha256: sha256, model: device.model) else {
-                throw APIProblem(.notFound, "no release for model \(device.model) has artifact \(sha256)")
+                throw HTTPProblem(.notFound, "no release for model \(device.model) has artifact \(sha256)")
             }
             var headers: HTTPFields = [
                 .contentType: "application/octet-stream", .acceptRanges: "bytes", .eTag: "\"\(sha256)\"",
@@ -205,16 +205,16 @@ extension GatewayServer {
             var request = request
             let buffer = try await request.collectBody(upTo: 4096)
             guard let report = try? JSONDecoder().decode(UpdateStatusReport.self, from: Data(buffer.readableBytesView)) else {
-                throw APIProblem(.badRequest, "send {\"version\": …, \"state\": …, \"detail\": …} as JSON")
+                throw HTTPProblem(.badRequest, "send {\"version\": …, \"state\": …, \"detail\": …} as JSON")
             }
             guard let state = UpdateState(rawValue: report.state), state != .offered else {
                 let states = UpdateState.allCases.filter { $0 != .offered }.map(\.rawValue).joined(separator: ", ")
-                throw APIProblem(.badRequest, "state is one of \(states)")
+                throw HTTPProblem(.badRequest, "state is one of \(states)")
             }
             guard try catalog.snapshot().releases.contains(where: { $0.manifest.version == report.version }) else {
-                throw APIProblem(.notFound, "no release \(report.version)")
+                throw HTTPProblem(.notFound, "no release \(report.version)")
             }
-            try await gateway.store.recordUpdate(
+            try await gateway.registrar.recordUpdate(
                 UpdateReport(device: device.id, version: report.version, state: state, detail: report.detail), at: gateway.now())
             return Response(status: .noContent)
         }

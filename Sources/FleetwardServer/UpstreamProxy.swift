@@ -12,11 +12,11 @@ public struct Upstream: Sendable, CustomStringConvertible {
 
     /// Parses `http://HOST:PORT` (IPv6 in brackets); only plain HTTP, to a backend beside the gateway.
     public init(parsing text: String) throws {
-        guard text.hasPrefix("http://") else { throw APIProblem(.badRequest, "--upstream takes http://HOST:PORT, not '\(text)'") }
+        guard text.hasPrefix("http://") else { throw HTTPProblem(.badRequest, "--upstream takes http://HOST:PORT, not '\(text)'") }
         var rest = String(text.dropFirst("http://".count))
         while rest.hasSuffix("/") { rest.removeLast() }
         let address = try ListenAddress(parsing: rest)
-        guard address.port > 0 else { throw APIProblem(.badRequest, "--upstream needs a port other than 0") }
+        guard address.port > 0 else { throw HTTPProblem(.badRequest, "--upstream needs a port other than 0") }
         host = address.host
         port = address.port
     }
@@ -48,7 +48,7 @@ struct UpstreamProxyMiddleware: RouterMiddleware {
             return try await next(request, context)
         }
         guard let identity = gateway.identity(of: context.channel) else {
-            throw APIProblem(.unauthorized, "this connection proved no device")
+            throw HTTPProblem(.unauthorized, "this connection proved no device")
         }
         var headers: [(name: String, value: String)] = []
         for field in request.headers {
@@ -68,7 +68,7 @@ struct UpstreamProxyMiddleware: RouterMiddleware {
                     method: request.method.rawValue, path: request.uri.description, headers: headers, body: Array(body.readableBytesView)))
         } catch {
             context.logger.warning("the upstream did not answer", metadata: ["upstream": "\(upstream)", "error": "\(error)"])
-            throw APIProblem(.badGateway, "the upstream service did not answer")
+            throw HTTPProblem(.badGateway, "the upstream service did not answer")
         }
         var fields = HTTPFields()
         for (name, value) in answer.headers where !Self.hopByHop.contains(name.lowercased()) {

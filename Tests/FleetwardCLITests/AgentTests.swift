@@ -5,7 +5,7 @@ import Testing
 /// `fleetward-agent` against a real `fleetward serve`: a device enrolls by each flow with a key
 /// made and sealed on the device, sends signed telemetry, renews, and is cut off when suspended,
 /// saying why; a tampered store and untrusted servers are refused with one clear line.
-@Suite struct AgentTests {
+@Suite(.tags(.slow)) struct AgentTests {
     /// One device's agent: its provisioning file, credential directory and device-unique key.
     struct Device {
         let agent: Tool

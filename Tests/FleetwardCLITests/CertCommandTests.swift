@@ -2,7 +2,7 @@ import FleetwardTestSupport
 import Foundation
 import Testing
 
-@Suite struct CertCommandTests {
+@Suite(.tags(.slow)) struct CertCommandTests {
     /// `openssl req` arguments making a key of each allowed type.
     static let keyTypes: [(String, [String])] = [
         ("P-256", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),

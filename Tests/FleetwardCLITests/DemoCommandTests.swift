@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// `fleetward demo`: the whole provisioning story in one command, checked from outside.
-@Suite struct DemoCommandTests {
+@Suite(.tags(.slow)) struct DemoCommandTests {
     @Test func theDemoWalksEveryFlowAndItsCertificatesVerifyWithOpenSSL() throws {
         let cli = try CLI()
         let directory = try TemporaryDirectory(prefix: "fleetward-demo-test")
@@ -34,6 +34,8 @@ import Testing
             "closed demo-sensor-1's live connection",
             "50 simulated devices enrolled over EST, held 50 mTLS connections",
             "; 0 failed",
+            "GET /crl/issuing.crl (no token): demo-lock-1's certificate",
+            "POST /ocsp (no token): revoked, reason keyCompromise",
             "audit log intact",
             "55 certificates issued, 9 requests refused",
         ] {
@@ -48,6 +50,21 @@ import Testing
             let subject = try cli.openssl(["x509", "-in", fleet + "/demo/\(device).pem", "-noout", "-subject"]).stdout
             #expect(subject.contains("CN = \(device)"), "\(subject)")
         }
+        // The demo's servers answer relying parties like `serve`: its CRL and OCSP answer, as the
+        // demo fetched them, check out with openssl.
+        let crl = try cli.openssl([
+            "crl", "-inform", "DER", "-in", fleet + "/demo/issuing.crl", "-CAfile", fleet + "/ca/issuing.pem", "-noout", "-text",
+        ])
+        #expect(crl.stderr.contains("verify OK"), "\(crl)")
+        let lockSerial = try cli.openssl(["x509", "-in", fleet + "/demo/demo-lock-1.pem", "-noout", "-serial"]).stdout
+            .replacingOccurrences(of: "serial=", with: "").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(crl.stdout.contains("Serial Number: \(lockSerial)"), "\(crl.stdout)")
+        let ocsp = try cli.openssl([
+            "ocsp", "-respin", fleet + "/demo/demo-lock-1.ocsp", "-issuer", fleet + "/ca/issuing.pem", "-cert",
+            fleet + "/demo/demo-lock-1.pem", "-CAfile", fleet + "/ca/root.pem",
+        ])
+        #expect(ocsp.stdout.contains("demo-lock-1.pem: revoked"), "\(ocsp)")
+        #expect(ocsp.stderr.contains("Response verify OK"), "\(ocsp)")
         // The registry on disk agrees, read by another command.
         let lock = try cli.run(["devices", "show", "--data", fleet, "demo-lock-1", "--json"])
         #expect(lock.succeeded, "\(lock)")

@@ -143,7 +143,7 @@ final class ESTFixture {
     }
 }
 
-@Suite struct ESTTests {
+@Suite(.tags(.slow)) struct ESTTests {
     @Test func cacertsAndCsrattrsAnswerAsRFC7030Says() throws {
         let fixture = try ESTFixture()
         let cacerts = try fixture.curl.run(["-s", "-S", "--cacert", fixture.data + "/ca/root.pem", "-i", fixture.est + "/cacerts"])

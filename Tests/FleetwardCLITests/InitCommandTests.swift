@@ -2,7 +2,7 @@ import FleetwardTestSupport
 import Foundation
 import Testing
 
-@Suite struct InitCommandTests {
+@Suite(.tags(.slow)) struct InitCommandTests {
     @Test func hierarchyVerifiesWithOpenSSLAndHasCAExtensions() throws {
         let cli = try CLI()
         let dir = try SharedAuthority.get()
@@ -161,16 +161,34 @@ import Testing
         let cli = try CLI()
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        // script(1) gives the command a pseudo-terminal; the answers arrive on it, each after a
-        // pause so that the prompt has turned echo off first (as a person would type).
-        let shell = try Tool("sh")
-        let command = "\(cli.fleetward.executable) init --data \(dir.file("data")) --kdf-iterations 2000"
-        let result = try shell.run(
-            [
-                "-c",
-                "(sleep 1; printf 'typed secret 123\\n'; sleep 1; printf 'typed secret 123\\n'; sleep 3) | script -qec \"$0\" /dev/null",
-                command,
-            ],
+        // A pseudo-terminal (Python's pty): each answer is typed once its prompt has been shown,
+        // as a person would, after the prompt has turned echo off.
+        let typist = """
+            import os, pty, sys, time
+            pid, fd = pty.fork()
+            if pid == 0:
+                os.execv(sys.argv[1], sys.argv[1:])
+            seen = b""
+            def read_until(marker, limit=30):
+                global seen
+                deadline = time.time() + limit
+                while marker not in seen and time.time() < deadline:
+                    try:
+                        chunk = os.read(fd, 4096)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    seen += chunk
+            for prompt in (b"Passphrase for the new CA keys: ", b"Repeat the passphrase: "):
+                read_until(prompt)
+                os.write(fd, b"typed secret 123\\n")
+            read_until(b"\\0", 60)
+            sys.stdout.write(seen.decode(errors="replace"))
+            sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+            """
+        let result = try Tool("python3").run(
+            ["-c", typist, cli.fleetward.executable, "init", "--data", dir.file("data"), "--kdf-iterations", "2000"],
             removingEnvironment: ["FLEETWARD_PASSPHRASE"], timeout: 60
         )
         #expect(result.succeeded, "\(result)")

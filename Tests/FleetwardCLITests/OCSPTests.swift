@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// The OCSP responder, asked by `openssl ocsp` and by curl with hand-broken requests.
-@Suite struct OCSPTests {
+@Suite(.tags(.slow)) struct OCSPTests {
     static func base(_ fixture: ESTFixture) -> String { fixture.api.replacingOccurrences(of: "/api/v1", with: "") }
 
     /// `openssl ocsp` for `certificates` under `issuer`: its stdout and stderr together.

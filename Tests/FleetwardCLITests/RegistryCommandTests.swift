@@ -2,7 +2,7 @@ import FleetwardTestSupport
 import Foundation
 import Testing
 
-@Suite struct RegistryCommandTests {
+@Suite(.tags(.slow)) struct RegistryCommandTests {
     /// Writes an allow-list of `count` rows: secrets, every fifth a key fingerprint, every tenth with metadata.
     static func writeAllowList(_ path: String, count: Int, prefix: String = "DEV") throws {
         var text = "id,secret,key_sha256,model,metadata\n"

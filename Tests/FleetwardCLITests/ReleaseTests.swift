@@ -9,7 +9,7 @@ import X509
 /// `fleetward release`: artifacts stored by hash, manifests signed by the release key that the
 /// root certified (checked with openssl alone), and the device kit's verifier refusing every
 /// tampered, stale, replayed, misdirected or wrongly signed manifest.
-@Suite struct ReleaseTests {
+@Suite(.tags(.slow)) struct ReleaseTests {
     let cli: CLI
     let directory: TemporaryDirectory
     let data: String

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// `fleetward serve` brings up the management API; checked with curl, a client nobody here wrote.
-@Suite(.serialized) struct ServeCommandTests {
+@Suite(.serialized, .tags(.slow)) struct ServeCommandTests {
     let cli: CLI
     let curl: Tool
     let directory: TemporaryDirectory

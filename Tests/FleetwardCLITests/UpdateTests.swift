@@ -10,7 +10,7 @@ import X509
 /// offering it through the gateway, `fleetward-agent update` checking, downloading, installing into
 /// the inactive slot, switching, health-checking and reporting; and every tampered, misdirected or
 /// interrupted update leaving the device on a working slot.
-@Suite struct UpdateTests {
+@Suite(.tags(.slow)) struct UpdateTests {
     static let secret = "secret-update-device-0123456789"
 
     /// Enrolls `id` (allow-listed with `secret`) with its own agent.

@@ -12,6 +12,13 @@ import Testing
 enum StoreKind: String, CaseIterable, CustomStringConvertible {
     case sqlite, postgres
     var description: String { rawValue }
+
+    /// `FLEETWARD_TEST_SKIP_POSTGRES=1` asks for the fast loop without PostgreSQL; otherwise a
+    /// missing PostgreSQL fails these tests with how to get one (scripts/test.sh starts one).
+    static let postgresSkipped = ProcessInfo.processInfo.environment["FLEETWARD_TEST_SKIP_POSTGRES"] == "1"
+
+    /// The stores each conformance test runs against.
+    static let underTest: [StoreKind] = postgresSkipped ? [.sqlite] : allCases
 }
 
 /// A store of one kind in a fresh database, with a way to edit rows behind its back.
@@ -54,7 +61,7 @@ struct StoreUnderTest {
     }
 }
 
-@Suite struct RegistryStoreConformanceTests {
+@Suite(.tags(.database)) struct RegistryStoreConformanceTests {
     static let now = Date(timeIntervalSince1970: 1_767_225_600)
 
     func device(_ id: String, state: DeviceState = .allowed, owner: String? = nil) throws -> Device {
@@ -63,7 +70,7 @@ struct StoreUnderTest {
             createdAt: Self.now)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func migrationsRunOnceAndAgainAreNoOps(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -77,7 +84,7 @@ struct StoreUnderTest {
         (reopened as? PostgresRegistryStore)?.shutdown()
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func insertsReadsAndRefusesDuplicates(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -91,7 +98,7 @@ struct StoreUnderTest {
         #expect(try await store.auditEntries(from: 1, limit: 10).count == 1, "a refused insert left an audit entry")
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func theAuditFeedNamesEachChangedSubjectInOrder(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -112,7 +119,8 @@ struct StoreUnderTest {
 
     /// PostgreSQL pushes every append to the audit log, from any node, to the other nodes'
     /// listeners (LISTEN/NOTIFY); SQLite has no push, so its followers poll.
-    @Test func postgresNotifiesOtherNodesOfEveryAuditAppend() async throws {
+    @Test(.disabled(if: StoreKind.postgresSkipped, "FLEETWARD_TEST_SKIP_POSTGRES=1"))
+    func postgresNotifiesOtherNodesOfEveryAuditAppend() async throws {
         let sqlite = try await StoreUnderTest(.sqlite)
         #expect(sqlite.store.auditAppends() == nil)
         sqlite.close()
@@ -146,7 +154,7 @@ struct StoreUnderTest {
         #expect(try await subject.store.auditHead() == 2)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func updateStatesAreOnePerDeviceAndReleaseAndAnOfferNeverOverwritesAReport(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -170,7 +178,7 @@ struct StoreUnderTest {
         }
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func telemetryIsKeptPerDeviceNewestFirst(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -198,7 +206,7 @@ struct StoreUnderTest {
         #expect(try await store.auditHead() == 2, "telemetry is not a registry change and is not audited")
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func importCountsDuplicatesAndAuditsEachBatch(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -217,7 +225,7 @@ struct StoreUnderTest {
         #expect(audit[1].after == "{\"lines\":\"2-52\",\"inserted\":1,\"duplicates\":50}")
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func listsWithFiltersAndCursor(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -237,7 +245,7 @@ struct StoreUnderTest {
         #expect(try await store.devices(matching: DeviceFilter(model: "x' OR '1'='1"), after: nil, limit: 100).isEmpty)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func transitionsAreCheckedRecordedAndChangeNothingWhenRefused(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -263,7 +271,7 @@ struct StoreUnderTest {
         #expect(try await store.verifyAudit() == .intact(entries: 4))
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func auditVerificationCatchesARowEditedBehindTheStoresBack(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -285,7 +293,7 @@ struct StoreUnderTest {
         #expect(removed == 2)
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func twoNodesWritingAtOnceKeepOneUnbrokenAuditChain(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -312,7 +320,7 @@ struct StoreUnderTest {
         #expect(try await second.deviceCounts() == [.allowed: 80])
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.underTest)
     func tokensRoundTripWithoutTheirSecret(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
@@ -335,8 +343,8 @@ struct StoreUnderTest {
     }
 }
 
-@Suite struct MetadataEncodingTests {
-    @Test(arguments: StoreKind.allCases)
+@Suite(.tags(.database)) struct MetadataEncodingTests {
+    @Test(arguments: StoreKind.underTest)
     func metadataRoundTripsThroughTheStoreWithAwkwardCharacters(_ kind: StoreKind) async throws {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }

@@ -1,5 +1,6 @@
 import Crypto
 import FleetwardAuthority
+import FleetwardKeyCustody
 import FleetwardPKI
 import FleetwardRegistry
 import FleetwardRegistrySQLite
@@ -8,6 +9,7 @@ import FleetwardTestSupport
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
 import HummingbirdTesting
 import NIOCore
 import Testing
@@ -19,7 +21,7 @@ struct APIFixture {
     static let roles = ["admin", "manufacturer", "operator", "alice", "bob"]
 
     let directory: TemporaryDirectory
-    let store: SQLiteRegistryStore
+    let server: FleetServer
     let api: ManagementAPI
     let tokens: [String: String]
     let spareTokenID: String
@@ -27,14 +29,26 @@ struct APIFixture {
     let freeCode: String
     let caPEM: String
 
+    var store: any RegistryStore { server.store }
+
+    /// A data directory with a CA made with the fewest PBKDF2 iterations, served by the same
+    /// composition root as `serve`.
+    static func makeServer(in directory: TemporaryDirectory) async throws -> FleetServer {
+        let data = DataDirectory(path: directory.file("data"))
+        let passphrase = Passphrase("api-fixture-passphrase")
+        _ = try CAHierarchy.create(
+            in: data, configuration: AuthorityConfiguration(kdfIterations: PBES2.minimumIterations), passphrase: passphrase)
+        var configuration = ServerConfiguration(directory: data, passphrase: passphrase, logger: Logger(label: "test"))
+        configuration.claimCodeIterations = ClaimCodes.minimumIterations
+        return try await FleetServer.make(configuration)
+    }
+
     /// - Parameter aliceState: the state `D-ALICE` starts in.
     static func make(aliceState: DeviceState = .active) async throws -> APIFixture {
         let directory = try TemporaryDirectory()
-        let store = try SQLiteRegistryStore(path: directory.file("registry.sqlite"))
-        try await store.migrate()
-        let hasher = SecretHasher(key: SymmetricKey(size: .bits256))
-        var api = ManagementAPI(store: store, hasher: hasher)
-        api.claimCodeIterations = ClaimCodes.minimumIterations
+        let server = try await makeServer(in: directory)
+        let registrar = server.registrar
+        let hasher = server.hasher
         let now = Date()
         var tokens: [String: String] = [:]
         for (name, role, owner) in [
@@ -42,35 +56,37 @@ struct APIFixture {
             ("alice", .owner, "alice"), ("bob", .owner, "bob"),
         ] as [(String, Role, String?)] {
             let created = try APITokens.make(role: role, owner: owner, hasher: hasher)
-            try await store.insert(created.record, by: .console, at: now)
+            try await registrar.createAPIToken(created.record, by: .console, at: now)
             tokens[name] = created.token
         }
         let spare = try APITokens.make(role: .admin, owner: nil, hasher: hasher)
-        try await store.insert(spare.record, by: .console, at: now)
-        try await store.insert(try Owner(id: "carol", createdAt: now), by: .console, at: now)
-        try await store.insert(
+        try await registrar.createAPIToken(spare.record, by: .console, at: now)
+        try await registrar.createOwner(try Owner(id: "carol", createdAt: now), by: .console, at: now)
+        try await registrar.register(
             Device(
                 id: try DeviceID("D-ALICE"), state: aliceState, owner: "alice", model: "sensor",
                 proof: .secret(hmac: hasher.hash(Array("s".utf8))),
                 createdAt: now), by: .console, at: now)
-        try await store.insert(
+        try await registrar.register(
             Device(id: try DeviceID("D-FREE"), model: "sensor", proof: .secret(hmac: [1]), createdAt: now), by: .console, at: now)
-        try await store.insert(
-            CertificateRecord(
-                serial: "4a01", deviceID: try DeviceID("D-ALICE"), profile: "device", owner: "alice", notBefore: now,
-                notAfter: now.addingTimeInterval(86_400), sha256: String(repeating: "ab", count: 32), issuedAt: now),
+        try await registrar.recordCertificates(
+            [
+                CertificateRecord(
+                    serial: "4a01", deviceID: try DeviceID("D-ALICE"), profile: "device", owner: "alice", notBefore: now,
+                    notAfter: now.addingTimeInterval(86_400), sha256: String(repeating: "ab", count: 32), issuedAt: now)
+            ],
             by: .console, at: now)
         let freeCode = ClaimCodes.generate()
-        try await store.setClaimCode(
+        try await registrar.setClaimCode(
             try ClaimCodes.record(for: freeCode, device: try DeviceID("D-FREE"), iterations: ClaimCodes.minimumIterations), by: .console,
             at: now)
         let pki = try TestPKI()
         let caPEM = PEM.encode(try TestPKI.derBytes(pki.factory), label: "CERTIFICATE")
         let group = try EnrollmentGroups.make(name: "acme", caCertificate: Array(caPEM.utf8), autoApprove: true)
-        try await store.insert(group, by: .console, at: now)
+        try await registrar.createGroup(group, by: .console, at: now)
         let otherCA = PEM.encode(try TestPKI.derBytes(pki.issuing), label: "CERTIFICATE")
         return APIFixture(
-            directory: directory, store: store, api: api, tokens: tokens, spareTokenID: spare.record.id, groupID: group.id,
+            directory: directory, server: server, api: server.api, tokens: tokens, spareTokenID: spare.record.id, groupID: group.id,
             freeCode: freeCode, caPEM: otherCA)
     }
 

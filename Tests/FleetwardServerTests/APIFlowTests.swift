@@ -118,7 +118,7 @@ import Testing
             }
         }
         #expect(token.hasPrefix("fwe_") && token.count > 40)
-        let database = try fixture.directory.read("registry.sqlite") + ((try? fixture.directory.read("registry.sqlite-wal")) ?? [])
+        let database = try fixture.directory.read("data/registry.sqlite") + ((try? fixture.directory.read("data/registry.sqlite-wal")) ?? [])
         #expect(!Data(database).contains(Data(token.utf8)), "the token is stored in the clear")
         #expect(!Data(database).contains(Data(token.dropFirst(4).utf8)))
     }

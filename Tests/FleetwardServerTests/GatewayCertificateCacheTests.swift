@@ -1,5 +1,6 @@
 import Crypto
 import FleetwardPKI
+import FleetwardRegistry
 import FleetwardRegistrySQLite
 import FleetwardTestSupport
 import Foundation
@@ -25,7 +26,7 @@ import X509
         defer { directory.remove() }
         let clock = Clock()
         let gateway = Gateway(
-            store: try SQLiteRegistryStore(path: directory.file("registry.sqlite")), issuing: pki.issuing,
+            registrar: Registrar(store: try SQLiteRegistryStore(path: directory.file("registry.sqlite"))), issuing: pki.issuing,
             logger: Logger(label: "test"), now: { clock() })
         var rng = SeededRandom(seed: 7)
         let key = P256.Signing.PrivateKey()

@@ -88,6 +88,17 @@ struct RouteCase: Sendable, CustomStringConvertible {
         RouteCase(.delete, "/api/v1/tokens/{token}", path: { "/api/v1/tokens/\($0.spareTokenID)" }, [204, 403, 403, 403, 403]),
         RouteCase(.get, "/api/v1/audit", [200, 403, 200, 403, 403]),
         RouteCase(.get, "/api/v1/openapi.json", [200, 200, 200, 200, 200]),
+        // Revocation status is public: relying parties carry no token.
+        RouteCase(.get, "/crl/issuing.crl", [200, 200, 200, 200, 200]),
+        RouteCase(.get, "/crl/factory.crl", [200, 200, 200, 200, 200]),
+        RouteCase(.get, "/crl/root.crl", [200, 200, 200, 200, 200]),
+        RouteCase(.post, "/ocsp", body: { _ in "not an OCSP request" }, contentType: "application/ocsp-request", [200, 200, 200, 200, 200]),
+        RouteCase(.get, "/ocsp/{request}", path: { _ in "/ocsp/MAA%3D" }, [200, 200, 200, 200, 200]),
+    ]
+
+    /// Routes every caller may use without a token.
+    static let publicRoutes: Set<String> = [
+        ManagementAPI.openAPIPath, "/crl/issuing.crl", "/crl/factory.crl", "/crl/root.crl", "/ocsp", "/ocsp/{request}",
     ]
 
     @Test(arguments: cases)
@@ -122,7 +133,7 @@ struct RouteCase: Sendable, CustomStringConvertible {
         let before = try await fixture.snapshot()
         var api = fixture.api
         api.authenticationLimiter = AttemptLimiter(.init(maximumFailures: 10_000, window: 60))
-        for route in Self.cases where route.route != ManagementAPI.openAPIPath {
+        for route in Self.cases where !Self.publicRoutes.contains(route.route) {
             for authorization in [
                 nil, "Bearer fwt_0000000000000000_nope", "Basic YWRtaW46YWRtaW4=", "Bearer", "Bearer \(String(repeating: "x", count: 600))",
             ] {
@@ -189,7 +200,7 @@ struct RouteCase: Sendable, CustomStringConvertible {
         let fixture = try await APIFixture.make()
         defer { fixture.close() }
         @Sendable func normalize(_ path: String) -> String {
-            path.split(separator: "/").map { $0.hasPrefix("{") || $0.hasPrefix(":") ? "{}" : String($0) }.joined(separator: "/")
+            path.split(separator: "/").map { $0.hasPrefix("{") || $0.hasPrefix(":") || $0 == "**" ? "{}" : String($0) }.joined(separator: "/")
         }
         let served = Set(fixture.api.router().routes.map { "\($0.method.rawValue) \(normalize("\($0.path)"))" })
         let documented = try await fixture.test { client in

@@ -22,12 +22,12 @@ public final class EnrollmentBatcher: Sendable {
         var flushing = false
     }
 
-    private let store: any RegistryStore
+    private let registrar: Registrar
     private let now: @Sendable () -> Date
     private let state = Mutex(State())
 
-    public init(store: any RegistryStore, now: @escaping @Sendable () -> Date = Date.init) {
-        self.store = store
+    public init(registrar: Registrar, now: @escaping @Sendable () -> Date = Date.init) {
+        self.registrar = registrar
         self.now = now
     }
 
@@ -57,7 +57,7 @@ public final class EnrollmentBatcher: Sendable {
             }
             guard !batch.isEmpty else { return }
             do {
-                let results = try await store.enroll(batch: batch.map { ($0.record, $0.actor) }, at: now())
+                let results = try await registrar.enroll(batch: batch.map { ($0.record, $0.actor) }, at: now())
                 for (pending, result) in zip(batch, results) {
                     pending.continuation.resume(with: result.mapError { $0 as any Error })
                 }

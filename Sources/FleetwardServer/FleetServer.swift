@@ -1,0 +1,144 @@
+public import FleetwardAuthority
+public import FleetwardKeyCustody
+import FleetwardPKI
+public import FleetwardRegistry
+public import Foundation
+import Hummingbird
+public import Logging
+public import ServiceLifecycle
+
+/// What `fleetward serve` runs, as one value: where it listens and how it behaves.
+public struct ServerConfiguration: Sendable {
+    /// The data directory, holding a CA (`fleetward init`).
+    public var directory: DataDirectory
+    /// The passphrase that opens the CA keys and the registry's sealed key.
+    public var passphrase: Passphrase
+    /// PostgreSQL (`postgres://…`); nil: SQLite inside the data directory.
+    public var databaseURL: String?
+    public var apiAddress = ListenAddress(host: "127.0.0.1", port: 8080)
+    public var estAddress = ListenAddress(host: "127.0.0.1", port: 8443)
+    public var gatewayAddress = ListenAddress(host: "127.0.0.1", port: 9443)
+    /// Also accept TLS 1.2 on the gateway, for legacy devices.
+    public var gatewayTLS12 = false
+    /// Reverse-proxy mode: the backend the gateway forwards device requests to.
+    public var upstream: Upstream?
+    /// How long operational certificates last (nil: the device profile's default).
+    public var deviceLifetime: TimeInterval?
+    /// PBKDF2 iterations for new claim codes.
+    public var claimCodeIterations = ClaimCodes.defaultIterations
+    /// How often the gateway polls the audit log where the store cannot push changes (SQLite).
+    public var watchInterval: Duration = .milliseconds(200)
+    /// Warnings and errors of the listeners; the gateway's refusals at `notice`.
+    public var logger: Logger
+
+    public init(directory: DataDirectory, passphrase: Passphrase, logger: Logger) {
+        self.directory = directory
+        self.passphrase = passphrase
+        self.logger = logger
+    }
+}
+
+/// The one composition root: every service of a running Fleetward, built explicitly from a
+/// ``ServerConfiguration`` (no optional service set later, no globals), used by `serve`, `demo`
+/// and the tests alike.
+public struct FleetServer: Sendable {
+    /// The listeners, by the name `serve` prints.
+    public enum Listener: String, Sendable, CaseIterable {
+        case api = "management API"
+        case est = "EST"
+        case gateway
+    }
+
+    public let configuration: ServerConfiguration
+    public let authority: CertificateAuthority
+    public let custodian: EncryptedFileKeyCustodian
+    public let store: any RegistryStore
+    public let registrar: Registrar
+    public let hasher: SecretHasher
+    public let enroller: Enroller
+    public let claims: ClaimCodeDesk
+    public let revocation: RevocationPublisher
+    public let ocsp: OCSPService
+    public let api: ManagementAPI
+    public let est: ESTService
+    public let gateway: Gateway
+    public let updates: UpdateCatalog
+
+    /// Opens the data directory's CA, registry and secrets and builds every service. Checks that
+    /// the passphrase opens the issuing and factory keys, so a wrong one fails here, at start.
+    /// - Throws: ``AuthorityError`` `notInitialized` when the directory holds no CA,
+    ///   ``KeyCustodyError`` for a wrong passphrase, ``RegistryError`` when the registry fails.
+    public static func make(_ configuration: ServerConfiguration) async throws -> FleetServer {
+        let directory = configuration.directory
+        let hierarchy = try CAHierarchy.load(from: directory)
+        let custodian = EncryptedFileKeyCustodian(directory: directory.path, passphrase: configuration.passphrase)
+        let authority = CertificateAuthority(hierarchy: hierarchy, custodian: custodian)
+        _ = try authority.issuer(for: .issuing)
+        _ = try authority.issuer(for: .factory)
+        let store = try await RegistryAccess.openStore(directory, databaseURL: configuration.databaseURL)
+        let hasher = try RegistryAccess.openHasher(directory, passphrase: configuration.passphrase)
+        return FleetServer(configuration: configuration, authority: authority, custodian: custodian, store: store, hasher: hasher)
+    }
+
+    private init(
+        configuration: ServerConfiguration, authority: CertificateAuthority, custodian: EncryptedFileKeyCustodian, store: any RegistryStore,
+        hasher: SecretHasher
+    ) {
+        self.configuration = configuration
+        self.authority = authority
+        self.custodian = custodian
+        self.store = store
+        self.hasher = hasher
+        registrar = Registrar(store: store)
+        enroller = Enroller(authority: authority, registrar: registrar, hasher: hasher, deviceLifetime: configuration.deviceLifetime)
+        claims = ClaimCodeDesk(registrar: registrar, iterations: configuration.claimCodeIterations)
+        revocation = RevocationPublisher(authority: authority, store: store)
+        ocsp = OCSPService(authority: authority, registrar: registrar)
+        api = ManagementAPI(registrar: registrar, hasher: hasher, claims: claims, revocation: revocation, ocsp: ocsp)
+        est = ESTService(enroller: enroller)
+        var gatewayLogger = configuration.logger
+        gatewayLogger.logLevel = min(gatewayLogger.logLevel, .notice)
+        gateway = Gateway(
+            registrar: registrar, issuing: authority.hierarchy.member(.issuing).certificate,
+            factory: authority.hierarchy.member(.factory).certificate, logger: gatewayLogger)
+        updates = UpdateCatalog(repository: ReleaseRepository(directory: configuration.directory))
+    }
+
+    /// The listeners and the gateway's registry watch, to run in one `ServiceGroup`;
+    /// `onListening` hears each listener's bound address once it accepts connections.
+    public func services(
+        onListening: @escaping @Sendable (Listener, ListenAddress) async -> Void = { _, _ in }
+    ) throws -> [any Service] {
+        let directory = configuration.directory
+        let logger = configuration.logger
+        let serverChain = try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20)
+        let serverKey = try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER
+        return [
+            ManagementServer.application(api, address: configuration.apiAddress, logger: logger) { await onListening(.api, $0) },
+            try ESTServer.application(
+                est, address: configuration.estAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey, logger: logger
+            ) { await onListening(.est, $0) },
+            try GatewayServer.application(
+                gateway, address: configuration.gatewayAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey,
+                allowTLS12: configuration.gatewayTLS12, upstream: configuration.upstream, updates: updates, logger: logger
+            ) { await onListening(.gateway, $0) },
+            GatewayWatcher(gateway: gateway, interval: configuration.watchInterval),
+        ]
+    }
+}
+
+/// Runs ``Gateway/watch(interval:fallback:)`` as a service.
+struct GatewayWatcher: Service {
+    let gateway: Gateway
+    let interval: Duration
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            do {
+                try await gateway.watch(interval: interval)
+            } catch is CancellationError {
+                return
+            }
+        }
+    }
+}

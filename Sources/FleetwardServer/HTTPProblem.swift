@@ -1,0 +1,133 @@
+public import FleetwardAuthority
+import FleetwardKeyCustody
+public import FleetwardPKI
+public import FleetwardRegistry
+import Foundation
+public import HTTPTypes
+public import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// An error as HTTP answers it: a status, one sentence, and any headers it needs (`Retry-After`,
+/// `Allow`, `WWW-Authenticate`). Every listener turns errors into answers through ``from(_:)``:
+/// the one place where an error of any module becomes a status. The management API and the
+/// gateway answer it as JSON (`{"error": {"status", "code", "message"}}`), EST as one line of
+/// text/plain.
+public struct HTTPProblem: Error, Sendable, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var message: String
+    public var headers: HTTPFields
+
+    public init(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:]) {
+        self.status = status
+        self.message = message
+        self.headers = headers
+    }
+
+    public var description: String { "\(status.code) \(message)" }
+
+    /// The problem for any error: each module's error by its code, Hummingbird's HTTP errors by
+    /// their status; anything else is a 500 whose detail goes to the log, not the client.
+    public static func from(_ error: any Error) -> HTTPProblem {
+        switch error {
+        case let problem as HTTPProblem:
+            return problem
+        case let registry as RegistryError:
+            switch registry.code {
+            case .notFound: return HTTPProblem(.notFound, registry.message)
+            case .forbidden: return HTTPProblem(.forbidden, registry.message)
+            case .duplicate, .illegalTransition: return HTTPProblem(.conflict, registry.message)
+            case .invalidInput: return HTTPProblem(.badRequest, registry.message)
+            case .storage: return HTTPProblem(.serviceUnavailable, "the registry database is unavailable; try again")
+            default: return HTTPProblem(.internalServerError, "internal error")
+            }
+        case let authority as AuthorityError:
+            switch authority.code {
+            case .invalidRequest: return HTTPProblem(.badRequest, authority.message)
+            case .unauthenticated: return HTTPProblem(.unauthorized, authority.message)
+            case .forbidden: return HTTPProblem(.forbidden, authority.message)
+            case .notFound: return HTTPProblem(.notFound, authority.message)
+            case .conflict, .alreadyInitialized: return HTTPProblem(.conflict, authority.message)
+            case .tooManyRequests:
+                return HTTPProblem(.tooManyRequests, authority.message, headers: [.retryAfter: "\(authority.retryAfter ?? 60)"])
+            case .unavailable: return HTTPProblem(.serviceUnavailable, authority.message)
+            default: return HTTPProblem(.internalServerError, "internal error")
+            }
+        case let pki as PKIError:
+            return HTTPProblem(.badRequest, pki.description)
+        case is KeyCustodyError:
+            return HTTPProblem(.serviceUnavailable, "a CA key cannot be used now; try again")
+        case let http as HTTPError:
+            return HTTPProblem(http.status, http.body ?? http.status.reasonPhrase, headers: http.headers)
+        case let response as any HTTPResponseError:
+            let message = response.status == .contentTooLarge ? "the request body is too large" : response.status.reasonPhrase
+            return HTTPProblem(response.status, message)
+        default:
+            return HTTPProblem(.internalServerError, "internal error")
+        }
+    }
+
+    /// The problem for `error`, logging the detail of a 5xx (database text, driver errors) with
+    /// the request's path; the client gets the generic sentence.
+    static func from(_ error: any Error, path: some StringProtocol, logger: Logger) -> HTTPProblem {
+        let problem = from(error)
+        if problem.status.code >= 500 {
+            logger.error("request failed", metadata: ["http.path": "\(path)", "error": "\(String(describing: error).prefix(300))"])
+        }
+        return problem
+    }
+
+    /// The JSON answer.
+    func response() -> Response {
+        struct Body: Encodable {
+            struct Detail: Encodable {
+                var status: Int
+                var code: String
+                var message: String
+            }
+            var error: Detail
+        }
+        let code = status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "-")
+        var response = JSONResponse.make(Body(error: .init(status: status.code, code: code, message: message)), status: status)
+        for field in headers { response.headers.append(field) }
+        return response
+    }
+
+    /// The text/plain answer (EST: RFC 7030 §4.2.3 leaves the body free).
+    var textAnswer: DeviceHTTPAnswer {
+        var fields: HTTPHeaders = ["Content-Type": "text/plain; charset=utf-8"]
+        for field in headers { fields.add(name: field.name.canonicalName, value: field.value) }
+        return .complete(
+            HTTPResponseStatus(statusCode: status.code, reasonPhrase: status.reasonPhrase), headers: fields,
+            body: ByteBuffer(string: message + "\n"))
+    }
+}
+
+/// Turns every error, from a route or from Hummingbird (no such route, body too large), into a
+/// JSON error response; unexpected errors are logged and answered 500 without detail.
+struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            return HTTPProblem.from(error, path: request.uri.path, logger: context.logger).response()
+        }
+    }
+}
+
+/// JSON responses: sorted keys, ISO 8601 dates.
+enum JSONResponse {
+    static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }
+
+    static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        let data = (try? encoder().encode(value)) ?? Data("{}".utf8)
+        return Response(
+            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
