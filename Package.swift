@@ -1,4 +1,5 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
 
 let strictSettings: [SwiftSetting] = [
@@ -257,6 +258,8 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            // Run by path with python3, not bundled.
+            exclude: ["Fixtures/check_answers.py"],
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -280,3 +283,20 @@ let package = Package(
         ),
     ]
 )
+
+// libFuzzer targets, only for scripts/fuzz.sh (FLEETWARD_FUZZ=1): they need -sanitize=fuzzer,
+// which an ordinary build does not pass, so they stay out of the default build.
+if ProcessInfo.processInfo.environment["FLEETWARD_FUZZ"] == "1" {
+    package.targets.append(
+        .executableTarget(
+            name: "FleetwardFuzz",
+            dependencies: [
+                "CFleetwardFuzzEntry", "FleetwardPKI", "FleetwardRegistry", "FleetwardDevice",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ))
+    package.targets.append(.target(name: "CFleetwardFuzzEntry"))
+    package.products.append(.executable(name: "fleetward-fuzz", targets: ["FleetwardFuzz"]))
+}

@@ -2,7 +2,7 @@
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
 # postgresql, the sqlite3 shell, curl, nginx (run as the test's own process, never the system service), the util-linux/bsdutils tools for terminal tests, and
 # openapi-spec-validator from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
-# `swift test`, and stops the cluster again.
+# `swift test`, fuzzes every parser briefly (scripts/fuzz.sh), and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +44,17 @@ set +e
 swift test 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+# Every libFuzzer target for a short bounded time (FLEETWARD_FUZZ_SECONDS each, default 10; 0
+# skips): a separate sanitized build under .build-fuzz, then each parser on a seed corpus.
+fuzz_seconds=${FLEETWARD_FUZZ_SECONDS:-10}
+if [ "$fuzz_seconds" != 0 ]; then
+  echo "Fuzzing every parser for ${fuzz_seconds} s each (scripts/fuzz.sh all ${fuzz_seconds})…" >&2
+  if ! scripts/fuzz.sh all "$fuzz_seconds"; then
+    echo "fuzzing found a failing input (kept under .build-fuzz/findings/)" >&2
+    status=1
+  fi
+fi
 
 # One plain closing line for any reader: Swift Testing's own summary counts issues, not tests.
 total=$(grep -oE 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)

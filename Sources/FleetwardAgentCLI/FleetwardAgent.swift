@@ -102,6 +102,11 @@ struct DeviceOptions: ParsableArguments {
         let key = try DeviceUniqueKey.load(path: uniqueKey, createIfMissing: create)
         return DeviceAgent(config: config, store: CredentialStore(directory: credentials, uniqueKey: key))
     }
+
+    /// The anti-rollback counter, beside the device-unique key (apart from the credentials).
+    func counter() throws -> SealedCounterFile {
+        SealedCounterFile.beside(uniqueKeyPath: uniqueKey, uniqueKey: try DeviceUniqueKey.load(path: uniqueKey))
+    }
 }
 
 enum AgentOutput {
@@ -129,8 +134,15 @@ enum AgentOutput {
 /// Reads a secret from `--x` or `--x-file` (a file keeps it out of the process list).
 func secretValue(_ value: String?, file: String?, name: String) throws -> String? {
     if let file {
-        guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read --\(name)-file \(file)") }
+        // `-` reads it from standard input: nothing on the command line or in a file at all.
+        let data = file == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: file)
+        guard let data else { throw ValidationError("cannot read --\(name)-file \(file)") }
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+    if value != nil {
+        // Any user on the host can read a process's arguments (ps, /proc/PID/cmdline).
+        FileHandle.standardError.write(
+            Data("fleetward-agent: warning: --\(name) on the command line is visible to other users of this host; use --\(name)-file FILE (or - for standard input)\n".utf8))
     }
     return value
 }

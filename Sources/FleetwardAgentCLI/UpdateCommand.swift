@@ -35,9 +35,11 @@ struct UpdateCommand: AsyncParsableCommand {
         var json = false
 
         func updater(healthCheck: String? = nil, healthTimeout: Double = 60) throws -> Updater {
-            Updater(
+            var updater = Updater(
                 agent: try device.agent(), slots: SlotStore(directory: slots), model: model, channel: channel, healthCheck: healthCheck,
                 healthTimeout: .milliseconds(Int64(healthTimeout * 1000)))
+            updater.counter = try device.counter()
+            return updater
         }
     }
 

@@ -43,29 +43,26 @@ public struct AllowListImport: Sendable {
     }
 
     /// Pass 1: counts the rows and collects the malformed ones.
+    /// - Throws: ``AuthorityError`` `invalidRequest` when the file as a whole cannot be read (no
+    ///   or a wrong header, empty), whatever ``skipInvalid`` says.
     public func validate() throws -> (rows: Int, errors: [AllowListRowError], rejected: Int) {
         var parser = AllowListParser()
         var rows = 0
         var rejected = 0
         var errors: [AllowListRowError] = []
-        try Self.stream(path) { chunk in
-            parser.feed(chunk) { result in
-                switch result {
-                case .success: rows += 1
-                case .failure(let error):
-                    rejected += 1
-                    if errors.count < Self.maximumReportedErrors { errors.append(error) }
-                }
-            }
-        }
-        parser.finish { result in
+        var fileError: AllowListRowError?
+        func add(_ result: Result<AllowListRow, AllowListRowError>) {
             switch result {
             case .success: rows += 1
+            case .failure(let error) where error.isFileLevel: fileError = error
             case .failure(let error):
                 rejected += 1
                 if errors.count < Self.maximumReportedErrors { errors.append(error) }
             }
         }
+        try Self.stream(path) { chunk in parser.feed(chunk, add) }
+        parser.finish(add)
+        if let fileError { throw AuthorityError(.invalidRequest, "\(path) cannot be imported: \(fileError)") }
         return (rows, errors, rejected)
     }
 
@@ -176,9 +173,11 @@ public struct AllowListImport: Sendable {
         var rows: [AllowListRow] = []
         var errors: [AllowListRowError] = []
         var rejected = 0
+        var fileError: AllowListRowError?
         func add(_ result: Result<AllowListRow, AllowListRowError>) {
             switch result {
             case .success(let row): rows.append(row)
+            case .failure(let error) where error.isFileLevel: fileError = error
             case .failure(let error):
                 rejected += 1
                 if errors.count < maximumReportedErrors { errors.append(error) }
@@ -186,6 +185,7 @@ public struct AllowListImport: Sendable {
         }
         parser.feed(bytes[...], add)
         parser.finish(add)
+        if let fileError { throw AuthorityError(.invalidRequest, "the allow-list cannot be imported: \(fileError)") }
         if rejected > 0 {
             let shown = errors.prefix(3).map(\.description).joined(separator: "; ")
             let more = rejected > 3 ? "; and \(rejected - 3) more" : ""

@@ -26,6 +26,21 @@ public final class AttemptLimiter: Sendable {
         self.capacity = capacity
     }
 
+    /// The key an attempt from `address` counts under: an IPv4 address as it is, an IPv6 address
+    /// by its /64 (one host usually holds a whole /64, so counting single addresses would let it
+    /// rotate through 2^64 of them), an IPv4-mapped IPv6 address as its IPv4 address.
+    public static func addressKey(_ address: String?) -> String {
+        guard let address else { return "local" }
+        var raw = in6_addr()
+        guard address.contains(":"), inet_pton(AF_INET6, address, &raw) == 1 else { return address }
+        let octets = withUnsafeBytes(of: &raw) { Array($0) }
+        if octets[0..<10].allSatisfy({ $0 == 0 }), octets[10] == 0xFF, octets[11] == 0xFF {
+            return octets[12..<16].map(String.init).joined(separator: ".")
+        }
+        return stride(from: 0, to: 8, by: 2).map { String(UInt16(octets[$0]) << 8 | UInt16(octets[$0 + 1]), radix: 16) }
+            .joined(separator: ":") + "::/64"
+    }
+
     /// True when no key has a failure on record: the common case, checked before any key is built.
     public var isEmpty: Bool { failures.withLock { $0.isEmpty } }
 

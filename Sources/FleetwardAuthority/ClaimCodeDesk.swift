@@ -24,14 +24,14 @@ public struct ClaimCodeDesk: Sendable {
         self.limiter = limiter
     }
 
-    /// A new claim code for device `id`, replacing one not yet used; returns the code to print
-    /// (shown once, stored only hashed).
-    /// - Throws: ``RegistryError`` from ``Registrar/setClaimCode(_:by:at:)``.
-    public func issue(for id: DeviceID, by actor: Actor, at time: Date) async throws -> String {
+    /// A new claim code for device `id` (with `rotate`, replacing one not yet used); returns the
+    /// code to print (shown once, stored only hashed).
+    /// - Throws: ``RegistryError`` from ``Registrar/setClaimCode(_:rotate:by:at:)``.
+    public func issue(for id: DeviceID, rotate: Bool = false, by actor: Actor, at time: Date) async throws -> String {
         let code = ClaimCodes.generate()
         let iterations = iterations
         let record = try await Self.offload { try ClaimCodes.record(for: code, device: id, iterations: iterations) }
-        try await registrar.setClaimCode(record, by: actor, at: time)
+        try await registrar.setClaimCode(record, rotate: rotate, by: actor, at: time)
         return code
     }
 
@@ -44,7 +44,7 @@ public struct ClaimCodeDesk: Sendable {
     /// - Throws: ``AuthorityError`` `tooManyRequests`, `forbidden` (the code does not match);
     ///   ``RegistryError`` from ``Registrar/claim(_:verifiedHash:by:at:)``.
     public func claim(_ id: DeviceID, code typed: String, by actor: Actor, from address: String?, at time: Date) async throws -> Device {
-        let keys = ["claim-device:\(id)", "claim-address:\(address ?? "local")"]
+        let keys = ["claim-device:\(id)", "claim-address:\(AttemptLimiter.addressKey(address))"]
         if let wait = keys.compactMap({ limiter.retryAfter($0, now: time) }).max() {
             throw AuthorityError(.tooManyRequests, "too many failed claims; try again later", retryAfter: wait)
         }

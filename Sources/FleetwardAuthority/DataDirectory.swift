@@ -32,6 +32,8 @@ public struct DataDirectory: Sendable {
     public var registryDatabasePath: String { path + "/registry.sqlite" }
     /// The sealed key the registry hashes secrets with.
     public var registryKeyPath: String { caDirectory + "/registry.seal" }
+    /// The root's CRL, signed where the root key is (`fleetward ca root-crl`) when it is kept off this host.
+    public var offlineRootCRLPath: String { caDirectory + "/root.crl" }
 
     /// The certificate path of the CA with `role`.
     public func certificatePath(of role: CARole) -> String { caDirectory + "/\(role.rawValue).pem" }

@@ -38,26 +38,29 @@ public final class Enroller: Sendable {
     public let registrar: Registrar
     let hasher: SecretHasher
     let batcher: EnrollmentBatcher
-    /// Failed proofs per device and per address before `tooManyRequests`.
-    let limiter: AttemptLimiter
+    /// Failed proofs per address, and a backoff per device that a stranger cannot turn into a lockout.
+    let throttle: EnrollmentThrottle
     /// How long operational certificates last (nil: the device profile's default, 30 days).
     let deviceLifetime: TimeInterval?
     /// Seconds a pending device is told to wait.
     let pendingRetryAfter: Int
+    /// Where refusals of stolen, revoked or suspended devices are recorded.
+    let securityEvents: SecurityEventLog?
     let now: @Sendable () -> Date
     let issuing: Certificate
     let factory: Certificate
 
     public init(
         authority: CertificateAuthority, registrar: Registrar, hasher: SecretHasher, deviceLifetime: TimeInterval? = nil,
-        limiter: AttemptLimiter = AttemptLimiter(.init(maximumFailures: 10, window: 900)), pendingRetryAfter: Int = 300,
+        throttle: EnrollmentThrottle = EnrollmentThrottle(), pendingRetryAfter: Int = 300, securityEvents: SecurityEventLog? = nil,
         now: @escaping @Sendable () -> Date = Date.init
     ) {
+        self.securityEvents = securityEvents
         self.authority = authority
         self.registrar = registrar
         self.hasher = hasher
         self.deviceLifetime = deviceLifetime
-        self.limiter = limiter
+        self.throttle = throttle
         self.pendingRetryAfter = pendingRetryAfter
         self.now = now
         batcher = EnrollmentBatcher(registrar: registrar, now: now)
@@ -74,8 +77,8 @@ public final class Enroller: Sendable {
         var acceptedStates: Set<DeviceState>
         var bindOwner: String?
         var method: String
-        /// For a group whose devices wait for approval.
-        var pendingGroup = false
+        /// The enrollment group whose CA vouched for the device.
+        var group: EnrollmentGroup?
         /// The key fingerprint the CSR must carry (public-key proof).
         var requiredKeySHA256: [UInt8]?
         /// The enrollment token to spend with the enrollment.
@@ -93,12 +96,38 @@ public final class Enroller: Sendable {
         -> Outcome
     {
         do {
-            return try await enrollChecked(csr, with: credential, renewal: renewal, from: address)
-        } catch let error as RegistryError {
-            throw error.code == .storage
-                ? AuthorityError(.unavailable, "the registry database is unavailable; try again", underlying: error)
-                : AuthorityError(.forbidden, error.message, underlying: error)
+            do {
+                return try await enrollChecked(csr, with: credential, renewal: renewal, from: address)
+            } catch let error as RegistryError {
+                throw error.code == .storage
+                    ? AuthorityError(.unavailable, "the registry database is unavailable; try again", underlying: error)
+                    : AuthorityError(.forbidden, error.message, underlying: error)
+            }
+        } catch let error as AuthorityError where error.code == .forbidden {
+            await recordRefusal(error, credential: credential, from: address)
+            throw error
         }
+    }
+
+    /// A refused device that is stolen, revoked or suspended, or a revoked certificate, is a
+    /// security event.
+    private func recordRefusal(_ error: AuthorityError, credential: Credential, from address: String?) async {
+        guard let securityEvents else { return }
+        var id: DeviceID?
+        var serial: String?
+        switch credential {
+        case .password(let user, _): id = try? DeviceID(user)
+        case .certificate(let certificate, _, _):
+            serial = certificate.serialNumber.hexString.lowercased()
+            id = DeviceID.named(by: certificate.subject).flatMap { try? DeviceID($0) }
+        case .none: break
+        }
+        let device = try? await id.asyncMap { try await store.device($0) } ?? nil
+        let alarming = [DeviceState.stolen, .revoked, .suspended].contains(device?.state) || error.message.contains("revoked")
+        guard alarming else { return }
+        securityEvents.record(
+            kind: SecurityEventLog.enrollmentRefused, device: id?.rawValue, serial: serial, address: address,
+            detail: error.message + (device.map { " (device is \($0.state))" } ?? ""))
     }
 
     private func enrollChecked(_ csr: CertificateRequest, with credential: Credential, renewal: Bool, from address: String?)
@@ -120,14 +149,20 @@ public final class Enroller: Sendable {
             recordFailure(proof.device.id, from: address)
             throw AuthorityError(.unauthenticated, "the CSR's key is not the key registered for this device")
         }
-        if proof.pendingGroup {
-            let stored = try await store.device(proof.device.id)
-            if stored == nil {
+        if let group = proof.group {
+            switch EnrollmentRules.admission(into: group, of: proof.device.id, stored: try await store.device(proof.device.id)) {
+            case .refuse(let reason):
+                throw AuthorityError(.forbidden, reason)
+            case .pending:
+                return .pending(retryAfter: pendingRetryAfter)
+            case .register(pending: true):
                 var pending = proof.device
                 pending.state = .pending
                 try? await registrar.register(pending, by: Self.actor(proof), at: now())
+                return .pending(retryAfter: pendingRetryAfter)
+            case .register(pending: false), .enroll:
+                break
             }
-            if stored == nil || stored?.state == .pending { return .pending(retryAfter: pendingRetryAfter) }
         }
         let identity = CertificateIdentity.device(proof.device.id)
         do {
@@ -143,9 +178,9 @@ public final class Enroller: Sendable {
             certificate: CertificateRecord(
                 serial: issued.serialNumber.hexString, deviceID: proof.device.id, profile: issued.profile.rawValue, owner: nil,
                 notBefore: issued.notValidBefore, notAfter: issued.notValidAfter, sha256: issued.sha256Fingerprint, issuedAt: time),
-            method: proof.method, tokenHMAC: proof.tokenHMAC)
+            method: proof.method, tokenHMAC: proof.tokenHMAC, group: proof.group?.id)
         _ = try await batcher.enroll(record, by: Self.actor(proof))
-        if !limiter.isEmpty { limiter.reset("est-device:\(proof.device.id)") }
+        throttle.recordSuccess(device: proof.device.id.rawValue)
         return .issued(issued)
     }
 
@@ -160,12 +195,8 @@ public final class Enroller: Sendable {
             throw AuthorityError(.unauthenticated, "the user name is not a device ID")
         }
         let time = now()
-        if !limiter.isEmpty {
-            for key in ["est-device:\(id)", "est-address:\(address ?? "local")"] {
-                if let wait = limiter.retryAfter(key, now: time) {
-                    throw AuthorityError(.tooManyRequests, "too many failed attempts; try again later", retryAfter: wait)
-                }
-            }
+        if let wait = throttle.retryAfter(device: id.rawValue, address: address, now: time) {
+            throw AuthorityError(.tooManyRequests, "too many failed attempts; try again later", retryAfter: wait)
         }
         let refused = AuthorityError(.unauthenticated, "device \(id) did not prove itself")
         guard let device = try await store.device(id) else {
@@ -195,9 +226,7 @@ public final class Enroller: Sendable {
     }
 
     private func recordFailure(_ id: DeviceID, from address: String?) {
-        let time = now()
-        limiter.recordFailure("est-device:\(id)", now: time)
-        limiter.recordFailure("est-address:\(address ?? "local")", now: time)
+        throttle.recordFailure(device: id.rawValue, address: address, now: now())
     }
 
     /// A birth certificate (factory CA), a certificate under a registered enrollment group, or,
@@ -212,7 +241,15 @@ public final class Enroller: Sendable {
                 throw AuthorityError(.forbidden, "this certificate is not an operational device certificate")
             }
             guard renewal else { throw AuthorityError(.forbidden, "an operational certificate renews with simplereenroll") }
-            try await requireUnrevoked(summary)
+            // The same checks as the gateway's: this very certificate (serial and fingerprint) is
+            // on record for this device and not revoked.
+            let serial = summary.serialNumber.lowercased()
+            guard let record = try await store.certificate(serial: serial), record.deviceID == id,
+                record.sha256.lowercased() == summary.sha256Fingerprint.lowercased()
+            else {
+                throw AuthorityError(.forbidden, "certificate \(summary.serialNumber) is not on record for device \(id)")
+            }
+            guard record.revocation == nil else { throw AuthorityError(.forbidden, "certificate \(summary.serialNumber) is revoked") }
             guard let device = try await store.device(id) else { throw AuthorityError(.forbidden, "device \(id) is not registered") }
             return Proof(device: device, acceptedStates: [.active], method: "reenroll")
         }
@@ -238,10 +275,11 @@ public final class Enroller: Sendable {
                 throw AuthorityError(.forbidden, "the certificate names no device ID (subject serialNumber or commonName)")
             }
             let stored = try await store.device(id)
-            let template = Device(id: id, model: group.name, metadata: ["group": group.id], proof: .none, createdAt: time)
+            let template = Device(
+                id: id, model: group.name, metadata: ["group": group.id], proof: .none, createdAt: time, group: group.id,
+                registeredBy: "group:\(group.id)")
             return Proof(
-                device: stored ?? template, registerIfMissing: true, acceptedStates: [.allowed, .active], method: "group",
-                pendingGroup: !group.autoApprove)
+                device: stored ?? template, registerIfMissing: true, acceptedStates: [.allowed, .active], method: "group", group: group)
         }
         throw AuthorityError(.forbidden, "the client certificate is not from the factory CA or a registered enrollment group")
     }

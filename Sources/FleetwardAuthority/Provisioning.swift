@@ -48,7 +48,12 @@ public enum EnrollmentGroups {
     ///
     /// - Throws: ``RegistryError`` `invalidInput` when the name is empty or long, the input is
     ///   not one certificate, or the certificate is not a CA (basicConstraints cA).
-    public static func make(name: String, caCertificate: [UInt8], autoApprove: Bool, now: Date = Date()) throws -> EnrollmentGroup {
+    public static func make(
+        name: String, caCertificate: [UInt8], autoApprove: Bool, idPattern: String? = nil, now: Date = Date()
+    ) throws -> EnrollmentGroup {
+        if let idPattern, !EnrollmentGroup.isValidPattern(idPattern) {
+            throw AuthorityError(.invalidRequest, "an ID pattern is 1 to 64 letters, digits, '-', '.', '*' and '?'")
+        }
         let trimmed = name.trimmingCharacters(in: .whitespaces)
         guard !trimmed.isEmpty, trimmed.utf8.count <= 100, !trimmed.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
             throw AuthorityError(.invalidRequest, "a group name is 1 to 100 printable characters")
@@ -66,7 +71,8 @@ public enum EnrollmentGroups {
         }
         return EnrollmentGroup(
             id: RandomText.hex(bytes: 8), name: trimmed, caCertificateDER: der,
-            caSHA256: SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined(), autoApprove: autoApprove, createdAt: now)
+            caSHA256: SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined(), autoApprove: autoApprove, createdAt: now,
+            idPattern: idPattern)
     }
 }
 

@@ -69,7 +69,8 @@ public struct ReleaseRepository: Sendable {
     /// Stores `file` content-addressed (streamed, hashed as it is copied; `progress` gets bytes
     /// done and total) and writes its manifest, signed, with the next manifest version.
     public func publish(
-        file: String, version: String, models: [String], channel: String, rollout: Int, lifetime: TimeInterval, key: SigningKey,
+        file: String, version: String, models: [String], channel: String, rollout: Int, lifetime: TimeInterval, downgrade: Bool = false,
+        key: SigningKey,
         now: Date = Date(), progress: (Int64, Int64) -> Void = { _, _ in }
     ) throws -> PublishedRelease {
         try Self.check(version: version, models: models, channel: channel, rollout: rollout, lifetime: lifetime)
@@ -82,7 +83,8 @@ public struct ReleaseRepository: Sendable {
         let artifact = try storeArtifact(file, progress: progress)
         let manifest = ReleaseManifest(
             manifestVersion: (existing.map(\.manifest.manifestVersion).max() ?? 0) + 1, version: version, models: models,
-            channel: channel, rollout: rollout, artifact: artifact, issued: now, expires: now.addingTimeInterval(lifetime))
+            channel: channel, rollout: rollout, artifact: artifact, issued: now, expires: now.addingTimeInterval(lifetime),
+            downgrade: downgrade ? true : nil)
         return try write(manifest, key: key)
     }
 
@@ -211,8 +213,8 @@ public struct ReleaseRepository: Sendable {
         }
         guard safe(channel) else { throw AuthorityError(.invalidConfiguration, "channel must be 1 to 64 of A-Z a-z 0-9 . - _ +") }
         guard (0...100).contains(rollout) else { throw AuthorityError(.invalidConfiguration, "rollout is a percentage, 0 to 100") }
-        guard (3600...(5 * 365 * 86_400)).contains(lifetime) else {
-            throw AuthorityError(.invalidConfiguration, "a manifest lives 1 hour to 5 years")
+        guard (3600...(366 * 86_400)).contains(lifetime) else {
+            throw AuthorityError(.invalidConfiguration, "a manifest lives 1 hour to 366 days (re-sign it with 'release promote' to extend)")
         }
     }
 }

@@ -70,7 +70,7 @@ struct CertCommand: ParsableCommand {
                 hierarchy: hierarchy, custodian: EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase)
             )
             let issued = try authority.issue(request, profile: profile, identity: identity, issuerRole: issuerRole, days: days)
-            try await record(issued, in: directory)
+            try await record(issued, of: request, passphrase: passphrase)
             if let out {
                 try AtomicFile.write(Array(issued.pem.utf8), to: out, permissions: 0o644)
             }
@@ -83,18 +83,33 @@ struct CertCommand: ParsableCommand {
             }
         }
 
-        /// Records the certificate in the registry (and its audit log), linked to its device when
-        /// the device is registered, so revoking the device revokes it too.
-        func record(_ issued: IssuedCertificate, in directory: DataDirectory) async throws {
-            let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
-            var device: Device?
-            if case .device(let id) = issued.identity { device = try await store.device(id) }
+        /// Records the certificate in the registry (and its audit log). A device or birth
+        /// certificate is linked to its device, so revoking or reporting the device stolen revokes
+        /// it too; a device not yet registered is registered with it (by the CSR key's
+        /// fingerprint; active for a device certificate, allowed for a birth certificate).
+        func record(_ issued: IssuedCertificate, of request: CertificateRequest, passphrase: Passphrase) async throws {
+            let registrar = try await dataOptions.openRegistrar(passphrase: passphrase).registrar
             let now = Date()
-            try await Registrar(store: store).recordCertificates(
-                [CertificateRecord(
-                    serial: issued.serialNumber.hexString, deviceID: device?.id, profile: issued.profile.rawValue, owner: device?.owner,
-                    notBefore: issued.notValidBefore, notAfter: issued.notValidAfter, sha256: issued.sha256Fingerprint, issuedAt: now)],
-                by: .console, at: now)
+            var deviceID: DeviceID?
+            var register: [Device] = []
+            var owner: String?
+            if case .device(let id) = issued.identity {
+                deviceID = id
+                if let device = try await registrar.store.device(id) {
+                    owner = device.owner
+                } else {
+                    register.append(
+                        Device(
+                            id: id, state: issued.profile == .device ? .active : .allowed, model: "console",
+                            proof: .publicKey(sha256: request.subjectPublicKeySHA256), createdAt: now))
+                }
+            }
+            try await registrar.recordCertificates(
+                [
+                    CertificateRecord(
+                        serial: issued.serialNumber.hexString, deviceID: deviceID, profile: issued.profile.rawValue, owner: owner,
+                        notBefore: issued.notValidBefore, notAfter: issued.notValidAfter, sha256: issued.sha256Fingerprint, issuedAt: now)
+                ], registering: register, by: .console, at: now)
         }
 
         func makeIdentity(_ profile: CertificateProfile) throws -> CertificateIdentity {
@@ -181,8 +196,8 @@ struct CertCommand: ParsableCommand {
                 throw ValidationError("--serial must be 2 to 42 hex digits")
             }
             let reason = try RevocationReason(name: reason)
-            let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
-            let record = try await Registrar(store: store).revokeCertificate(serial: serial, reason: reason, by: .console, at: Date())
+            let record = try await dataOptions.openRegistrar().registrar.revokeCertificate(
+                serial: serial, reason: reason, by: .console, at: Date())
             if output.json {
                 try Output.printJSON(record.publicView)
             } else {

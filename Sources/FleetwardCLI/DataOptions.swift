@@ -1,5 +1,7 @@
 import ArgumentParser
 import FleetwardAuthority
+import FleetwardKeyCustody
+import FleetwardRegistry
 import Foundation
 
 /// `--data DIR`, shared by every command that works on a data directory.
@@ -26,6 +28,16 @@ struct DataOptions: ParsableArguments {
 
     var directory: DataDirectory {
         DataDirectory(path: data ?? ProcessInfo.processInfo.environment["FLEETWARD_DATA"] ?? "fleetward-data")
+    }
+
+    /// The registry for a command that changes it. Every change's audit entry is sealed with a MAC
+    /// under the data directory's sealed registry key, so every such command needs the passphrase
+    /// (docs/THREATS.md: the console acts as admin, and proves it the same way each time).
+    func openRegistrar(passphrase: Passphrase? = nil) async throws -> (registrar: Registrar, hasher: SecretHasher) {
+        let store = try await RegistryAccess.openStore(directory, databaseURL: databaseURL)
+        let passphrase = try passphrase ?? PassphraseSource.read(purpose: "for the registry key", confirm: false)
+        let hasher = try RegistryAccess.openHasher(directory, passphrase: passphrase)
+        return (Registrar(store: store, sealer: hasher.auditSealer), hasher)
     }
 }
 

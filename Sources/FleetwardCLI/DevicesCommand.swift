@@ -39,15 +39,12 @@ struct DevicesCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard (1...1_000_000).contains(batch) else { throw ValidationError("--batch must be 1 to 1000000") }
-            let directory = dataOptions.directory
-            let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
-            let passphrase = try PassphraseSource.read(purpose: "for the registry key", confirm: false)
-            let hasher = try RegistryAccess.openHasher(directory, passphrase: passphrase)
+            let (registrar, hasher) = try await dataOptions.openRegistrar()
             var job = AllowListImport(path: file)
             job.batchSize = batch
             job.skipInvalid = skipInvalid
             let bar = ProgressBar(enabled: !output.json && isatty(STDERR_FILENO) == 1)
-            let summary = try await job.run(into: Registrar(store: store), hasher: hasher, by: .console, progress: { bar.update($0) })
+            let summary = try await job.run(into: registrar, hasher: hasher, by: .console, progress: { bar.update($0) })
             bar.finish()
             if output.json {
                 try Output.printJSON(summary)
@@ -133,8 +130,7 @@ struct DevicesCommand: AsyncParsableCommand {
     enum Transition {
         static func run(_ event: LifecycleStateMachine.Event, id: String, dataOptions: DataOptions, output: OutputOptions) async throws {
             let deviceID = try DeviceID(id)
-            let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
-            let device = try await Registrar(store: store).apply(event, to: deviceID, by: .console, at: Date())
+            let device = try await dataOptions.openRegistrar().registrar.apply(event, to: deviceID, by: .console, at: Date())
             if output.json {
                 try Output.printJSON(device.publicView)
             } else {

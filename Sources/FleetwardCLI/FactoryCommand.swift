@@ -43,7 +43,8 @@ struct FactoryCommand: AsyncParsableCommand {
             batch.model = model
             batch.days = days
             let showProgress = !output.json && isatty(STDERR_FILENO) == 1
-            let summary = try await batch.run(authority: authority, registrar: Registrar(store: store), by: .console) { done, total in
+            let registrar = try await dataOptions.openRegistrar(passphrase: passphrase).registrar
+            let summary = try await batch.run(authority: authority, registrar: registrar, by: .console) { done, total in
                 if showProgress { FileHandle.standardError.write(Data("\r  signing \(done)/\(total)…".utf8)) }
             }
             if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }

@@ -33,7 +33,7 @@ struct ReleaseCommand: AsyncParsableCommand {
             // On record like every certificate, so `cert revoke` can revoke it (root CRL).
             let now = Date()
             let der = try DERBytesOf.certificate(certificate)
-            try await Registrar(store: store).recordCertificates(
+            try await dataOptions.openRegistrar(passphrase: passphrase).registrar.recordCertificates(
                 [CertificateRecord(
                     serial: certificate.serialNumber.hexString, deviceID: nil,
                     profile: CertificateProfile.codesign.rawValue, owner: nil, notBefore: certificate.notValidBefore,
@@ -66,15 +66,19 @@ struct ReleaseCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The share of the fleet offered it, 0 to 100.", valueName: "percent"))
         var rollout = 100
 
-        @Option(help: ArgumentHelp("How long the manifest is valid: 30d, 12h (1 h to 5 years).", valueName: "duration"))
-        var expires = "30d"
+        @Option(help: ArgumentHelp("How long the manifest is valid: 90d, 12h (1 h to 366 d; default 90 d).", valueName: "duration"))
+        var expires = "90d"
+
+        @Flag(help: "Sign it as a downgrade: devices running a newer version take it (they refuse older releases otherwise).")
+        var downgrade = false
 
         func run() async throws {
             let lifetime = try LifetimeParser.seconds(expires)
             let (repository, key) = try await ReleaseCommand.signer(dataOptions)
             let showProgress = !output.json && isatty(STDERR_FILENO) == 1
             let release = try repository.publish(
-                file: file, version: version, models: model, channel: channel, rollout: rollout, lifetime: lifetime, key: key
+                file: file, version: version, models: model, channel: channel, rollout: rollout, lifetime: lifetime, downgrade: downgrade,
+                key: key
             ) { done, total in
                 guard showProgress else { return }
                 FileHandle.standardError.write(Data("\r  storing \(done >> 20)/\(total >> 20) MiB…".utf8))

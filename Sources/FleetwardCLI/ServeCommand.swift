@@ -64,6 +64,37 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(name: .customLong("gateway-tls12"), help: "Also accept TLS 1.2 on the gateway, for legacy devices (TLS 1.3 only by default).")
     var gatewayTLS12 = false
 
+    @Option(
+        name: .customLong("handshake-timeout"),
+        help: ArgumentHelp("Seconds a client of EST or the gateway has to finish its TLS handshake (default 10).", valueName: "seconds"))
+    var handshakeTimeout = 10
+
+    @Option(
+        name: .customLong("est-idle-timeout"),
+        help: ArgumentHelp("Seconds an EST connection may sit idle between requests (default 60).", valueName: "seconds"))
+    var estIdleTimeout = 60
+
+    @Option(
+        name: .customLong("max-connections"),
+        help: ArgumentHelp("Connections EST and the gateway each hold at most (default 4096 and 19000).", valueName: "n"))
+    var maxConnections: Int?
+
+    @Option(
+        name: .customLong("max-connections-per-address"),
+        help: ArgumentHelp(
+            "Connections one address (an IPv6 /64) may hold on EST and on the gateway (default 256 and 4096).", valueName: "n"))
+    var maxConnectionsPerAddress: Int?
+
+    @Option(
+        name: .customLong("telemetry-per-minute"),
+        help: ArgumentHelp("Telemetry messages a device may send a minute on average, bursts of half that again (default 60).", valueName: "n"))
+    var telemetryPerMinute = 60.0
+
+    @Option(
+        name: .customLong("telemetry-retention"),
+        help: ArgumentHelp("Days telemetry is kept (default 30); each device keeps at most its newest 10,000 messages.", valueName: "days"))
+    var telemetryRetention = 30.0
+
     func run() async throws {
         let logger = Logger(label: "fleetward.serve")
         let apiAddress = try ListenAddress(parsing: apiListen)
@@ -98,6 +129,29 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.gatewayTLS12 = gatewayTLS12
         configuration.upstream = upstreamService
         configuration.deviceLifetime = lifetime
+        guard (1...300).contains(handshakeTimeout), (1...86_400).contains(estIdleTimeout) else {
+            throw ValidationError("--handshake-timeout must be 1 to 300 s and --est-idle-timeout 1 to 86400 s")
+        }
+        guard telemetryPerMinute > 0, telemetryPerMinute <= 60_000, telemetryRetention > 0, telemetryRetention <= 3650 else {
+            throw ValidationError("--telemetry-per-minute must be above 0 (at most 60000) and --telemetry-retention 0 to 3650 days")
+        }
+        for listener in [\ServerConfiguration.estLimits, \ServerConfiguration.gatewayLimits] {
+            configuration[keyPath: listener].handshakeTimeout = .seconds(handshakeTimeout)
+            if let maxConnections {
+                guard (1...1_000_000).contains(maxConnections) else { throw ValidationError("--max-connections must be 1 to 1000000") }
+                configuration[keyPath: listener].maximumConnections = maxConnections
+            }
+            if let maxConnectionsPerAddress {
+                guard (1...1_000_000).contains(maxConnectionsPerAddress) else {
+                    throw ValidationError("--max-connections-per-address must be 1 to 1000000")
+                }
+                configuration[keyPath: listener].maximumConnectionsPerAddress = maxConnectionsPerAddress
+            }
+        }
+        configuration.estLimits.idleTimeout = .seconds(estIdleTimeout)
+        configuration.telemetry.messagesPerMinute = telemetryPerMinute
+        configuration.telemetry.burst = max(1, telemetryPerMinute / 2)
+        configuration.telemetry.retention = telemetryRetention * 86_400
         let server = try await FleetServer.make(configuration)
         logger.info("certificate authority ready", metadata: ["fleetward.data": "\(directory.path)"])
         let report = try HierarchyReport(hierarchy: server.authority.hierarchy)

@@ -124,7 +124,7 @@ public final class GatewayConnection: Sendable {
             head.headers.add(name: "Content-Length", value: "\(request.body.count)")
         }
         for (name, value) in request.headers { head.headers.add(name: name, value: value) }
-        guard channel.isActive else { throw DeviceError(.unreachable, "the connection to \(endpoint) is closed") }
+        guard channel.isActive else { throw DeviceError(.unreachable, "\(endpoint) closed the connection") }
         let promise = channel.eventLoop.makePromise(of: HTTP1Response.self)
         // A write that never reaches the exchange handler (the channel closed meanwhile) fails the answer too.
         let written = channel.eventLoop.makePromise(of: Void.self)

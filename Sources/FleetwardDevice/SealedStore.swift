@@ -22,6 +22,12 @@ public struct DeviceUniqueKey: Sendable {
                 try AtomicFile.write(fresh, to: path, permissions: 0o600)
             }
         }
+        // Like a CA key file: a key others can read is no secret.
+        if let mode = AtomicFile.permissions(of: path), mode & 0o077 != 0 {
+            throw DeviceError(
+                .sealedStore,
+                "the device-unique key \(path) can be read by others (mode \(String(mode, radix: 8))); make it 0600 (chmod 600 \(path))")
+        }
         let bytes: [UInt8]
         do {
             bytes = try AtomicFile.read(path, limit: 4096)
@@ -161,6 +167,8 @@ public struct DeviceCredential: Sendable, Codable, Equatable {
     public var owner: String?
     /// The highest update manifest version this device accepted (anti-rollback).
     public var acceptedManifestVersion: UInt64
+    /// The release version installed last (a lower one is refused unless signed as a downgrade).
+    public var installedVersion: String?
 
     public init(
         deviceID: String, operational: Operational? = nil, birth: Birth? = nil, owner: String? = nil, acceptedManifestVersion: UInt64 = 0

@@ -223,6 +223,8 @@ public struct Updater: Sendable {
     public var healthTimeout: Duration
     /// The bytes asked for per Range request.
     public var chunkSize: Int64 = 2 << 20
+    /// The anti-rollback counter kept apart from the credential store (nil: the store's alone).
+    public var counter: (any MonotonicCounter)?
 
     public init(
         agent: DeviceAgent, slots: SlotStore, model: String, channel: String = "stable", healthCheck: String? = nil,
@@ -251,7 +253,7 @@ public struct Updater: Sendable {
 
     /// What the gateway offers this device, unverified; nil when nothing is newer than what it accepted.
     func fetchOffer(on connection: GatewayConnection) async throws -> UpdateOffer? {
-        let accepted = try agent.credential().acceptedManifestVersion
+        let accepted = try acceptedVersion()
         let query = "channel=\(channel.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? channel)&after=\(accepted)"
         let response = try await connection.send(HTTP1Request(method: "GET", path: "/v1/updates?" + query))
         if response.status == 204 { return nil }
@@ -278,12 +280,26 @@ public struct Updater: Sendable {
         }
         let manifest = try verifier.verify(
             manifest: Array(bytes), signature: Array(signature), signer: signer, model: model,
-            acceptedVersion: try agent.credential().acceptedManifestVersion, now: now)
+            acceptedVersion: try acceptedVersion(), now: now)
         guard manifest.channel == channel else {
             throw DeviceError(
                 .updateRejected, "update refused: release \(manifest.version) is on channel \(manifest.channel), not \(channel)")
         }
+        // The firmware's own version only goes up too: a lower release needs a signed downgrade.
+        if let installed = try agent.credential().installedVersion, ReleaseVersion.isOlder(manifest.version, than: installed),
+            manifest.downgrade != true
+        {
+            throw DeviceError(
+                .updateRejected,
+                "update refused: release \(manifest.version) is older than the installed \(installed), and not signed as a downgrade")
+        }
         return (manifest, Array(bytes))
+    }
+
+    /// The highest manifest version accepted: the credential store's, or the counter's when the
+    /// store was restored from an older copy.
+    func acceptedVersion() throws -> UInt64 {
+        max(try agent.credential().acceptedManifestVersion, try counter?.value() ?? 0)
     }
 
     /// Finishes what an interrupted run left: a switch whose health check never ran is checked now
@@ -305,7 +321,7 @@ public struct Updater: Sendable {
             await report(connection, version: pending.version, state: "rolled-back", detail: failure, events: events)
             outcome = "release \(pending.version) failed its health check (\(failure)); switched back to \(pending.from)"
         } else {
-            try accept(pending.manifestVersion)
+            try accept(pending.manifestVersion, installed: pending.version)
             try slots.setPending(nil)
             await report(connection, version: pending.version, state: "installed", detail: nil, events: events)
             outcome = "release \(pending.version) passed its health check on \(pending.to)"
@@ -369,7 +385,7 @@ public struct Updater: Sendable {
             throw DeviceError(
                 .rolledBack, "release \(manifest.version) failed its health check (\(failure)); switched back to \(from)")
         }
-        try accept(manifest.manifestVersion)
+        try accept(manifest.manifestVersion, installed: manifest.version)
         try slots.setPending(nil)
         await report(connection, version: manifest.version, state: "installed", detail: nil, events: events)
         return .installed(version: manifest.version, slot: to)
@@ -437,11 +453,14 @@ public struct Updater: Sendable {
         return path
     }
 
-    /// Keeps `manifestVersion` in the sealed store: nothing at or below it is accepted again.
-    func accept(_ manifestVersion: UInt64) throws {
+    /// Keeps `manifestVersion` in the sealed store and the counter: nothing at or below it is
+    /// accepted again. With `installed`, records that release's version as the installed one.
+    func accept(_ manifestVersion: UInt64, installed version: String? = nil) throws {
         var credential = try agent.credential()
-        guard manifestVersion > credential.acceptedManifestVersion else { return }
-        credential.acceptedManifestVersion = manifestVersion
+        try counter?.advance(to: manifestVersion)
+        guard manifestVersion > credential.acceptedManifestVersion || version != nil else { return }
+        credential.acceptedManifestVersion = max(credential.acceptedManifestVersion, manifestVersion)
+        if let version { credential.installedVersion = version }
         try agent.store.save(credential)
     }
 

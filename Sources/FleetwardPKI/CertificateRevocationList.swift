@@ -94,6 +94,42 @@ extension CertificateIssuer {
 
 /// Reading a CRL as a relying party would: which serials it lists.
 public enum CRLReader {
+    /// When a DER CRL says the next one comes (its nextUpdate).
+    /// - Throws: ``PKIError`` `malformedInput` when it is not a CRL or has no nextUpdate.
+    public static func nextUpdate(_ der: [UInt8]) throws -> Date {
+        do {
+            let root = try DER.parse(der)
+            guard case .constructed(let list) = root.content, let tbs = list.first(where: { _ in true }),
+                case .constructed(let fields) = tbs.content
+            else { throw PKIError(.malformedInput, "the data is not a CRL") }
+            // version, signature, issuer, thisUpdate, nextUpdate
+            let times = fields.dropFirst(3).prefix(2).compactMap { node -> Date? in
+                if let time = try? UTCTime(derEncoded: node) { return date(time.year, time.month, time.day, time.hours, time.minutes, time.seconds) }
+                if let time = try? GeneralizedTime(derEncoded: node) {
+                    return date(time.year, time.month, time.day, time.hours, time.minutes, time.seconds)
+                }
+                return nil
+            }
+            guard times.count == 2 else { throw PKIError(.malformedInput, "the CRL has no nextUpdate") }
+            return times[1]
+        } catch let error as PKIError {
+            throw error
+        } catch {
+            throw PKIError(.malformedInput, "the data is not a CRL", underlying: error)
+        }
+    }
+
+    private static func date(_ year: Int, _ month: Int, _ day: Int, _ hours: Int, _ minutes: Int, _ seconds: Int) -> Date {
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900)
+        parts.tm_mon = Int32(month - 1)
+        parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(hours)
+        parts.tm_min = Int32(minutes)
+        parts.tm_sec = Int32(seconds)
+        return Date(timeIntervalSince1970: TimeInterval(timegm(&parts)))
+    }
+
     /// The serials (lower-case hex, no leading zero octets) a DER CRL lists. The signature is not
     /// checked here (`openssl crl -CAfile` does that).
     /// - Throws: ``PKIError`` `malformedInput` when it is not a CRL.

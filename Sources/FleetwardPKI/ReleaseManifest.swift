@@ -26,11 +26,15 @@ public struct ReleaseManifest: Codable, Sendable, Equatable {
     public var artifact: Artifact
     public var issued: Date
     public var expires: Date
+    /// Signed as a downgrade: devices running a higher version take it all the same (absent: they
+    /// refuse any release older than the one they run).
+    public var downgrade: Bool?
 
     public init(
         manifestVersion: UInt64, version: String, models: [String], channel: String, rollout: Int, artifact: Artifact, issued: Date,
-        expires: Date
+        expires: Date, downgrade: Bool? = nil
     ) {
+        self.downgrade = downgrade
         self.manifestVersion = manifestVersion
         self.version = version
         self.models = models
@@ -53,5 +57,43 @@ public struct ReleaseManifest: Codable, Sendable, Equatable {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
         return try decoder.decode(ReleaseManifest.self, from: Data(bytes))
+    }
+}
+
+/// Orders release versions as people write them: `1.10.0` after `1.9.2`, `2.0.0-rc.1` before
+/// `2.0.0`: dot-separated parts compared as numbers where both are numbers, else as text; a
+/// pre-release (after `-`) comes before the release itself.
+public enum ReleaseVersion {
+    public static func isOlder(_ a: String, than b: String) -> Bool {
+        compare(a, b) == .orderedAscending
+    }
+
+    static func compare(_ a: String, _ b: String) -> ComparisonResult {
+        func split(_ version: String) -> (core: [Substring], pre: Substring?) {
+            let parts = version.split(separator: "-", maxSplits: 1)
+            return (parts.first?.split(separator: ".") ?? [], parts.count > 1 ? parts[1] : nil)
+        }
+        func parts(_ x: [Substring], _ y: [Substring]) -> ComparisonResult {
+            for index in 0..<max(x.count, y.count) {
+                let left = index < x.count ? x[index] : "0"
+                let right = index < y.count ? y[index] : "0"
+                if let l = Int(left), let r = Int(right) {
+                    if l != r { return l < r ? .orderedAscending : .orderedDescending }
+                } else if left != right {
+                    return left < right ? .orderedAscending : .orderedDescending
+                }
+            }
+            return .orderedSame
+        }
+        let (coreA, preA) = split(a)
+        let (coreB, preB) = split(b)
+        let core = parts(coreA, coreB)
+        guard core == .orderedSame else { return core }
+        switch (preA, preB) {
+        case (nil, nil): return .orderedSame
+        case (nil, _): return .orderedDescending
+        case (_, nil): return .orderedAscending
+        case (let x?, let y?): return parts(x.split(separator: "."), y.split(separator: "."))
+        }
     }
 }

@@ -12,7 +12,7 @@
 /// | groups: read | ✓ | ✓ | ✓ | |
 /// | groups: create, delete | ✓ | | ✓ | |
 /// | API tokens | ✓ | | | |
-/// | audit log | ✓ | | ✓ | |
+/// | audit log, security events | ✓ | | ✓ | |
 ///
 /// An owner asking for another owner's device is told it does not exist (404), so device IDs
 /// cannot be probed.
@@ -33,6 +33,7 @@ public enum AccessPolicy {
         case manageGroups
         case manageTokens
         case readAudit
+        case readSecurityEvents
 
         public var description: String {
             switch self {
@@ -50,6 +51,7 @@ public enum AccessPolicy {
             case .manageGroups: "manage enrollment groups"
             case .manageTokens: "manage API tokens"
             case .readAudit: "read the audit log"
+            case .readSecurityEvents: "read security events"
             }
         }
     }
@@ -67,7 +69,7 @@ public enum AccessPolicy {
         case .readGroups: [.admin, .manufacturer, .operator]
         case .manageGroups: [.admin, .operator]
         case .manageTokens: [.admin]
-        case .readAudit: [.admin, .operator]
+        case .readAudit, .readSecurityEvents: [.admin, .operator]
         }
     }
 

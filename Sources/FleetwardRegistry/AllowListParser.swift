@@ -24,19 +24,32 @@ public struct AllowListRow: Sendable, Equatable {
     }
 }
 
-/// A row that could not be read, with its line number.
+/// A row that could not be read, with its line number. Messages name lines, columns and device
+/// IDs, never a field's value (a value in the wrong column may be a factory secret).
 public struct AllowListRowError: Error, Sendable, Equatable, CustomStringConvertible {
     public var line: Int
     public var message: String
+    /// The whole file is unreadable (no header, a wrong header, empty): no row can be imported,
+    /// whatever `--skip-invalid` says.
+    public var isFileLevel = false
+
+    public init(line: Int, message: String, isFileLevel: Bool = false) {
+        self.line = line
+        self.message = message
+        self.isFileLevel = isFileLevel
+    }
+
     public var description: String { "line \(line): \(message)" }
 }
 
 /// Streams an allow-list CSV (RFC 4180: comma-separated, `"` quoting, CRLF or LF).
 ///
-/// The first line must be the header `id,secret,key_sha256,model` with an optional fifth column
-/// `metadata`. Each row has an ID, exactly one of `secret` (the per-device factory secret, 16 to
-/// 256 bytes) or `key_sha256` (64 hex digits: SHA-256 of the device key's DER
-/// SubjectPublicKeyInfo), a model, and optional metadata as `key=value;key=value`.
+/// The first line is a header naming the columns, in any order: `id` and `model`, at least one
+/// of `secret` and `key_sha256`, and optionally `metadata` (`id,secret,model` is a whole file's
+/// header). Each row has an ID, exactly one of `secret` (the per-device factory secret, 16 to 256
+/// bytes) or `key_sha256` (64 hex digits: SHA-256 of the device key's DER SubjectPublicKeyInfo), a
+/// model, and optional metadata as `key=value;key=value`. A UTF-8 byte order mark (Excel writes
+/// one) is skipped. An ID given twice in one file is an error naming both lines.
 ///
 /// Feed bytes in any chunking with ``feed(_:_:)`` and call ``finish(_:)`` at the end; each row
 /// reaches the handler as a value or an ``AllowListRowError``.
@@ -44,6 +57,17 @@ public struct AllowListParser: Sendable {
     /// The longest line accepted, so a file without newlines cannot exhaust memory.
     public static let maximumLineBytes = 8192
     public static let header = ["id", "secret", "key_sha256", "model", "metadata"]
+    static let headerHelp = "the first line must be a header naming the columns: id, model, secret and/or key_sha256, optionally metadata"
+
+    /// Where each column is, once the header is read.
+    struct Columns: Sendable {
+        var count: Int
+        var id: Int
+        var secret: Int?
+        var keySHA256: Int?
+        var model: Int
+        var metadata: Int?
+    }
 
     /// The current row's bytes (fields unquoted), reused from row to row.
     private var row: [UInt8] = []
@@ -54,8 +78,14 @@ public struct AllowListParser: Sendable {
     private var quoteSeen = false  // the previous byte closed a quoted section
     private var line = 1
     private var rowStartLine = 1
-    private var columns: Int?
+    /// Nil until the header is read; a header that is wrong leaves `headerFailed` set.
+    private var columns: Columns?
+    private var headerFailed = false
     private var overlong = false
+    private var started = false
+    /// The line each ID was first seen on, by the ID's hash (64 bits: a collision in a million
+    /// rows is about one in 30 million files, and would only report a duplicate that is not one).
+    private var seen: [Int: Int] = [:]
 
     public init() {
         row.reserveCapacity(512)
@@ -69,6 +99,11 @@ public struct AllowListParser: Sendable {
     public mutating func feed(
         _ bytes: ArraySlice<UInt8>, _ handle: (Result<AllowListRow, AllowListRowError>) throws -> Void
     ) rethrows {
+        var bytes = bytes
+        if !started {
+            started = true
+            if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
+        }
         try bytes.withUnsafeBufferPointer { buffer in
             for byte in buffer {
                 try consume(byte, handle)
@@ -132,15 +167,9 @@ public struct AllowListParser: Sendable {
             bounds.append(fieldStart..<row.count)
             try endRow(handle)
         }
-        if columns == nil {
-            try handle(
-                .failure(
-                    AllowListRowError(
-                        line: 1,
-                        message:
-                            "the file is empty; the first line must be the header \(Self.header.prefix(4).joined(separator: ","))[,metadata]"
-                    )))
-            columns = 0
+        if columns == nil, !headerFailed {
+            try handle(.failure(AllowListRowError(line: 1, message: "the file is empty; \(Self.headerHelp)", isFileLevel: true)))
+            headerFailed = true
         }
     }
 
@@ -156,43 +185,91 @@ public struct AllowListParser: Sendable {
             try handle(.failure(AllowListRowError(line: rowLine, message: "the line is longer than \(Self.maximumLineBytes) bytes")))
             return
         }
+        if headerFailed { return }  // the header was wrong: nothing after it can be read
         guard let columns else {
-            let names = bounds.map { String(decoding: row[$0], as: UTF8.self).trimmingASCIIWhitespace().lowercased() }
-            if names == Array(Self.header.prefix(4)) || names == Self.header {
-                self.columns = names.count
-            } else {
-                self.columns = 0
-                try handle(
-                    .failure(
-                        AllowListRowError(
-                            line: rowLine,
-                            message:
-                                "the header must be \(Self.header.prefix(4).joined(separator: ","))[,metadata], not \(names.joined(separator: ",").prefix(80))"
-                        )))
+            switch Self.readHeader(bounds.map { row[$0] }) {
+            case .success(let read): self.columns = read
+            case .failure(let message):
+                headerFailed = true
+                try handle(.failure(AllowListRowError(line: rowLine, message: message, isFileLevel: true)))
             }
             return
         }
-        guard columns > 0 else { return }  // header was wrong: everything after is unreadable
         if bounds.count == 1 && bounds[0].isEmpty { return }  // blank line
-        try handle(Self.parse(bounds.map { row[$0] }, line: rowLine, columns: columns))
+        let parsed = Self.parse(bounds.map { row[$0] }, line: rowLine, columns: columns)
+        if case .success(let device) = parsed {
+            let key = device.id.rawValue.hashValue
+            if let first = seen[key] {
+                try handle(
+                    .failure(
+                        AllowListRowError(
+                            line: rowLine, message: "device \(device.id) is on line \(first) already: an ID appears once per file")))
+                return
+            }
+            seen[key] = rowLine
+        }
+        try handle(parsed)
     }
 
-    static func parse(_ fields: [ArraySlice<UInt8>], line: Int, columns: Int) -> Result<AllowListRow, AllowListRowError> {
+    enum HeaderOutcome {
+        case success(Columns)
+        case failure(String)
+    }
+
+    /// The columns a header names. An unknown name is reported only when it looks like a column
+    /// name; a line of data taken for a header (no header at all) is never echoed, since its
+    /// fields may be secrets.
+    static func readHeader(_ fields: [ArraySlice<UInt8>]) -> HeaderOutcome {
+        let names = fields.map { String(decoding: $0, as: UTF8.self).trimmingASCIIWhitespace().lowercased() }
+        var indices: [String: Int] = [:]
+        var unknown: [String] = []
+        for (index, name) in names.enumerated() {
+            if header.contains(name) {
+                guard indices[name] == nil else { return .failure("the header names column '\(name)' twice; \(headerHelp)") }
+                indices[name] = index
+            } else {
+                unknown.append(name)
+            }
+        }
+        guard let id = indices["id"], let model = indices["model"], indices["secret"] != nil || indices["key_sha256"] != nil else {
+            if indices.isEmpty {
+                return .failure("the first line is not a header (it names no known column); \(headerHelp)")
+            }
+            let missing = ["id", "model"].filter { indices[$0] == nil } + (indices["secret"] == nil && indices["key_sha256"] == nil
+                ? ["secret or key_sha256"] : [])
+            return .failure("the header lacks \(missing.joined(separator: ", ")); \(headerHelp)")
+        }
+        guard unknown.isEmpty else {
+            let nameLike = unknown.allSatisfy { name in
+                (1...32).contains(name.utf8.count) && name.utf8.allSatisfy { (0x61...0x7A).contains($0) || $0 == 0x5F }
+            }
+            return .failure(
+                nameLike
+                    ? "the header names unknown column\(unknown.count == 1 ? "" : "s") \(unknown.map { "'\($0)'" }.joined(separator: ", ")); \(headerHelp)"
+                    : "the header has \(unknown.count) column\(unknown.count == 1 ? "" : "s") that \(unknown.count == 1 ? "is" : "are") not known (not shown: they may be data); \(headerHelp)")
+        }
+        return .success(
+            Columns(
+                count: names.count, id: id, secret: indices["secret"], keySHA256: indices["key_sha256"], model: model,
+                metadata: indices["metadata"]))
+    }
+
+    static func parse(_ fields: [ArraySlice<UInt8>], line: Int, columns: Columns) -> Result<AllowListRow, AllowListRowError> {
         func fail(_ message: String) -> Result<AllowListRow, AllowListRowError> {
             .failure(AllowListRowError(line: line, message: message))
         }
-        guard fields.count == columns else {
-            return fail("expected \(columns) columns, found \(fields.count)")
+        guard fields.count == columns.count else {
+            return fail("expected \(columns.count) columns, found \(fields.count)")
         }
-        guard let idText = String(validating: fields[0], as: UTF8.self) else { return fail("the ID is not UTF-8") }
+        guard let idText = String(validating: fields[columns.id], as: UTF8.self) else { return fail("the ID is not UTF-8") }
         let id: DeviceID
         do {
             id = try DeviceID(idText)
         } catch {
             return fail("\(error)")
         }
-        let secret = fields[1]
-        let fingerprint = fields[2]
+        let secret = columns.secret.map { fields[$0] } ?? []
+        let fingerprint = columns.keySHA256.map { fields[$0] } ?? []
         let proof: AllowListRow.Proof
         switch (secret.isEmpty, fingerprint.isEmpty) {
         case (false, true):
@@ -212,14 +289,14 @@ public struct AllowListParser: Sendable {
         case (true, true):
             return fail("device \(id): an ID alone proves nothing; give a secret or a key_sha256")
         }
-        guard let model = String(validating: fields[3], as: UTF8.self), !model.isEmpty, model.utf8.count <= 64,
+        guard let model = String(validating: fields[columns.model], as: UTF8.self), !model.isEmpty, model.utf8.count <= 64,
             model.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
         else {
             return fail("device \(id): the model must be 1 to 64 printable characters")
         }
         var metadata: [String: String] = [:]
-        if columns == 5, !fields[4].isEmpty {
-            guard let text = String(validating: fields[4], as: UTF8.self) else { return fail("device \(id): metadata is not UTF-8") }
+        if let column = columns.metadata, !fields[column].isEmpty {
+            guard let text = String(validating: fields[column], as: UTF8.self) else { return fail("device \(id): metadata is not UTF-8") }
             for pair in text.split(separator: ";", omittingEmptySubsequences: true) {
                 let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                 guard parts.count == 2, !parts[0].isEmpty, parts[0].utf8.count <= 64, parts[1].utf8.count <= 256,

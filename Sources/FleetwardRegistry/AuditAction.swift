@@ -15,6 +15,7 @@ public enum AuditAction: String, Sendable, CaseIterable, CustomStringConvertible
     case deviceTransfer = "device.transfer"
     case deviceClaim = "device.claim"
     case deviceClaimCode = "device.claim-code"
+    case deviceClaimCodeRotate = "device.claim-code-rotate"
     case deviceEnrollmentToken = "device.enrollment-token"
     case enrollmentTokenRedeem = "enrollment-token.redeem"
     case ownerCreate = "owner.create"

@@ -24,6 +24,9 @@ public struct AuditEntry: Sendable, Equatable, Codable {
     public var previousHash: [UInt8]
     /// This entry's hash.
     public var hash: [UInt8]
+    /// HMAC of ``hash`` under the sealed registry key (``AuditSealer``); nil for entries written
+    /// before entries were sealed (schema 9).
+    public var mac: [UInt8]?
 
     /// The hash of the very first entry's predecessor.
     public static let genesisHash = [UInt8](repeating: 0, count: 32)
@@ -48,8 +51,9 @@ public struct AuditEntry: Sendable, Equatable, Codable {
     /// Rebuilds a stored entry as it was read.
     public init(
         sequence: Int64, timeMilliseconds: Int64, actor: String, action: String, subject: String,
-        before: String?, after: String?, previousHash: [UInt8], hash: [UInt8]
+        before: String?, after: String?, previousHash: [UInt8], hash: [UInt8], mac: [UInt8]? = nil
     ) {
+        self.mac = mac
         self.sequence = sequence
         self.timeMilliseconds = timeMilliseconds
         self.actor = actor
@@ -110,8 +114,17 @@ public struct AuditChainVerifier: Sendable {
     private var previous: (sequence: Int64, hash: [UInt8])?
     private var count: Int64 = 0
     public private(set) var outcome: Outcome = .intact(entries: 0)
+    /// With the sealed key, every entry's MAC is checked too, from the first sealed entry on.
+    private let sealer: AuditSealer?
+    private var sawSealed = false
+    /// The last entry checked (its sequence and hash), to compare with a checkpoint.
+    public var last: (sequence: Int64, hash: [UInt8])? { previous }
 
-    public init() {}
+    /// - Parameter sealer: checks each entry's MAC as well; entries written before entries were
+    ///   sealed (none has a MAC before them) pass on their hash alone.
+    public init(sealer: AuditSealer? = nil) {
+        self.sealer = sealer
+    }
 
     /// Feeds the next entry; returns false once the chain is broken (later entries are not checked).
     @discardableResult
@@ -135,6 +148,18 @@ public struct AuditChainVerifier: Sendable {
         if entry.computedHash() != entry.hash {
             outcome = .broken(sequence: entry.sequence, reason: "entry \(entry.sequence) was altered: its contents do not match its hash")
             return false
+        }
+        if let sealer {
+            if entry.mac == nil, !sawSealed {
+                // Written before audit entries were sealed.
+            } else if !sealer.isSealed(entry) {
+                outcome = .broken(
+                    sequence: entry.sequence,
+                    reason: "entry \(entry.sequence) does not carry the registry key's MAC: the log was rewritten by someone without the key")
+                return false
+            } else {
+                sawSealed = true
+            }
         }
         previous = (entry.sequence, entry.hash)
         count += 1

@@ -33,13 +33,22 @@ public struct Device: Sendable, Equatable {
     /// While `stolen`: the state the device was reported stolen from, which ``LifecycleStateMachine``
     /// returns it to on recovery (so a theft report cannot lift a suspension or skip an approval).
     public var stateBeforeTheft: DeviceState?
+    /// The enrollment group that registered the device on its first enrollment: only that
+    /// group's manufacturer CA can enroll it again. Nil for devices registered any other way,
+    /// which no group can enroll.
+    public var group: String?
+    /// Who registered the device (an API token's ID, `console`, `est:…`): a manufacturer's token
+    /// acts only on the devices it registered.
+    public var registeredBy: String?
 
     public init(
         id: DeviceID, state: DeviceState = .allowed, owner: String? = nil, model: String,
         metadata: [String: String] = [:], proof: EnrollmentProof, createdAt: Date, updatedAt: Date? = nil,
-        stateBeforeTheft: DeviceState? = nil
+        stateBeforeTheft: DeviceState? = nil, group: String? = nil, registeredBy: String? = nil
     ) {
         self.stateBeforeTheft = stateBeforeTheft
+        self.group = group
+        self.registeredBy = registeredBy
         self.id = id
         self.state = state
         self.owner = owner
@@ -56,7 +65,7 @@ public struct Device: Sendable, Equatable {
         if case .publicKey(let sha256) = proof { fingerprint = sha256.hexString }
         return PublicView(
             id: id.rawValue, state: state.rawValue, owner: owner, model: model, metadata: metadata,
-            proof: proof.kind, keySHA256: fingerprint, createdAt: createdAt, updatedAt: updatedAt
+            proof: proof.kind, keySHA256: fingerprint, group: group, createdAt: createdAt, updatedAt: updatedAt
         )
     }
 
@@ -69,6 +78,8 @@ public struct Device: Sendable, Equatable {
         public var metadata: [String: String]
         public var proof: String
         public var keySHA256: String?
+        /// The enrollment group that registered it, if one did.
+        public var group: String?
         public var createdAt: Date
         public var updatedAt: Date
     }

@@ -18,11 +18,15 @@ public struct EnrollmentRecord: Sendable, Equatable {
     /// The HMAC of the one-time enrollment token the device showed: spent in the same
     /// transaction, so a refused enrollment leaves the token unused.
     public var tokenHMAC: [UInt8]?
+    /// The enrollment group whose manufacturer CA vouched for the device: it may enroll only a
+    /// device that group registered.
+    public var group: String?
 
     public init(
         device: Device, registerIfMissing: Bool = false, acceptedStates: Set<DeviceState>, bindOwner: String? = nil,
-        certificate: CertificateRecord, method: String, tokenHMAC: [UInt8]? = nil
+        certificate: CertificateRecord, method: String, tokenHMAC: [UInt8]? = nil, group: String? = nil
     ) {
+        self.group = group
         self.tokenHMAC = tokenHMAC
         self.device = device
         self.registerIfMissing = registerIfMissing
@@ -52,6 +56,9 @@ public enum EnrollmentRules {
         } else {
             throw RegistryError(.notFound, "no device \(record.device.id)")
         }
+        if let group = record.group, device.group != group {
+            throw RegistryError(.forbidden, "device \(device.id) was not registered by this enrollment group; it enrolls as it was registered")
+        }
         guard record.acceptedStates.contains(device.state) else {
             throw RegistryError(.forbidden, "device \(device.id) is \(device.state); it cannot enroll this way")
         }
@@ -64,6 +71,34 @@ public enum EnrollmentRules {
         device.state = .active
         device.updatedAt = time
         return (device, isNew)
+    }
+
+    /// What a certificate under `group`'s manufacturer CA may do for device `id`, as stored now.
+    public enum GroupAdmission: Sendable, Equatable {
+        /// Register the device for the group; held `pending` for an operator when the group wants approval.
+        case register(pending: Bool)
+        /// The device waits for an operator's approval.
+        case pending
+        /// Enroll the device (it is the group's, allowed or active).
+        case enroll
+        /// Refused, with the reason.
+        case refuse(String)
+    }
+
+    /// A group's proof counts only for the group's own devices: a new ID within its pattern, or a
+    /// device it registered. A device registered any other way (allow-list, factory, another
+    /// group) is never enrolled through a group, and an approval group holds every first enrollment.
+    public static func admission(into group: EnrollmentGroup, of id: DeviceID, stored: Device?) -> GroupAdmission {
+        guard let stored else {
+            guard group.admits(id) else {
+                return .refuse("device ID \(id) is outside the ID pattern of enrollment group \(group.name)")
+            }
+            return .register(pending: !group.autoApprove)
+        }
+        guard stored.group == group.id else {
+            return .refuse("device \(id) was not registered by enrollment group \(group.name); it enrolls as it was registered")
+        }
+        return stored.state == .pending ? .pending : .enroll
     }
 
     /// Whether `token` may enroll device `id` at `time`: it is for that device, unused and unexpired.

@@ -82,8 +82,15 @@ public struct EnrollmentGroup: Sendable, Equatable {
     public var caSHA256: String
     public var autoApprove: Bool
     public var createdAt: Date
+    /// The device IDs the group may register, as a pattern (`*` any run of characters, `?` one):
+    /// `CAM-*`. Nil: any ID not yet registered.
+    public var idPattern: String?
 
-    public init(id: String, name: String, caCertificateDER: [UInt8], caSHA256: String, autoApprove: Bool, createdAt: Date) {
+    public init(
+        id: String, name: String, caCertificateDER: [UInt8], caSHA256: String, autoApprove: Bool, createdAt: Date,
+        idPattern: String? = nil
+    ) {
+        self.idPattern = idPattern
         self.id = id
         self.name = name
         self.caCertificateDER = caCertificateDER
@@ -130,5 +137,48 @@ public enum OwnershipRules {
             throw RegistryError(.duplicate, "device \(device.id) is already claimed")
         }
         return owner
+    }
+}
+
+extension EnrollmentGroup {
+    /// Whether `pattern` is a well-formed ID pattern: 1 to 64 characters of device IDs, `*` and `?`.
+    public static func isValidPattern(_ pattern: String) -> Bool {
+        (1...64).contains(pattern.utf8.count)
+            && pattern.utf8.allSatisfy { byte in
+                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                    || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "*") || byte == UInt8(ascii: "?")
+            }
+    }
+
+    /// Whether the group may register device `id`.
+    public func admits(_ id: DeviceID) -> Bool {
+        guard let idPattern else { return true }
+        return Self.matches(Array(idPattern.utf8)[...], Array(id.rawValue.utf8)[...])
+    }
+
+    /// Glob matching with `*` and `?`, iterative (no backtracking blow-up).
+    static func matches(_ pattern: ArraySlice<UInt8>, _ text: ArraySlice<UInt8>) -> Bool {
+        var p = pattern.startIndex
+        var t = text.startIndex
+        var star: Int?
+        var resume = t
+        while t < text.endIndex {
+            if p < pattern.endIndex, pattern[p] == UInt8(ascii: "?") || pattern[p] == text[t] {
+                p += 1
+                t += 1
+            } else if p < pattern.endIndex, pattern[p] == UInt8(ascii: "*") {
+                star = p
+                p += 1
+                resume = t
+            } else if let starAt = star {
+                p = starAt + 1
+                resume += 1
+                t = resume
+            } else {
+                return false
+            }
+        }
+        while p < pattern.endIndex, pattern[p] == UInt8(ascii: "*") { p += 1 }
+        return p == pattern.endIndex
     }
 }

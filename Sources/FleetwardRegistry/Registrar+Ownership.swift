@@ -45,23 +45,40 @@ extension Registrar {
         changed.owner = owner
         changed.updatedAt = time
         try await transaction.updateDevice(changed)
+        // A new owner starts from a clean slate: no key enrolled before the change (a spare the
+        // seller kept, the factory's) works after it; the device re-enrolls with a token from the
+        // new owner.
+        try await revokeCertificates(of: device.id, reason: .affiliationChanged, at: time, transaction)
         try await audit.record(
             action, .device(device.id), by: actor, at: time, before: RegistryEncoding.auditJSON(device),
             after: RegistryEncoding.auditJSON(changed))
         return changed
     }
 
-    /// Sets (or replaces, while the device has no owner) the claim code printed on a device.
-    /// - Throws: ``RegistryError`` `notFound`, `duplicate` when the device is already claimed.
-    public func setClaimCode(_ record: ClaimCodeRecord, by actor: Actor, at time: Date) async throws {
+    /// Sets the claim code printed on a device that has no owner.
+    ///
+    /// A manufacturer acts only on the devices it registered. A code that exists and is unused is
+    /// replaced only when `rotate` says so (a reprinted label), recorded as a rotation: the
+    /// printed one would otherwise stop working without anyone noticing.
+    /// - Throws: ``RegistryError`` `notFound` (no such device, or not the manufacturer's),
+    ///   `duplicate` when the device has an owner or already has an unused code and `rotate` is false.
+    public func setClaimCode(_ record: ClaimCodeRecord, rotate: Bool = false, by actor: Actor, at time: Date) async throws {
         try await change { transaction, audit in
             let device = try await Self.visibleDevice(record.deviceID, transaction, as: actor)
+            if actor.role == .manufacturer, device.registeredBy != actor.name {
+                throw RegistryError(.notFound, "no device \(device.id) registered by this token")
+            }
             guard device.owner == nil else { throw RegistryError(.duplicate, "device \(device.id) is already claimed") }
+            let existing = try await transaction.claimCode(for: device.id)
+            if let existing, existing.claimedBy == nil, !rotate {
+                throw RegistryError(
+                    .duplicate, "device \(device.id) already has a claim code; replacing it invalidates the printed one (rotate it explicitly)")
+            }
             var fresh = record
             fresh.claimedBy = nil
             fresh.claimedAt = nil
             try await transaction.saveClaimCode(fresh)
-            try await audit.record(.deviceClaimCode, .device(device.id), by: actor, at: time)
+            try await audit.record(existing == nil ? .deviceClaimCode : .deviceClaimCodeRotate, .device(device.id), by: actor, at: time)
         }
     }
 

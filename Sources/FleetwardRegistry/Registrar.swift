@@ -13,15 +13,19 @@ public import Foundation
 /// Secrets arrive already hashed: the registrar never sees a factory secret, token or claim code.
 public struct Registrar: Sendable {
     public let store: any RegistryStore
+    /// Seals each audit entry with a MAC under the sealed registry key (nil: entries carry none;
+    /// for tests of the rules alone).
+    public let sealer: AuditSealer?
 
-    public init(store: any RegistryStore) {
+    public init(store: any RegistryStore, sealer: AuditSealer? = nil) {
         self.store = store
+        self.sealer = sealer
     }
 
     /// Runs `body` in an audited transaction with an ``AuditTrail`` to record in.
     func change<T: Sendable>(_ body: (any RegistryTransaction, AuditTrail) async throws -> T) async throws -> T {
         try await store.transaction(audited: true) { transaction in
-            try await body(transaction, AuditTrail(transaction))
+            try await body(transaction, AuditTrail(transaction, sealer: sealer))
         }
     }
 
@@ -51,7 +55,9 @@ public struct Registrar: Sendable {
     /// Registers one device.
     /// - Throws: ``RegistryError`` `duplicate` when the ID is registered.
     public func register(_ device: Device, by actor: Actor, at time: Date) async throws {
-        try await change { transaction, audit in
+        var device = device
+        device.registeredBy = device.registeredBy ?? actor.name
+        try await change { [device] transaction, audit in
             guard try await transaction.insertDevice(device) else {
                 throw RegistryError(.duplicate, "device \(device.id) is already registered")
             }
@@ -65,7 +71,9 @@ public struct Registrar: Sendable {
     public func importBatch(
         _ devices: [Device], source: String, lines: ClosedRange<Int>, by actor: Actor, at time: Date
     ) async throws -> ImportBatchResult {
-        try await change { transaction, audit in
+        var devices = devices
+        for index in devices.indices where devices[index].registeredBy == nil { devices[index].registeredBy = actor.name }
+        return try await change { [devices] transaction, audit in
             let inserted = try await transaction.insertDevices(devices)
             let result = ImportBatchResult(inserted: inserted, duplicates: devices.count - inserted)
             try await audit.record(
@@ -114,8 +122,17 @@ public struct Registrar: Sendable {
     /// Records issued certificates in one transaction, one audit entry each.
     /// - Throws: ``RegistryError`` `notFound` when a certificate's device is not registered,
     ///   `duplicate` for a serial already recorded; nothing is recorded then.
-    public func recordCertificates(_ certificates: [CertificateRecord], by actor: Actor, at time: Date) async throws {
+    public func recordCertificates(
+        _ certificates: [CertificateRecord], registering devices: [Device] = [], by actor: Actor, at time: Date
+    ) async throws {
         try await change { transaction, audit in
+            for var device in devices {
+                device.registeredBy = device.registeredBy ?? actor.name
+                if try await transaction.insertDevice(device) {
+                    try await audit.record(
+                        .deviceCreate, .device(device.id), by: actor, at: time, after: RegistryEncoding.auditJSON(device))
+                }
+            }
             for certificate in certificates {
                 if let id = certificate.deviceID, try await transaction.device(id) == nil {
                     throw RegistryError(.notFound, "no device \(id)")
@@ -156,12 +173,33 @@ public struct Registrar: Sendable {
     /// Stores one telemetry message (a JSON document) from `device` with its nonce.
     /// - Throws: ``RegistryError`` `duplicate` when `device` already sent a message with `nonce`
     ///   (a replay), `notFound` when there is no such device.
-    public func recordTelemetry(_ body: String, from device: DeviceID, nonce: String, at time: Date) async throws {
+    /// - Parameter keeping: the most messages kept per device: older ones go with this write.
+    public func recordTelemetry(_ body: String, from device: DeviceID, nonce: String, keeping: Int? = nil, at time: Date) async throws {
         try await store.transaction(audited: false) { transaction in
             guard try await transaction.device(device) != nil else { throw RegistryError(.notFound, "no device \(device)") }
             guard try await transaction.insertTelemetry(body, from: device, nonce: nonce, at: time) else {
                 throw RegistryError(.duplicate, "device \(device) already sent a message with this nonce")
             }
+            if let keeping { _ = try await transaction.trimTelemetry(of: device, keeping: keeping) }
+        }
+    }
+
+    /// Deletes telemetry received before `time`, at most `batch` rows in one short transaction,
+    /// so retention never holds the database for long; returns how many went.
+    public func expireTelemetry(receivedBefore time: Date, batch: Int = 1000) async throws -> Int {
+        try await store.transaction(audited: false) { transaction in
+            try await transaction.deleteTelemetry(receivedBefore: time, limit: batch)
+        }
+    }
+
+    /// The most security events kept; older ones go as new ones come.
+    public static let securityEventsKept = 100_000
+
+    /// Appends a security event (the caller limits how often: see the server's `SecurityEventLog`).
+    public func recordSecurityEvent(_ event: SecurityEvent) async throws {
+        try await store.transaction(audited: false) { transaction in
+            try await transaction.insertSecurityEvent(event)
+            try await transaction.trimSecurityEvents(keeping: Self.securityEventsKept)
         }
     }
 
@@ -187,10 +225,12 @@ public struct Registrar: Sendable {
 /// so a transaction that appends many (a batch of enrollments) reads the tail only once.
 final class AuditTrail {
     private let transaction: any RegistryTransaction
+    private let sealer: AuditSealer?
     private var tail: AuditLink??
 
-    init(_ transaction: any RegistryTransaction) {
+    init(_ transaction: any RegistryTransaction, sealer: AuditSealer?) {
         self.transaction = transaction
+        self.sealer = sealer
     }
 
     /// The tail as known now, to restore when a savepoint rolls back what was appended since.
@@ -209,9 +249,10 @@ final class AuditTrail {
         } else {
             previous = try await transaction.auditTail()
         }
-        let entry = AuditEntry(
+        var entry = AuditEntry(
             following: previous.map { ($0.sequence, $0.hash) }, time: time, actor: actor.description, action: action.rawValue,
             subject: target.description, before: before, after: after)
+        entry.mac = sealer?.mac(entry)
         try await transaction.insertAuditEntry(entry)
         tail = .some(AuditLink(sequence: entry.sequence, hash: entry.hash))
     }

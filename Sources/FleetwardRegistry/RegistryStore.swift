@@ -135,6 +135,11 @@ public protocol RegistryStore: Sendable {
     /// while this number is unchanged.
     func revocationCount() async throws -> Int
 
+    /// Every unrevoked certificate whose profile is one of `profiles` and whose device is
+    /// suspended, by serial, as `certificateHold` (RFC 5280 §5.3.1) since the device's last
+    /// change: on the CRL while the suspension lasts.
+    func heldCertificates(profiles: [String]) async throws -> [RevokedEntry]
+
     /// The newest `limit` telemetry messages of `device`, newest first.
     func telemetry(for device: DeviceID, limit: Int) async throws -> [TelemetryRecord]
 
@@ -158,6 +163,9 @@ public protocol RegistryStore: Sendable {
 
     /// Every group, by name.
     func enrollmentGroups() async throws -> [EnrollmentGroup]
+
+    /// Security events after `sequence`, oldest first, at most `limit`.
+    func securityEvents(after sequence: Int64, limit: Int) async throws -> [SecurityEvent]
 }
 
 /// The row operations of one write transaction. No rule lives here: ``Registrar`` reads, decides
@@ -233,6 +241,17 @@ public protocol RegistryTransaction {
     func updateState(of device: DeviceID, version: String) async throws -> UpdateState?
     /// Inserts or replaces the (device, version) update row.
     func saveUpdateState(_ report: UpdateReport, at time: Date) async throws
+    /// Deletes the oldest telemetry rows received before `time`, at most `limit`; returns how many.
+    func deleteTelemetry(receivedBefore time: Date, limit: Int) async throws -> Int
+    /// Deletes device `id`'s telemetry beyond its newest `count` rows; returns how many.
+    func trimTelemetry(of id: DeviceID, keeping count: Int) async throws -> Int
+
+    // MARK: Security events
+
+    /// Appends a security event.
+    func insertSecurityEvent(_ event: SecurityEvent) async throws
+    /// Deletes all but the newest `count` security events.
+    func trimSecurityEvents(keeping count: Int) async throws
 
     // MARK: Audit log
 
@@ -251,9 +270,9 @@ public protocol RegistryTransaction {
 extension RegistryStore {
     public func auditAppends() -> AsyncStream<Void>? { nil }
 
-    /// Walks the whole audit log.
-    public func verifyAudit(batchSize: Int = 10_000) async throws -> AuditChainVerifier.Outcome {
-        var verifier = AuditChainVerifier()
+    /// Walks the whole audit log; with `sealer`, each entry's MAC is checked as well.
+    public func verifyAudit(sealer: AuditSealer? = nil, batchSize: Int = 10_000) async throws -> AuditChainVerifier.Outcome {
+        var verifier = AuditChainVerifier(sealer: sealer)
         var next: Int64 = 1
         while true {
             let entries = try await auditEntries(from: next, limit: batchSize)
@@ -264,5 +283,31 @@ extension RegistryStore {
             next = last.sequence + 1
         }
         return verifier.outcome
+    }
+}
+
+/// A refusal an operator must see: a stolen, revoked or suspended device (or a revoked
+/// certificate) trying to enroll or connect.
+public struct SecurityEvent: Sendable, Equatable, Codable {
+    /// Its place in the log (0 before it is stored).
+    public var sequence: Int64
+    public var time: Date
+    /// `enrollment-refused` or `handshake-refused`.
+    public var kind: String
+    public var device: String?
+    public var serial: String?
+    /// Where the attempt came from.
+    public var address: String?
+    /// Why it was refused (one sentence, never a secret).
+    public var detail: String
+
+    public init(sequence: Int64 = 0, time: Date, kind: String, device: String?, serial: String?, address: String?, detail: String) {
+        self.sequence = sequence
+        self.time = time
+        self.kind = kind
+        self.device = device
+        self.serial = serial
+        self.address = address
+        self.detail = String(detail.prefix(300))
     }
 }

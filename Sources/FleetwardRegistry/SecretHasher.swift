@@ -14,10 +14,15 @@ public struct SecretHasher: Sendable {
 
     /// The HMAC state after absorbing the key: copied for each secret, so the key schedule runs once.
     private let keyed: HMAC<SHA256>
+    /// Seals audit entries under a key derived from the same sealed key (HKDF, its own label).
+    public let auditSealer: AuditSealer
 
     /// - Parameter key: 32 random bytes, never stored unsealed.
     public init(key: SymmetricKey) {
         keyed = HMAC<SHA256>(key: key)
+        auditSealer = AuditSealer(
+            key: HKDF<SHA256>.deriveKey(
+                inputKeyMaterial: key, info: Data("fleetward audit mac v1".utf8), outputByteCount: 32))
     }
 
     /// The HMAC of `secret`.
@@ -33,6 +38,35 @@ public struct SecretHasher: Sendable {
         guard computed.count == stored.count else { return false }
         var difference: UInt8 = 0
         for index in computed.indices { difference |= computed[index] ^ stored[index] }
+        return difference == 0
+    }
+}
+
+/// Seals audit entries with an HMAC under a key the database does not hold (derived from the
+/// registry's sealed key): whoever can write the database but not open the data directory's
+/// sealed key can still edit an entry and recompute every later SHA-256 link, but not the MACs,
+/// so ``AuditChainVerifier`` with the sealer finds the edit.
+public struct AuditSealer: Sendable {
+    private let keyed: HMAC<SHA256>
+
+    public init(key: SymmetricKey) {
+        keyed = HMAC<SHA256>(key: key)
+    }
+
+    /// The MAC of an entry: over its hash, which covers every field and the link before it.
+    public func mac(_ entry: AuditEntry) -> [UInt8] {
+        var hmac = keyed
+        hmac.update(data: entry.hash)
+        return Array(hmac.finalize())
+    }
+
+    /// Whether `entry` carries the MAC this key gives it (compared in constant time).
+    public func isSealed(_ entry: AuditEntry) -> Bool {
+        guard let stored = entry.mac else { return false }
+        let expected = mac(entry)
+        guard expected.count == stored.count else { return false }
+        var difference: UInt8 = 0
+        for index in expected.indices { difference |= expected[index] ^ stored[index] }
         return difference == 0
     }
 }

@@ -189,5 +189,27 @@ enum PostgresMigrations {
                 """,
             ]
         ),
+        // Hardening: the same as SQLite's migration 9.
+        Migration(
+            version: 9,
+            statements: [
+                "ALTER TABLE devices ADD COLUMN group_id TEXT",
+                "ALTER TABLE devices ADD COLUMN registered_by TEXT",
+                "ALTER TABLE enrollment_groups ADD COLUMN id_pattern TEXT",
+                "ALTER TABLE audit_log ADD COLUMN mac BYTEA",
+                """
+                CREATE TABLE security_events (
+                    sequence BIGSERIAL PRIMARY KEY,
+                    time_ms BIGINT NOT NULL,
+                    kind TEXT NOT NULL,
+                    device_id TEXT,
+                    serial TEXT,
+                    address TEXT,
+                    detail TEXT NOT NULL
+                )
+                """,
+                "CREATE INDEX security_events_by_device ON security_events (device_id, sequence)",
+            ]
+        ),
     ]
 }

@@ -244,15 +244,18 @@ public final class PostgresRegistryStore: RegistryStore {
         try await read { query in
             let rows = try await query(
                 """
-                SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash FROM audit_log
+                SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac FROM audit_log
                 WHERE sequence >= \(sequence) ORDER BY sequence LIMIT \(limit)
                 """)
             var entries: [AuditEntry] = []
-            for try await row in rows.decode((Int64, Int64, String, String, String, String?, String?, ByteBuffer, ByteBuffer).self) {
+            for try await row in rows.decode(
+                (Int64, Int64, String, String, String, String?, String?, ByteBuffer, ByteBuffer, ByteBuffer?).self)
+            {
                 entries.append(
                     AuditEntry(
                         sequence: row.0, timeMilliseconds: row.1, actor: row.2, action: row.3, subject: row.4, before: row.5,
-                        after: row.6, previousHash: Array(row.7.readableBytesView), hash: Array(row.8.readableBytesView)))
+                        after: row.6, previousHash: Array(row.7.readableBytesView), hash: Array(row.8.readableBytesView),
+                        mac: row.9.map { Array($0.readableBytesView) }))
             }
             return entries
         }
@@ -276,6 +279,24 @@ public final class PostgresRegistryStore: RegistryStore {
             var entries: [RevokedEntry] = []
             for try await (serial, reason, time) in rows.decode((String, Int32, Int64).self) {
                 entries.append(RevokedEntry(serialHex: serial, revocationDate: RegistryEncoding.date(time), reasonCode: Int(reason)))
+            }
+            return entries
+        }
+    }
+
+    public func heldCertificates(profiles: [String]) async throws -> [RevokedEntry] {
+        try await read { query in
+            let rows = try await query(
+                """
+                SELECT c.serial, d.updated_at FROM devices d JOIN certificates c ON c.device_id = d.id
+                LEFT JOIN revocations r ON r.serial = c.serial
+                WHERE d.state = 'suspended' AND r.serial IS NULL AND c.profile = ANY(\(profiles)) ORDER BY c.serial
+                """)
+            var entries: [RevokedEntry] = []
+            for try await (serial, time) in rows.decode((String, Int64).self) {
+                entries.append(
+                    RevokedEntry(
+                        serialHex: serial, revocationDate: RegistryEncoding.date(time), reasonCode: RevocationReason.certificateHold.rawValue))
             }
             return entries
         }
@@ -342,6 +363,24 @@ public final class PostgresRegistryStore: RegistryStore {
 
     public func enrollmentGroup(_ id: String) async throws -> EnrollmentGroup? {
         try await read { try await Rows.enrollmentGroups(where: "id = \(id)", $0).first }
+    }
+
+    public func securityEvents(after sequence: Int64, limit: Int) async throws -> [SecurityEvent] {
+        try await read { query in
+            let rows = try await query(
+                """
+                SELECT sequence, time_ms, kind, device_id, serial, address, detail FROM security_events
+                WHERE sequence > \(sequence) ORDER BY sequence LIMIT \(Int64(max(0, min(limit, 10_000))))
+                """)
+            var events: [SecurityEvent] = []
+            for try await row in rows.decode((Int64, Int64, String, String?, String?, String?, String).self) {
+                events.append(
+                    SecurityEvent(
+                        sequence: row.0, time: RegistryEncoding.date(row.1), kind: row.2, device: row.3, serial: row.4, address: row.5,
+                        detail: row.6))
+            }
+            return events
+        }
     }
 
     public func enrollmentGroups() async throws -> [EnrollmentGroup] {

@@ -10,12 +10,12 @@ enum Rows {
     /// Runs one query: on the pool, or on a transaction's connection.
     typealias Query = (PostgresQuery) async throws -> PostgresRowSequence
 
-    static let deviceColumns = "id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at, stolen_from"
-    typealias DeviceRow = (String, String, String?, String, String, String, ByteBuffer?, Int64, Int64, String?)
+    static let deviceColumns = "id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at, stolen_from, group_id, registered_by"
+    typealias DeviceRow = (String, String, String?, String, String, String, ByteBuffer?, Int64, Int64, String?, String?, String?)
     static let tokenColumns = "id, secret_hmac, role, owner, created_at, expires_at"
     typealias TokenRow = (String, ByteBuffer, String, String?, Int64, Int64?)
     typealias CertificateRow = (String, String?, String, String?, Int64, Int64, String, Int64, Int32?, Int64?)
-    typealias GroupRow = (String, String, ByteBuffer, String, Bool, Int64)
+    typealias GroupRow = (String, String, ByteBuffer, String, Bool, Int64, String?)
 
     /// The device `id`; with `lock`, its row stays locked until the transaction ends.
     static func device(_ id: DeviceID, lock: Bool, _ query: Query) async throws -> Device? {
@@ -39,7 +39,7 @@ enum Rows {
         return Device(
             id: id, state: state, owner: row.2, model: row.3, metadata: RegistryEncoding.metadata(fromJSON: row.4), proof: proof,
             createdAt: RegistryEncoding.date(row.7), updatedAt: RegistryEncoding.date(row.8),
-            stateBeforeTheft: row.9.flatMap(DeviceState.init(rawValue:)))
+            stateBeforeTheft: row.9.flatMap(DeviceState.init(rawValue:)), group: row.10, registeredBy: row.11)
     }
 
     static func proofBytes(_ proof: EnrollmentProof) -> ByteBuffer? {
@@ -117,7 +117,7 @@ enum Rows {
 
     static func enrollmentGroups(where condition: PostgresQuery, _ query: Query) async throws -> [EnrollmentGroup] {
         var sql = PostgresQuery(
-            unsafeSQL: "SELECT id, name, ca_certificate, ca_sha256, auto_approve, created_at FROM enrollment_groups WHERE ")
+            unsafeSQL: "SELECT id, name, ca_certificate, ca_sha256, auto_approve, created_at, id_pattern FROM enrollment_groups WHERE ")
         sql.sql += condition.sql
         sql.binds = condition.binds
         sql.sql += " ORDER BY name"
@@ -126,7 +126,7 @@ enum Rows {
             groups.append(
                 EnrollmentGroup(
                     id: row.0, name: row.1, caCertificateDER: Array(row.2.readableBytesView), caSHA256: row.3, autoApprove: row.4,
-                    createdAt: RegistryEncoding.date(row.5)))
+                    createdAt: RegistryEncoding.date(row.5), idPattern: row.6))
         }
         return groups
     }

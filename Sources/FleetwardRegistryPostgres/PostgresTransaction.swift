@@ -38,7 +38,7 @@ struct PostgresTransaction: RegistryTransaction {
             VALUES (\(device.id.rawValue), \(device.state.rawValue), \(device.owner), \(device.model),
                     \(RegistryEncoding.metadataJSON(device.metadata)), \(device.proof.kind), \(Rows.proofBytes(device.proof)),
                     \(RegistryEncoding.milliseconds(device.createdAt)), \(RegistryEncoding.milliseconds(device.updatedAt)),
-                    \(device.stateBeforeTheft?.rawValue))
+                    \(device.stateBeforeTheft?.rawValue), \(device.group), \(device.registeredBy))
             ON CONFLICT (id) DO NOTHING RETURNING 1
             """)
     }
@@ -49,7 +49,7 @@ struct PostgresTransaction: RegistryTransaction {
             """
             CREATE TEMP TABLE import_staging (
                 id TEXT, state TEXT, owner TEXT, model TEXT, metadata TEXT, proof_kind TEXT, proof BYTEA,
-                created_at BIGINT, updated_at BIGINT
+                created_at BIGINT, updated_at BIGINT, registered_by TEXT
             ) ON COMMIT DROP
             """)
         try await connection.copyFrom(table: "import_staging", logger: logger) { writer in
@@ -67,8 +67,8 @@ struct PostgresTransaction: RegistryTransaction {
         let rows = try await query(
             """
             WITH inserted AS (
-                INSERT INTO devices (id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at)
-                SELECT id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at FROM import_staging
+                INSERT INTO devices (id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at, registered_by)
+                SELECT id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at, registered_by FROM import_staging
                 ON CONFLICT (id) DO NOTHING RETURNING 1
             ) SELECT count(*) FROM inserted
             """)
@@ -84,7 +84,8 @@ struct PostgresTransaction: RegistryTransaction {
             UPDATE devices SET state = \(device.state.rawValue), owner = \(device.owner), model = \(device.model),
                 metadata = \(RegistryEncoding.metadataJSON(device.metadata)), proof_kind = \(device.proof.kind),
                 proof = \(Rows.proofBytes(device.proof)), created_at = \(RegistryEncoding.milliseconds(device.createdAt)),
-                updated_at = \(RegistryEncoding.milliseconds(device.updatedAt)), stolen_from = \(device.stateBeforeTheft?.rawValue)
+                updated_at = \(RegistryEncoding.milliseconds(device.updatedAt)), stolen_from = \(device.stateBeforeTheft?.rawValue),
+                group_id = \(device.group), registered_by = \(device.registeredBy)
             WHERE id = \(device.id.rawValue)
             """)
     }
@@ -189,9 +190,9 @@ struct PostgresTransaction: RegistryTransaction {
     func insertEnrollmentGroup(_ group: EnrollmentGroup) async throws -> Bool {
         try await returnsRow(
             """
-            INSERT INTO enrollment_groups (id, name, ca_certificate, ca_sha256, auto_approve, created_at)
+            INSERT INTO enrollment_groups (id, name, ca_certificate, ca_sha256, auto_approve, created_at, id_pattern)
             VALUES (\(group.id), \(group.name), \(ByteBuffer(bytes: group.caCertificateDER)), \(group.caSHA256),
-                    \(group.autoApprove), \(RegistryEncoding.milliseconds(group.createdAt)))
+                    \(group.autoApprove), \(RegistryEncoding.milliseconds(group.createdAt)), \(group.idPattern))
             ON CONFLICT DO NOTHING RETURNING 1
             """)
     }
@@ -229,6 +230,52 @@ struct PostgresTransaction: RegistryTransaction {
             """)
     }
 
+    func deleteTelemetry(receivedBefore time: Date, limit: Int) async throws -> Int {
+        let rows = try await query(
+            """
+            WITH gone AS (
+                DELETE FROM telemetry WHERE sequence IN (
+                    SELECT sequence FROM telemetry WHERE received_at < \(RegistryEncoding.milliseconds(time)) ORDER BY sequence
+                    LIMIT \(Int64(limit)))
+                RETURNING 1
+            ) SELECT count(*) FROM gone
+            """)
+        for try await count in rows.decode(Int64.self) { return Int(count) }
+        return 0
+    }
+
+    func trimTelemetry(of id: DeviceID, keeping count: Int) async throws -> Int {
+        let rows = try await query(
+            """
+            WITH gone AS (
+                DELETE FROM telemetry WHERE device_id = \(id.rawValue) AND sequence <= (
+                    SELECT sequence FROM telemetry WHERE device_id = \(id.rawValue) ORDER BY sequence DESC LIMIT 1 OFFSET \(Int64(count)))
+                RETURNING 1
+            ) SELECT count(*) FROM gone
+            """)
+        for try await deleted in rows.decode(Int64.self) { return Int(deleted) }
+        return 0
+    }
+
+    // MARK: Security events
+
+    func insertSecurityEvent(_ event: SecurityEvent) async throws {
+        try await query(
+            """
+            INSERT INTO security_events (time_ms, kind, device_id, serial, address, detail)
+            VALUES (\(RegistryEncoding.milliseconds(event.time)), \(event.kind), \(event.device), \(event.serial), \(event.address),
+                    \(event.detail))
+            """)
+    }
+
+    func trimSecurityEvents(keeping count: Int) async throws {
+        try await query(
+            """
+            DELETE FROM security_events WHERE sequence <= (
+                SELECT sequence FROM security_events ORDER BY sequence DESC LIMIT 1 OFFSET \(Int64(count)))
+            """)
+    }
+
     // MARK: Audit
 
     func auditTail() async throws -> AuditLink? {
@@ -243,9 +290,10 @@ struct PostgresTransaction: RegistryTransaction {
     func insertAuditEntry(_ entry: AuditEntry) async throws {
         try await query(
             """
-            INSERT INTO audit_log (sequence, time_ms, actor, action, subject, before, after, previous_hash, hash)
+            INSERT INTO audit_log (sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac)
             VALUES (\(entry.sequence), \(entry.timeMilliseconds), \(entry.actor), \(entry.action), \(entry.subject),
-                    \(entry.before), \(entry.after), \(ByteBuffer(bytes: entry.previousHash)), \(ByteBuffer(bytes: entry.hash)))
+                    \(entry.before), \(entry.after), \(ByteBuffer(bytes: entry.previousHash)), \(ByteBuffer(bytes: entry.hash)),
+                    \(entry.mac.map { ByteBuffer(bytes: $0) }))
             """)
     }
 
@@ -311,6 +359,8 @@ struct PostgresTransaction: RegistryTransaction {
         buffer.writeString(String(RegistryEncoding.milliseconds(device.createdAt)))
         buffer.writeInteger(tab)
         buffer.writeString(String(RegistryEncoding.milliseconds(device.updatedAt)))
+        buffer.writeInteger(tab)
+        text(device.registeredBy)
         buffer.writeInteger(UInt8(0x0A))
     }
 }

@@ -178,5 +178,27 @@ enum SQLiteMigrations {
                 CREATE INDEX update_status_by_version ON update_status (version, state);
                 """
         ),
+        // Hardening: a device remembers the enrollment group that registered it and who registered
+        // it; a group may be bound to an ID pattern; each audit entry carries a MAC under the
+        // sealed registry key; security events (refused stolen or revoked devices) have a table.
+        Migration(
+            version: 9,
+            sql: """
+                ALTER TABLE devices ADD COLUMN group_id TEXT;
+                ALTER TABLE devices ADD COLUMN registered_by TEXT;
+                ALTER TABLE enrollment_groups ADD COLUMN id_pattern TEXT;
+                ALTER TABLE audit_log ADD COLUMN mac BLOB;
+                CREATE TABLE security_events (
+                    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                    time_ms INTEGER NOT NULL,
+                    kind TEXT NOT NULL,
+                    device_id TEXT,
+                    serial TEXT,
+                    address TEXT,
+                    detail TEXT NOT NULL
+                );
+                CREATE INDEX security_events_by_device ON security_events (device_id, sequence);
+                """
+        ),
     ]
 }

@@ -221,7 +221,7 @@ public final class SQLiteRegistryStore: RegistryStore {
     public func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry] {
         try await withWriter { connection in
             let statement = try connection.statement(
-                "SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash FROM audit_log WHERE sequence >= ? ORDER BY sequence LIMIT ?"
+                "SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac FROM audit_log WHERE sequence >= ? ORDER BY sequence LIMIT ?"
             )
             statement.bind(1, sequence)
             statement.bind(2, Int64(limit))
@@ -231,7 +231,8 @@ public final class SQLiteRegistryStore: RegistryStore {
                     AuditEntry(
                         sequence: statement.int64(0), timeMilliseconds: statement.int64(1), actor: statement.text(2) ?? "",
                         action: statement.text(3) ?? "", subject: statement.text(4) ?? "", before: statement.text(5),
-                        after: statement.text(6), previousHash: statement.blob(7) ?? [], hash: statement.blob(8) ?? []
+                        after: statement.text(6), previousHash: statement.blob(7) ?? [], hash: statement.blob(8) ?? [],
+                        mac: statement.blob(9)
                     )
                 )
             }
@@ -248,22 +249,36 @@ public final class SQLiteRegistryStore: RegistryStore {
     }
 
     public func revokedCertificates(profiles: [String]) async throws -> [RevokedEntry] {
+        try revocationEntries(
+            """
+            SELECT r.serial, r.revoked_at, r.reason FROM revocations r JOIN certificates c ON c.serial = r.serial
+            WHERE c.profile IN (%@) ORDER BY r.serial
+            """, profiles: profiles)
+    }
+
+    public func heldCertificates(profiles: [String]) async throws -> [RevokedEntry] {
+        try revocationEntries(
+            """
+            SELECT c.serial, d.updated_at, \(RevocationReason.certificateHold.rawValue) FROM devices d
+            JOIN certificates c ON c.device_id = d.id LEFT JOIN revocations r ON r.serial = c.serial
+            WHERE d.state = 'suspended' AND r.serial IS NULL AND c.profile IN (%@) ORDER BY c.serial
+            """, profiles: profiles)
+    }
+
+    /// Rows of (serial, time, reason) for certificates of these profiles; `%@` in `sql` stands
+    /// for the list of profile placeholders.
+    private func revocationEntries(_ sql: String, profiles: [String]) throws -> [RevokedEntry] {
         try withReader { connection in
             let placeholders = Array(repeating: "?", count: max(1, profiles.count)).joined(separator: ", ")
-            let statement = try connection.statement(
-                """
-                SELECT r.serial, r.reason, r.revoked_at FROM revocations r JOIN certificates c ON c.serial = r.serial
-                WHERE c.profile IN (\(placeholders)) ORDER BY r.serial
-                """
-            )
+            let statement = try connection.statement(sql.replacingOccurrences(of: "%@", with: placeholders))
             for (index, profile) in profiles.enumerated() { statement.bind(Int32(index + 1), profile) }
             if profiles.isEmpty { statement.bind(1, "") }
             var entries: [RevokedEntry] = []
             while try statement.step() {
                 entries.append(
                     RevokedEntry(
-                        serialHex: statement.text(0) ?? "", revocationDate: RegistryEncoding.date(statement.int64(2)),
-                        reasonCode: Int(statement.int64(1))))
+                        serialHex: statement.text(0) ?? "", revocationDate: RegistryEncoding.date(statement.int64(1)),
+                        reasonCode: Int(statement.int64(2))))
             }
             return entries
         }
@@ -331,6 +346,23 @@ public final class SQLiteRegistryStore: RegistryStore {
 
     public func enrollmentGroup(_ id: String) async throws -> EnrollmentGroup? {
         try withReader { try Rows.enrollmentGroup(id, $0) }
+    }
+
+    public func securityEvents(after sequence: Int64, limit: Int) async throws -> [SecurityEvent] {
+        try await withWriter { connection in
+            let statement = try connection.statement(
+                "SELECT sequence, time_ms, kind, device_id, serial, address, detail FROM security_events WHERE sequence > ? ORDER BY sequence LIMIT ?")
+            statement.bind(1, sequence)
+            statement.bind(2, Int64(max(0, min(limit, 10_000))))
+            var events: [SecurityEvent] = []
+            while try statement.step() {
+                events.append(
+                    SecurityEvent(
+                        sequence: statement.int64(0), time: RegistryEncoding.date(statement.int64(1)), kind: statement.text(2) ?? "",
+                        device: statement.text(3), serial: statement.text(4), address: statement.text(5), detail: statement.text(6) ?? ""))
+            }
+            return events
+        }
     }
 
     public func enrollmentGroups() async throws -> [EnrollmentGroup] {

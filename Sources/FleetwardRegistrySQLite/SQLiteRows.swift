@@ -6,11 +6,11 @@ import Foundation
 enum Rows {
     typealias Connection = SQLiteRegistryStore.Connection
 
-    static let deviceColumns = "id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at, stolen_from"
+    static let deviceColumns = "id, state, owner, model, metadata, proof_kind, proof, created_at, updated_at, stolen_from, group_id, registered_by"
     /// Built once: the statement cache is keyed by the SQL text.
     static let selectDevice = "SELECT \(deviceColumns) FROM devices WHERE id = ?"
     static let tokenColumns = "id, secret_hmac, role, owner, created_at, expires_at"
-    static let groupColumns = "id, name, ca_certificate, ca_sha256, auto_approve, created_at"
+    static let groupColumns = "id, name, ca_certificate, ca_sha256, auto_approve, created_at, id_pattern"
     static let certificateColumns = """
         c.serial, c.device_id, c.profile, c.owner, c.not_before, c.not_after, c.sha256, c.issued_at, r.reason, r.revoked_at
         FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial
@@ -39,7 +39,8 @@ enum Rows {
             id: id, state: state, owner: statement.text(2), model: model,
             metadata: RegistryEncoding.metadata(fromJSON: statement.text(4) ?? "{}"), proof: proof,
             createdAt: RegistryEncoding.date(statement.int64(7)), updatedAt: RegistryEncoding.date(statement.int64(8)),
-            stateBeforeTheft: statement.text(9).flatMap(DeviceState.init(rawValue:))
+            stateBeforeTheft: statement.text(9).flatMap(DeviceState.init(rawValue:)), group: statement.text(10),
+            registeredBy: statement.text(11)
         )
     }
 
@@ -59,6 +60,8 @@ enum Rows {
         statement.bind(8, RegistryEncoding.milliseconds(device.createdAt))
         statement.bind(9, RegistryEncoding.milliseconds(device.updatedAt))
         statement.bind(10, device.stateBeforeTheft?.rawValue)
+        statement.bind(11, device.group)
+        statement.bind(12, device.registeredBy)
     }
 
     static func certificate(serial: String, _ connection: Connection) throws -> CertificateRecord? {
@@ -143,6 +146,6 @@ enum Rows {
         }
         return EnrollmentGroup(
             id: id, name: name, caCertificateDER: der, caSHA256: sha, autoApprove: statement.int64(4) == 1,
-            createdAt: RegistryEncoding.date(statement.int64(5)))
+            createdAt: RegistryEncoding.date(statement.int64(5)), idPattern: statement.text(6))
     }
 }

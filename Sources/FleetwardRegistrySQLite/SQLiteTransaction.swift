@@ -25,7 +25,7 @@ struct SQLiteTransaction: RegistryTransaction {
 
     func insertDevices(_ devices: [Device]) async throws -> Int {
         let statement = try connection.statement(
-            "INSERT INTO devices (\(Rows.deviceColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING")
+            "INSERT INTO devices (\(Rows.deviceColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING")
         var inserted = 0
         for device in devices {
             Rows.bind(device, to: statement)
@@ -40,7 +40,7 @@ struct SQLiteTransaction: RegistryTransaction {
         _ = try change(
             """
             UPDATE devices SET state = ?2, owner = ?3, model = ?4, metadata = ?5, proof_kind = ?6, proof = ?7,
-                created_at = ?8, updated_at = ?9, stolen_from = ?10 WHERE id = ?1
+                created_at = ?8, updated_at = ?9, stolen_from = ?10, group_id = ?11, registered_by = ?12 WHERE id = ?1
             """
         ) { Rows.bind(device, to: $0) }
     }
@@ -160,13 +160,14 @@ struct SQLiteTransaction: RegistryTransaction {
     func enrollmentGroup(_ id: String) async throws -> EnrollmentGroup? { try Rows.enrollmentGroup(id, connection) }
 
     func insertEnrollmentGroup(_ group: EnrollmentGroup) async throws -> Bool {
-        try change("INSERT INTO enrollment_groups (\(Rows.groupColumns)) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING") {
+        try change("INSERT INTO enrollment_groups (\(Rows.groupColumns)) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING") {
             $0.bind(1, group.id)
             $0.bind(2, group.name)
             $0.bind(3, group.caCertificateDER)
             $0.bind(4, group.caSHA256)
             $0.bind(5, Int64(group.autoApprove ? 1 : 0))
             $0.bind(6, RegistryEncoding.milliseconds(group.createdAt))
+            $0.bind(7, group.idPattern)
         } == 1
     }
 
@@ -209,6 +210,52 @@ struct SQLiteTransaction: RegistryTransaction {
         }
     }
 
+    func deleteTelemetry(receivedBefore time: Date, limit: Int) async throws -> Int {
+        // Sequence grows with arrival time, so the oldest rows come first and the scan stops early.
+        try change(
+            """
+            DELETE FROM telemetry WHERE sequence IN (
+                SELECT sequence FROM telemetry WHERE received_at < ? ORDER BY sequence LIMIT ?)
+            """
+        ) {
+            $0.bind(1, RegistryEncoding.milliseconds(time))
+            $0.bind(2, Int64(limit))
+        }
+    }
+
+    func trimTelemetry(of id: DeviceID, keeping count: Int) async throws -> Int {
+        try change(
+            """
+            DELETE FROM telemetry WHERE device_id = ?1 AND sequence <= (
+                SELECT sequence FROM telemetry WHERE device_id = ?1 ORDER BY sequence DESC LIMIT 1 OFFSET ?2)
+            """
+        ) {
+            $0.bind(1, id.rawValue)
+            $0.bind(2, Int64(count))
+        }
+    }
+
+    // MARK: Security events
+
+    func insertSecurityEvent(_ event: SecurityEvent) async throws {
+        _ = try change(
+            "INSERT INTO security_events (time_ms, kind, device_id, serial, address, detail) VALUES (?, ?, ?, ?, ?, ?)"
+        ) {
+            $0.bind(1, RegistryEncoding.milliseconds(event.time))
+            $0.bind(2, event.kind)
+            $0.bind(3, event.device)
+            $0.bind(4, event.serial)
+            $0.bind(5, event.address)
+            $0.bind(6, event.detail)
+        }
+    }
+
+    func trimSecurityEvents(keeping count: Int) async throws {
+        _ = try change(
+            "DELETE FROM security_events WHERE sequence <= (SELECT sequence FROM security_events ORDER BY sequence DESC LIMIT 1 OFFSET ?)"
+        ) { $0.bind(1, Int64(count)) }
+    }
+
     // MARK: Audit
 
     func auditTail() async throws -> AuditLink? {
@@ -219,7 +266,7 @@ struct SQLiteTransaction: RegistryTransaction {
 
     func insertAuditEntry(_ entry: AuditEntry) async throws {
         _ = try change(
-            "INSERT INTO audit_log (sequence, time_ms, actor, action, subject, before, after, previous_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO audit_log (sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ) {
             $0.bind(1, entry.sequence)
             $0.bind(2, entry.timeMilliseconds)
@@ -230,6 +277,7 @@ struct SQLiteTransaction: RegistryTransaction {
             $0.bind(7, entry.after)
             $0.bind(8, entry.previousHash)
             $0.bind(9, entry.hash)
+            $0.bind(10, entry.mac)
         }
     }
 

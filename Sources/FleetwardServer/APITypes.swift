@@ -23,6 +23,12 @@ struct TransferRequest: JSONBody {
     var to: String
 }
 
+struct ClaimCodeRequest: JSONBody {
+    static let fields: Set<String> = ["rotate"]
+    /// Replace a code that exists and is unused (a reprinted label).
+    var rotate: Bool?
+}
+
 struct ClaimRequest: JSONBody {
     static let fields: Set<String> = ["device", "claimCode"]
     var device: String
@@ -41,40 +47,17 @@ struct OwnerRequest: JSONBody {
 }
 
 struct GroupRequest: JSONBody {
-    static let fields: Set<String> = ["name", "caCertificate", "autoApprove"]
+    static let fields: Set<String> = ["name", "caCertificate", "autoApprove", "idPattern"]
     var name: String
     var caCertificate: String
     var autoApprove: Bool?
+    var idPattern: String?
 }
 
 struct TokenRequest: JSONBody {
     static let fields: Set<String> = ["role", "owner"]
     var role: String
     var owner: String?
-}
-
-struct DevicePage: Encodable {
-    var devices: [Device.PublicView]
-    var next: String?
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(devices, forKey: .devices)
-        try container.encode(next, forKey: .next)
-    }
-    enum CodingKeys: String, CodingKey { case devices, next }
-}
-
-struct OwnerPage: Encodable {
-    var owners: [Owner]
-    var next: String?
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(owners, forKey: .owners)
-        try container.encode(next, forKey: .next)
-    }
-    enum CodingKeys: String, CodingKey { case owners, next }
 }
 
 struct ClaimCodeResponse: Encodable {
@@ -93,6 +76,7 @@ struct GroupView: Encodable {
     var name: String
     var caSHA256: String
     var autoApprove: Bool
+    var idPattern: String?
     var createdAt: Date
 
     init(_ group: EnrollmentGroup) {
@@ -100,6 +84,7 @@ struct GroupView: Encodable {
         name = group.name
         caSHA256 = group.caSHA256
         autoApprove = group.autoApprove
+        idPattern = group.idPattern
         createdAt = group.createdAt
     }
 }
@@ -152,22 +137,33 @@ struct AuditView: Encodable {
     }
 }
 
-struct AuditPage: Encodable {
-    var entries: [AuditView]
-    var next: Int64?
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(entries, forKey: .entries)
-        try container.encode(next, forKey: .next)
-    }
-    enum CodingKeys: String, CodingKey { case entries, next }
-}
-
 struct CertificateList: Encodable {
     var certificates: [CertificateRecord.PublicView]
+}
+
+/// One page of a list: `{"<items>": [...], "next": cursor or null}`; `next` is present (null on
+/// the last page) so a client can tell the end without guessing.
+struct Page<Item: Encodable, Cursor: Encodable>: Encodable {
+    var name: String
+    var items: [Item]
+    var next: Cursor?
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Key.self)
+        try container.encode(items, forKey: Key(name))
+        try container.encode(next, forKey: Key("next"))
+    }
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ name: String) { stringValue = name }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
 }
 
 struct TelemetryList: Encodable {
     var telemetry: [TelemetryRecord]
 }
+

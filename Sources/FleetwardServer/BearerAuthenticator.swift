@@ -26,13 +26,13 @@ struct BearerAuthenticator: RouterMiddleware {
         if publicPaths.contains(path) || publicPrefixes.contains(where: { path.hasPrefix($0) }) {
             return try await next(request, context)
         }
-        let addressKey = "auth:" + (context.remoteIP ?? "local")
-        // A valid token always gets in: the limit slows guessing from an address without
-        // locking out everyone who shares it (a NAT, a proxy).
+        let addressKey = "auth:" + AttemptLimiter.addressKey(context.remoteIP)
+        // The limit is checked before the token: an address that keeps guessing is refused
+        // whatever it sends next, so a guess that happens to be right does not get through either.
+        if let wait = limiter.retryAfter(addressKey, now: now()) {
+            throw HTTPProblem(.tooManyRequests, "too many failed sign-ins from this address", headers: [.retryAfter: "\(wait)"])
+        }
         guard let actor = try await authenticate(request.headers[.authorization]) else {
-            if let wait = limiter.retryAfter(addressKey, now: now()) {
-                throw HTTPProblem(.tooManyRequests, "too many failed sign-ins from this address", headers: [.retryAfter: "\(wait)"])
-            }
             limiter.recordFailure(addressKey, now: now())
             throw HTTPProblem(
                 .unauthorized, "a valid bearer token is required (Authorization: Bearer fwt_…)",

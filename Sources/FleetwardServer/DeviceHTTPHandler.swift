@@ -19,20 +19,24 @@ enum DeviceHTTPChannel {
     /// - Parameter bodyLimit: the largest request body the responder accepts; one byte more is
     ///   kept so that it can tell a body that is too large and refuse it (413).
     static func configure<Responder: DeviceHTTPResponder>(
-        _ pipeline: ChannelPipeline.SynchronousOperations, responder: Responder, bodyLimit: Int, logger: Logger
+        _ pipeline: ChannelPipeline.SynchronousOperations, responder: Responder, bodyLimit: Int, limits: ListenerLimits? = nil,
+        logger: Logger
     ) throws {
-        var limits = NIOHTTPDecoderLimitConfiguration()
-        limits.maxHeaderFieldSize = 16 * 1024
-        limits.maxHeaderListSize = 64 * 1024
-        limits.maxHeaderFieldCount = 200
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderFieldSize = 16 * 1024
+        decoderLimits.maxHeaderListSize = 64 * 1024
+        decoderLimits.maxHeaderFieldCount = 200
         // Pipelined requests are queued by DeviceHTTPHandler itself: NIO's pipelining handler
         // withholds every read while an answer is pending, and each withheld read costs the
         // event loop two epoll_ctl calls per request, pipelined or not. It also answers requests
         // that do not parse (400), in their turn.
         try pipeline.configureHTTPServerPipeline(
             withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
-            withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-        try pipeline.addHandler(DeviceHTTPHandler(responder: responder, bodyLimit: bodyLimit, logger: logger))
+            withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
+        try pipeline.addHandler(
+            DeviceHTTPHandler(
+                responder: responder, bodyLimit: bodyLimit, idleTimeout: limits?.idleTimeout, requestTimeout: limits?.requestTimeout,
+                logger: logger))
     }
 }
 
@@ -46,18 +50,57 @@ final class DeviceHTTPHandler<Responder: DeviceHTTPResponder>: ChannelDuplexHand
     private let responder: Responder
     private let logger: Logger
     private var state: DeviceConnectionStateMachine
+    /// Between requests: the connection closes when this fires (nil: it may stay idle).
+    private let idleTimeout: Duration?
+    /// From a request's head to its end: a request read too slowly closes the connection.
+    private let requestTimeout: Duration?
+    private var idleTimer: Scheduled<Void>?
+    private var requestTimer: Scheduled<Void>?
 
-    init(responder: Responder, bodyLimit: Int, logger: Logger) {
+    init(responder: Responder, bodyLimit: Int, idleTimeout: Duration? = nil, requestTimeout: Duration? = nil, logger: Logger) {
         self.responder = responder
         self.logger = logger
+        self.idleTimeout = idleTimeout
+        self.requestTimeout = requestTimeout
         state = DeviceConnectionStateMachine(bodyLimit: bodyLimit)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        armIdleTimer(context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        requestTimer?.cancel()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head(let head): perform(state.receivedHead(head), context: context)
-        case .body(let part): state.receivedBody(part)
-        case .end: perform(state.receivedEnd(), context: context)
+        case .head(let head):
+            idleTimer?.cancel()
+            idleTimer = nil
+            if let requestTimeout {
+                let channel = context.channel
+                requestTimer = context.eventLoop.scheduleTask(in: TimeAmount(requestTimeout)) { channel.close(promise: nil) }
+            }
+            perform(state.receivedHead(head), context: context)
+        case .body(let part):
+            state.receivedBody(part)
+        case .end:
+            requestTimer?.cancel()
+            requestTimer = nil
+            perform(state.receivedEnd(), context: context)
+        }
+    }
+
+    /// Starts the idle clock when nothing is read, answered or waiting.
+    private func armIdleTimer(context: ChannelHandlerContext) {
+        guard let idleTimeout, idleTimer == nil, state.isIdle else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(in: TimeAmount(idleTimeout)) {
+            let (handler, context) = bound.value
+            handler.idleTimer = nil
+            if handler.state.isIdle { context.close(promise: nil) }
         }
     }
 
@@ -85,6 +128,7 @@ final class DeviceHTTPHandler<Responder: DeviceHTTPResponder>: ChannelDuplexHand
     /// On the event loop, once an answer is written (or failed).
     private func answered(context: ChannelHandlerContext, failed: Bool) {
         perform(state.answerWritten(failed: failed), context: context)
+        armIdleTimer(context: context)
     }
 
     private func perform(_ action: DeviceConnectionStateMachine.Action, context: ChannelHandlerContext) {

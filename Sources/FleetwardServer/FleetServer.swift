@@ -26,6 +26,12 @@ public struct ServerConfiguration: Sendable {
     public var deviceLifetime: TimeInterval?
     /// PBKDF2 iterations for new claim codes.
     public var claimCodeIterations = ClaimCodes.defaultIterations
+    /// Per-device telemetry quotas and retention.
+    public var telemetry = TelemetryLimits()
+    /// Timeouts and connection caps of the EST listener.
+    public var estLimits = ListenerLimits.est
+    /// Timeouts and connection caps of the gateway.
+    public var gatewayLimits = ListenerLimits.gateway
     /// How often the gateway polls the audit log where the store cannot push changes (SQLite).
     public var watchInterval: Duration = .milliseconds(200)
     /// Warnings and errors of the listeners; the gateway's refusals at `notice`.
@@ -57,6 +63,7 @@ public struct FleetServer: Sendable {
     public let hasher: SecretHasher
     public let enroller: Enroller
     public let claims: ClaimCodeDesk
+    public let securityEvents: SecurityEventLog
     public let revocation: RevocationPublisher
     public let ocsp: OCSPService
     public let api: ManagementAPI
@@ -89,8 +96,11 @@ public struct FleetServer: Sendable {
         self.custodian = custodian
         self.store = store
         self.hasher = hasher
-        registrar = Registrar(store: store)
-        enroller = Enroller(authority: authority, registrar: registrar, hasher: hasher, deviceLifetime: configuration.deviceLifetime)
+        registrar = Registrar(store: store, sealer: hasher.auditSealer)
+        securityEvents = SecurityEventLog(registrar: registrar)
+        enroller = Enroller(
+            authority: authority, registrar: registrar, hasher: hasher, deviceLifetime: configuration.deviceLifetime,
+            securityEvents: securityEvents)
         claims = ClaimCodeDesk(registrar: registrar, iterations: configuration.claimCodeIterations)
         revocation = RevocationPublisher(authority: authority, store: store)
         ocsp = OCSPService(authority: authority, registrar: registrar)
@@ -100,7 +110,8 @@ public struct FleetServer: Sendable {
         gatewayLogger.logLevel = min(gatewayLogger.logLevel, .notice)
         gateway = Gateway(
             registrar: registrar, issuing: authority.hierarchy.member(.issuing).certificate,
-            factory: authority.hierarchy.member(.factory).certificate, logger: gatewayLogger)
+            factory: authority.hierarchy.member(.factory).certificate, securityEvents: securityEvents,
+            telemetryQuota: TelemetryQuota(configuration.telemetry), logger: gatewayLogger)
         updates = UpdateCatalog(repository: ReleaseRepository(directory: configuration.directory))
     }
 
@@ -116,13 +127,16 @@ public struct FleetServer: Sendable {
         return [
             ManagementServer.application(api, address: configuration.apiAddress, logger: logger) { await onListening(.api, $0) },
             try ESTServer.application(
-                est, address: configuration.estAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey, logger: logger
+                est, address: configuration.estAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey,
+                limits: configuration.estLimits, logger: logger
             ) { await onListening(.est, $0) },
             try GatewayServer.application(
                 gateway, address: configuration.gatewayAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey,
-                allowTLS12: configuration.gatewayTLS12, upstream: configuration.upstream, updates: updates, logger: logger
+                allowTLS12: configuration.gatewayTLS12, upstream: configuration.upstream, updates: updates,
+                limits: configuration.gatewayLimits, logger: logger
             ) { await onListening(.gateway, $0) },
             GatewayWatcher(gateway: gateway, interval: configuration.watchInterval),
+            TelemetryRetention(registrar: registrar, retention: configuration.telemetry.retention, logger: logger),
         ]
     }
 }
@@ -138,6 +152,31 @@ struct GatewayWatcher: Service {
                 try await gateway.watch(interval: interval)
             } catch is CancellationError {
                 return
+            }
+        }
+    }
+}
+
+/// Deletes telemetry past its retention, once a minute, in batches of a thousand rows, each its
+/// own short transaction, so writers never wait long behind it.
+struct TelemetryRetention: Service {
+    let registrar: Registrar
+    let retention: TimeInterval
+    let logger: Logger
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    while try await registrar.expireTelemetry(receivedBefore: Date().addingTimeInterval(-retention)) == 1000 {
+                        await Task.yield()
+                    }
+                } catch is CancellationError {
+                    return
+                } catch {
+                    logger.warning("telemetry retention failed; trying again in a minute", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: .seconds(60))
             }
         }
     }

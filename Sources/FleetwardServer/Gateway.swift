@@ -1,3 +1,4 @@
+public import FleetwardAuthority
 public import FleetwardPKI
 public import FleetwardRegistry
 public import Foundation
@@ -85,6 +86,10 @@ public final class Gateway: Sendable {
 
     public let registrar: Registrar
     var store: any RegistryStore { registrar.store }
+    /// Where refusals of stolen, revoked or suspended devices are recorded.
+    let securityEvents: SecurityEventLog?
+    /// Per-device telemetry rate and size quotas.
+    let telemetryQuota: TelemetryQuota
     let issuing: Certificate
     /// The factory CA, only to say why a birth certificate is refused.
     let factory: Certificate?
@@ -94,9 +99,11 @@ public final class Gateway: Sendable {
     private let head = Atomic<Int64>(0)
 
     public init(
-        registrar: Registrar, issuing: Certificate, factory: Certificate? = nil, logger: Logger,
-        now: @escaping @Sendable () -> Date = Date.init
+        registrar: Registrar, issuing: Certificate, factory: Certificate? = nil, securityEvents: SecurityEventLog? = nil,
+        telemetryQuota: TelemetryQuota = TelemetryQuota(), logger: Logger, now: @escaping @Sendable () -> Date = Date.init
     ) {
+        self.telemetryQuota = telemetryQuota
+        self.securityEvents = securityEvents
         self.now = now
         self.factory = factory
         self.registrar = registrar
@@ -111,6 +118,8 @@ public final class Gateway: Sendable {
         var reason: String
         var device: String?
         var serial: String?
+        /// A stolen, revoked or suspended device or a revoked certificate: a security event.
+        var isAlarming = false
         var description: String { reason }
     }
 
@@ -180,14 +189,17 @@ public final class Gateway: Sendable {
     static func checkRegistry(_ entry: Entry?, _ id: DeviceID, _ identity: Identity) throws -> Identity {
         guard let entry else { throw Refusal(reason: "device \(id) is not registered", device: id.rawValue, serial: identity.serial) }
         guard entry.state == .active else {
-            throw Refusal(reason: "device \(id) is \(entry.state)", device: id.rawValue, serial: identity.serial)
+            throw Refusal(
+                reason: "device \(id) is \(entry.state)", device: id.rawValue, serial: identity.serial,
+                isAlarming: [.stolen, .revoked, .suspended].contains(entry.state))
         }
         guard let record = entry.certificates[identity.serial], record.sha256 == identity.certificateSHA256 else {
             throw Refusal(
                 reason: "certificate \(identity.serial) is not on record for device \(id)", device: id.rawValue, serial: identity.serial)
         }
         guard !record.revoked else {
-            throw Refusal(reason: "certificate \(identity.serial) is revoked", device: id.rawValue, serial: identity.serial)
+            throw Refusal(
+                reason: "certificate \(identity.serial) is revoked", device: id.rawValue, serial: identity.serial, isAlarming: true)
         }
         var identity = identity
         identity.owner = entry.owner
@@ -312,6 +324,11 @@ public final class Gateway: Sendable {
         if let refusal = error as? Refusal {
             if let device = refusal.device { metadata["device"] = "\(device)" }
             if let serial = refusal.serial { metadata["serial"] = "\(serial)" }
+            if refusal.isAlarming {
+                securityEvents?.record(
+                    kind: SecurityEventLog.handshakeRefused, device: refusal.device, serial: refusal.serial,
+                    address: peer.channel.remoteAddress?.ipAddress, detail: refusal.reason)
+            }
         }
         logger.notice("gateway refused a client certificate", metadata: metadata)
     }
@@ -367,7 +384,15 @@ public final class Gateway: Sendable {
         }
         for connection in live {
             do {
-                _ = try Self.checkRegistry(entry, id, connection.identity)
+                let current = try Self.checkRegistry(entry, id, connection.identity)
+                // Still admitted: carry the registry's owner from now on (X-Fleetward-Owner, whoami).
+                if current.owner != connection.identity.owner {
+                    let key = ObjectIdentifier(connection.channel)
+                    state.withLock { state in
+                        state.live[id]?[key]?.identity.owner = current.owner
+                        state.byChannel[key]?.owner = current.owner
+                    }
+                }
             } catch {
                 logger.notice(
                     "gateway closed a device connection",

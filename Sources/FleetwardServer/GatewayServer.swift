@@ -1,5 +1,6 @@
 import Foundation
 import Crypto
+import FleetwardAuthority
 import FleetwardDevice
 import FleetwardPKI
 import FleetwardRegistry
@@ -41,7 +42,7 @@ public enum GatewayServer {
     ///   - updates: the releases to offer on `/v1/updates` (nil: no update routes).
     public static func application(
         _ gateway: Gateway, address: ListenAddress, certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8], allowTLS12: Bool = false,
-        upstream: Upstream? = nil, updates: UpdateCatalog? = nil, logger: Logger,
+        upstream: Upstream? = nil, updates: UpdateCatalog? = nil, limits: ListenerLimits = .gateway, logger: Logger,
         onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
     ) throws -> some Service {
         var tls = try TLSListener.configuration(certificateChainPEM: certificateChainPEM, privateKeyPKCS8: privateKeyPKCS8)
@@ -52,7 +53,7 @@ public enum GatewayServer {
             responder: GatewayResponder(
                 gateway: gateway,
                 router: RouterDeviceHTTPResponder(responder: router(gateway, upstream: upstream, updates: updates).buildResponder())),
-            tls: tls, address: address, bodyLimit: bodyLimit,
+            tls: tls, address: address, bodyLimit: bodyLimit, limits: limits,
             logger: logger,
             onListening: onListening,
             afterTLS: { _ in ResumptionGate(gateway: gateway) }
@@ -96,13 +97,18 @@ public enum GatewayServer {
             let nonce = try await TelemetrySignature.check(
                 request.headers, body: buffer.readableBytesView, device: identity.device, channel: context.channel, gateway: gateway,
                 now: received)
+            if let wait = gateway.telemetryQuota.admit(device: identity.device, bytes: buffer.readableBytes, now: received) {
+                throw HTTPProblem(
+                    .tooManyRequests, "this device is over its telemetry quota; try again later", headers: [.retryAfter: "\(wait)"])
+            }
             let bytes = Data(buffer.readableBytesView)
             guard (try? JSONSerialization.jsonObject(with: bytes)) is [String: Any] else {
                 throw HTTPProblem(.badRequest, "telemetry is one JSON object")
             }
             do {
                 try await gateway.registrar.recordTelemetry(
-                    String(decoding: bytes, as: UTF8.self), from: try DeviceID(identity.device), nonce: nonce, at: received)
+                    String(decoding: bytes, as: UTF8.self), from: try DeviceID(identity.device), nonce: nonce,
+                    keeping: gateway.telemetryQuota.limits.keptPerDevice, at: received)
             } catch let error as RegistryError where error.code == .duplicate {
                 throw HTTPProblem(.conflict, "this message was already received (its nonce was used before): a replay is refused")
             }
@@ -151,9 +157,13 @@ final class ResumptionGate: ChannelInboundHandler, RemovableChannelHandler {
         case open
     }
 
+    /// The most a client may send before its resumed session is admitted; more closes it.
+    static let heldLimit = 64 * 1024
+
     let gateway: Gateway
     private var state = State.handshaking
     private var held: [NIOAny] = []
+    private var heldBytes = 0
     private var readCompletePending = false
 
     init(gateway: Gateway) {
@@ -188,6 +198,12 @@ final class ResumptionGate: ChannelInboundHandler, RemovableChannelHandler {
         if case .open = state {
             context.fireChannelRead(data)
         } else {
+            heldBytes += unwrapInboundIn(data).readableBytes
+            guard heldBytes <= Self.heldLimit else {
+                held.removeAll()
+                context.close(promise: nil)
+                return
+            }
             held.append(data)
         }
     }

@@ -116,10 +116,11 @@ public struct ManagementAPI: Sendable {
             let body = try await JSONBodyReader.read(TransferRequest.self, from: request)
             return JSONResponse.make(try await registrar.transfer(try deviceID(context), to: body.to, by: actor, at: now()).publicView)
         }
-        api.post("devices/{id}/claim-code") { _, context in
+        api.post("devices/{id}/claim-code") { request, context in
             let actor = try authorize(.setClaimCode, context)
+            let body = try await JSONBodyReader.read(ClaimCodeRequest.self, from: request)
             let id = try deviceID(context)
-            let code = try await claims.issue(for: id, by: actor, at: now())
+            let code = try await claims.issue(for: id, rotate: body.rotate ?? false, by: actor, at: now())
             return JSONResponse.make(ClaimCodeResponse(device: id.rawValue, claimCode: code), status: .created)
         }
         api.post("devices/{id}/enrollment-tokens") { request, context in
@@ -157,7 +158,7 @@ public struct ManagementAPI: Sendable {
             let limit = try pageSize(request)
             let owners = try await store.owners(after: request.uri.queryParameters.get("after"), limit: limit + 1)
             return JSONResponse.make(
-                OwnerPage(owners: Array(owners.prefix(limit)), next: owners.count > limit ? owners[limit - 1].id : nil))
+                Page(name: "owners", items: Array(owners.prefix(limit)), next: owners.count > limit ? owners[limit - 1].id : nil))
         }
         api.post("owners") { request, context in
             let actor = try authorize(.createOwner, context)
@@ -183,7 +184,8 @@ public struct ManagementAPI: Sendable {
             let actor = try authorize(.manageGroups, context)
             let body = try await JSONBodyReader.read(GroupRequest.self, from: request)
             let group = try EnrollmentGroups.make(
-                name: body.name, caCertificate: Array(body.caCertificate.utf8), autoApprove: body.autoApprove ?? false, now: now())
+                name: body.name, caCertificate: Array(body.caCertificate.utf8), autoApprove: body.autoApprove ?? false,
+                idPattern: body.idPattern, now: now())
             try await registrar.createGroup(group, by: actor, at: now())
             return JSONResponse.make(GroupView(group), status: .created)
         }
@@ -240,7 +242,19 @@ public struct ManagementAPI: Sendable {
             }
             let entries = try await store.auditEntries(from: from, limit: limit)
             return JSONResponse.make(
-                AuditPage(entries: entries.map(AuditView.init), next: entries.count == limit ? entries.last?.sequence : nil))
+                Page(name: "entries", items: entries.map(AuditView.init), next: entries.count == limit ? entries.last?.sequence : nil))
+        }
+        // Security events: refused stolen, revoked or suspended devices.
+        api.get("security-events") { request, context in
+            _ = try authorize(.readSecurityEvents, context)
+            let limit = try pageSize(request)
+            var after: Int64 = 0
+            if let text = request.uri.queryParameters.get("after") {
+                guard let value = Int64(text), value >= 0 else { throw HTTPProblem(.badRequest, "'after' must be an event number") }
+                after = value
+            }
+            let events = try await store.securityEvents(after: after, limit: limit)
+            return JSONResponse.make(Page(name: "events", items: events, next: events.count == limit ? events.last?.sequence : nil))
         }
         return router
     }
@@ -274,7 +288,7 @@ public struct ManagementAPI: Sendable {
         let devices = try await store.devices(matching: filter, after: cursor, limit: limit + 1)
         let page = Array(devices.prefix(limit))
         return JSONResponse.make(
-            DevicePage(devices: page.map(\.publicView), next: devices.count > limit ? page.last?.id.rawValue : nil))
+            Page(name: "devices", items: page.map(\.publicView), next: devices.count > limit ? page.last?.id.rawValue : nil))
     }
 
     // MARK: Parsing

@@ -69,8 +69,8 @@ public enum ESTServer {
     ///   - certificateChainPEM: the server certificate and its issuing CA, PEM.
     ///   - privateKeyPKCS8: the server key, PKCS#8 DER (held in memory only).
     public static func application(
-        _ service: ESTService, address: ListenAddress, certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8], logger: Logger,
-        onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
+        _ service: ESTService, address: ListenAddress, certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8],
+        limits: ListenerLimits = .est, logger: Logger, onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
     ) throws -> some Service {
         var tls = try TLSListener.configuration(certificateChainPEM: certificateChainPEM, privateKeyPKCS8: privateKeyPKCS8)
         tls.minimumTLSVersion = .tlsv12
@@ -81,7 +81,7 @@ public enum ESTServer {
         // factory CA, a registered group's CA), that path is kept as the connection's validated
         // chain, so a manufacturer's device can send its intermediates.
         return try TLSListener.application(
-            responder: service, tls: tls, address: address, bodyLimit: ESTService.bodyLimit, logger: logger,
+            responder: service, tls: tls, address: address, bodyLimit: ESTService.bodyLimit, limits: limits, logger: logger,
             onListening: onListening
         ) { presented, _, promise in
             promise.completeWithTask {
@@ -100,28 +100,47 @@ enum TLSListener {
     static func configuration(certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8]) throws -> TLSConfiguration {
         let chain = try NIOSSLCertificate.fromPEMBytes(certificateChainPEM)
         let key = try NIOSSLPrivateKey(bytes: privateKeyPKCS8, format: .der)
-        return TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        // Where TLS 1.2 is allowed, only forward-secret AEAD suites (the server key is ECDSA):
+        // no CBC with SHA-1 (Lucky 13, a found sslyze finding). TLS 1.3's suites are all AEAD.
+        configuration.cipherSuiteValues = tls12Suites
+        return configuration
     }
+
+    static let tls12Suites: [NIOTLSCipher] = [
+        .TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, .TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        .TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
 
     /// Makes a handler to sit right after TLS on each connection (nil: none).
     typealias AfterTLS = @Sendable (any Channel) -> (any ChannelHandler)?
 
     static func application(
-        responder: some DeviceHTTPResponder, tls: TLSConfiguration, address: ListenAddress, bodyLimit: Int, logger: Logger,
-        onListening: @escaping @Sendable (ListenAddress) async -> Void, afterTLS: @escaping AfterTLS = { _ in nil },
+        responder: some DeviceHTTPResponder, tls: TLSConfiguration, address: ListenAddress, bodyLimit: Int, limits: ListenerLimits,
+        logger: Logger, onListening: @escaping @Sendable (ListenAddress) async -> Void, afterTLS: @escaping AfterTLS = { _ in nil },
         verify: @escaping Verify
     ) throws -> DeviceListener {
         let context = try NIOSSLContext(configuration: tls)
+        let counter = ConnectionCounter(limits: limits)
         return DeviceListener(address: address, onListening: onListening) { channel in
-            channel.eventLoop.makeCompletedFuture {
+            // Past the listener's or the address's share, the newest connection is closed at once.
+            let key = ConnectionCounter.key(channel.remoteAddress)
+            guard counter.admit(key) else {
+                logger.warning("refused a connection: too many open", metadata: ["peer.key": "\(key)", "open": "\(counter.total)"])
+                return channel.close()
+            }
+            channel.closeFuture.whenComplete { _ in counter.release(key) }
+            return channel.eventLoop.makeCompletedFuture {
                 let pipeline = channel.pipeline.syncOperations
                 // The client's certificates and the channel go to `verify`.
                 try pipeline.addHandler(
                     NIOSSLServerHandler(
                         context: context,
                         customVerificationCallbackWithMetadata: { presented, promise in verify(presented, channel, promise) }))
+                try pipeline.addHandler(HandshakeDeadline(timeout: limits.handshakeTimeout))
                 if let handler = afterTLS(channel) { try pipeline.addHandler(handler) }
-                try DeviceHTTPChannel.configure(pipeline, responder: responder, bodyLimit: bodyLimit, logger: logger)
+                try DeviceHTTPChannel.configure(pipeline, responder: responder, bodyLimit: bodyLimit, limits: limits, logger: logger)
             }
         }
     }

@@ -83,7 +83,14 @@ public final class OCSPService: Sendable {
                 if let record = try await registrar.store.certificate(serial: certID.serialHex),
                     let profile = CertificateProfile(rawValue: record.profile), profile.allowedIssuers.contains(delegate.role)
                 {
-                    status = record.revocation.map { .revoked(time: $0.time, reason: $0.reason) } ?? .good
+                    if let revocation = record.revocation {
+                        status = .revoked(time: revocation.time, reason: revocation.reason)
+                    } else if let id = record.deviceID, let device = try await registrar.store.device(id), device.state == .suspended {
+                        // On hold while its device is suspended (RFC 6960 §2.2, RFC 5280 §5.3.1).
+                        status = .revoked(time: device.updatedAt, reason: RevocationReason.certificateHold.rawValue)
+                    } else {
+                        status = .good
+                    }
                 } else {
                     status = .unknown
                 }

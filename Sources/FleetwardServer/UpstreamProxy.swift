@@ -42,6 +42,25 @@ struct UpstreamProxyMiddleware: RouterMiddleware {
         "proxy-authenticate", "host", "content-length",
     ]
 
+    /// The header names the client listed in `Connection` (RFC 9110 §7.6.1: hop-by-hop, never forwarded).
+    static func connectionOptions(_ headers: HTTPFields) -> Set<String> {
+        var names = Set<String>()
+        for value in headers[values: .connection] {
+            for token in value.split(separator: ",") {
+                names.insert(token.trimmingCharacters(in: .whitespaces).lowercased())
+            }
+        }
+        return names
+    }
+
+    /// Whether a client's header must not reach the upstream: hop-by-hop ones, those named in
+    /// `Connection`, and every spelling of the identity headers (`X-Fleetward-*`, any case,
+    /// `_` for `-`, which many backends treat alike), which only the gateway sets.
+    static func isDropped(_ lowercasedName: String, connectionOptions: Set<String>) -> Bool {
+        let folded = lowercasedName.replacingOccurrences(of: "_", with: "-")
+        return folded.hasPrefix("x-fleetward") || hopByHop.contains(lowercasedName) || connectionOptions.contains(lowercasedName)
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
         if localPaths.contains(path) || localPrefixes.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
@@ -51,9 +70,8 @@ struct UpstreamProxyMiddleware: RouterMiddleware {
             throw HTTPProblem(.unauthorized, "this connection proved no device")
         }
         var headers: [(name: String, value: String)] = []
-        for field in request.headers {
-            let name = field.name.canonicalName
-            if name.hasPrefix("x-fleetward-") || Self.hopByHop.contains(name) { continue }
+        let named = Self.connectionOptions(request.headers)
+        for field in request.headers where !Self.isDropped(field.name.canonicalName, connectionOptions: named) {
             headers.append((field.name.rawName, field.value))
         }
         headers.append(("X-Fleetward-Device", identity.device))

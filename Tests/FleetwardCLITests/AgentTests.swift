@@ -79,7 +79,11 @@ import Testing
         let first = try Self.device(fixture, "first")
         try fixture.directory.write("first-secret", "secret-agent-secret-0123456789\n")
         let wrong = try first.run("enroll", ["--id", "agent-secret", "--secret", "guessed-secret-0123456789"])
-        Self.expectError(wrong, exit: 4, containing: "simpleenroll refused (401)")
+        // A secret on the command line is visible to every user of the host: the agent says so.
+        #expect(wrong.status == 4, "\(wrong)")
+        #expect(wrong.stderrLines.count == 2, "\(wrong.stderr)")
+        #expect(wrong.stderrLines.first?.contains("warning: --secret on the command line is visible to other users") == true)
+        #expect(wrong.stderrLines.last?.hasPrefix("fleetward-agent: error: ") == true && wrong.stderr.contains("simpleenroll refused (401)"))
         let enrolled = try first.run("enroll", ["--id", "agent-secret", "--secret-file", fixture.directory.file("first-secret"), "--json"])
         #expect(enrolled.succeeded, "\(enrolled)")
         let status = Self.json(try first.run("status", ["--json"]))
@@ -115,12 +119,14 @@ import Testing
             try fixture.apiCall("POST", "/claims", token: alice, json: #"{"device":"agent-token","claimCode":"\#(claimCode)"}"#).0 == 200)
         let (_, tokenBody) = try fixture.apiCall("POST", "/devices/agent-token/enrollment-tokens", token: alice, json: "{}")
         let token = try #require(tokenBody["token"] as? String)
+        try fixture.directory.write("agent-token.token", token + "\n")
+        let tokenFile = fixture.directory.file("agent-token.token")
         let second = try Self.device(fixture, "second")
-        let byToken = try second.run("enroll", ["--id", "agent-token", "--token", token])
+        let byToken = try second.run("enroll", ["--id", "agent-token", "--token-file", tokenFile])
         #expect(byToken.succeeded && byToken.stdout.contains("owner alice"), "\(byToken)")
         #expect(Self.json(try second.run("status", ["--json"]))["owner"] as? String == "alice")
         let replay = try Self.device(fixture, "replay")
-        Self.expectError(try replay.run("enroll", ["--id", "agent-token", "--token", token]), exit: 4, containing: "401")
+        Self.expectError(try replay.run("enroll", ["--id", "agent-token", "--token-file", tokenFile]), exit: 4, containing: "401")
 
         // 3. Birth certificate: the birth key is made on the device, the factory signs its CSR.
         let third = try Self.device(fixture, "third")
@@ -216,13 +222,14 @@ import Testing
         misnamed.config = try Self.provisioning(fixture, serverName: "est.fleet.example")
         Self.expectError(try misnamed.run("send", [#"{"a":1}"#]), exit: 5, containing: "not for est.fleet.example")
 
+        try fixture.directory.write("tamper-secret", "secret-agent-tamper-0123456789\n")
         // A server from another CA (openssl s_server with its own CA) where EST should be.
         let impostor = try OpenSSLImpostor(openssl: fixture.cli.openssl, directory: fixture.directory)
         defer { impostor.stop() }
         var elsewhere = try Self.device(fixture, "elsewhere")
         elsewhere.config = try Self.provisioning(fixture, est: "127.0.0.1:\(impostor.port)")
         Self.expectError(
-            try elsewhere.run("enroll", ["--id", "agent-tamper", "--secret", "secret-agent-tamper-0123456789"]), exit: 5,
+            try elsewhere.run("enroll", ["--id", "agent-tamper", "--secret-file", fixture.directory.file("tamper-secret")]), exit: 5,
             containing: "does not chain to the pinned root")
         #expect(!FileManager.default.fileExists(atPath: elsewhere.credentials + "/credential.sealed"), "nothing stored")
         #expect(
@@ -237,6 +244,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: fixture.directory.file("swapped"), withIntermediateDirectories: true)
         try Data((0..<32).map { _ in UInt8.random(in: 0...255) }).write(
             to: URL(fileURLWithPath: fixture.directory.file("swapped/device.key")))
+        chmod(fixture.directory.file("swapped/device.key"), 0o600)
         let swappedResult = try device.agent.run(
             [
                 "status", "--config", device.config, "--credentials", device.credentials, "--unique-key",
@@ -247,7 +255,7 @@ import Testing
         let unmounted = try device.agent.run(
             [
                 "enroll", "--config", device.config, "--credentials", device.credentials, "--unique-key",
-                fixture.directory.file("unmounted/device.key"), "--id", "agent-tamper", "--secret", "secret-agent-tamper-0123456789",
+                fixture.directory.file("unmounted/device.key"), "--id", "agent-tamper", "--secret-file", fixture.directory.file("tamper-secret"),
             ])
         Self.expectError(unmounted, exit: 6, containing: "is missing but")
         #expect(!FileManager.default.fileExists(atPath: fixture.directory.file("unmounted/device.key")))

@@ -173,6 +173,65 @@ import Testing
             try cli.run(["audit", "verify", "--data", data]), containing: "audit log broken at entry 3: entry 3 was altered")
     }
 
+    /// Entries rewritten with their SHA-256 chain recomputed (without the registry key) fail on
+    /// their MAC; a log cut short fails against a checkpoint signed before, which openssl checks
+    /// with the issuing CA's certificate alone.
+    @Test func anAuditCheckpointCatchesATruncatedOrRewrittenLog() throws {
+        let cli = try CLI()
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let data = try initialized(cli, dir)
+        for role in ["admin", "operator", "manufacturer"] {
+            #expect(try cli.run(["token", "create", "--data", data, "--role", role]).succeeded)
+        }
+        let made = try cli.run(["audit", "checkpoint", "--data", data, "--out", dir.file("cp.json")])
+        #expect(made.succeeded, "\(made)")
+        let checkpoint = try #require(
+            try JSONSerialization.jsonObject(with: Data(dir.read("cp.json"))) as? [String: Any])
+        #expect(checkpoint["sequence"] as? Int == 3)
+        // Anyone can check the signature: the signed bytes, the issuing CA's public key, openssl.
+        let time = try #require(ISO8601DateFormatter().date(from: checkpoint["time"] as? String ?? ""))
+        try dir.write(
+            "signed", "fleetward-audit-checkpoint-v1\n\(checkpoint["sequence"] as? Int ?? 0)\n\(checkpoint["hash"] as? String ?? "")\n\(Int64(time.timeIntervalSince1970) * 1000)\n")
+        try dir.write("signature", try #require(Data(base64Encoded: checkpoint["signature"] as? String ?? "")))
+        try cli.openssl(["x509", "-in", data + "/ca/issuing.pem", "-pubkey", "-noout", "-out", dir.file("issuing.pub")])
+        let verified = try cli.openssl.run([
+            "dgst", "-sha256", "-verify", dir.file("issuing.pub"), "-signature", dir.file("signature"), dir.file("signed"),
+        ])
+        #expect(verified.stdout.contains("Verified OK"), "\(verified)")
+        let holds = try cli.run(["audit", "verify", "--data", data, "--checkpoint", dir.file("cp.json")])
+        #expect(holds.stdout.contains("holding checkpoint entry 3"), "\(holds)")
+        // The newest entry removed: the chain that is left is whole, the checkpoint says otherwise.
+        let sqlite = try Tool("sqlite3")
+        #expect(try sqlite.run([data + "/registry.sqlite", "DELETE FROM audit_log WHERE sequence = 3"]).succeeded)
+        #expect(try cli.run(["audit", "verify", "--data", data]).succeeded)
+        cli.expectOneLineError(
+            try cli.run(["audit", "verify", "--data", data, "--checkpoint", dir.file("cp.json")]), containing: "entries were removed")
+        // An entry rewritten with its hash recomputed: the MAC gives it away.
+        let rehash = """
+            import hashlib, sqlite3, struct, sys
+            db = sqlite3.connect(sys.argv[1])
+            rows = db.execute("SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash FROM audit_log ORDER BY sequence").fetchall()
+            previous = None
+            for (seq, t, actor, action, subject, before, after, prev) in rows:
+                if seq == 2: action = "device.suspend"
+                prev = previous if previous is not None else prev
+                h = hashlib.sha256(struct.pack(">q", seq) + struct.pack(">q", t))
+                for field in (actor, action, subject, before, after):
+                    data = b"\\xff" if field is None else field.encode()
+                    h.update(struct.pack(">Q", len(data)) + data)
+                h.update(struct.pack(">Q", len(prev)) + prev)
+                digest = h.digest()
+                db.execute("UPDATE audit_log SET action = ?, previous_hash = ?, hash = ? WHERE sequence = ?", (action, prev, digest, seq))
+                previous = digest
+            db.commit()
+            """
+        let rewritten = try Tool("python3").run(["-c", rehash, data + "/registry.sqlite"])
+        #expect(rewritten.succeeded, "\(rewritten)")
+        cli.expectOneLineError(
+            try cli.run(["audit", "verify", "--data", data]), containing: "entry 2 does not carry the registry key's MAC")
+    }
+
     @Test func killingAnImportLeavesWholeBatchesAndARerunFinishesIt() throws {
         let cli = try CLI()
         let dir = try TemporaryDirectory()

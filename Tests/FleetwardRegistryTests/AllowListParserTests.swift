@@ -101,4 +101,56 @@ import Testing
         let unclosed = parse("id,secret,key_sha256,model\nD-1,\"\(Self.secret),,m\n")
         #expect(unclosed.errors.first?.message.contains("not closed") == true)
     }
+
+    @Test func columnsAreReadByNameInAnyOrderAndOptionalOnesMayBeLeftOut() {
+        let (rows, errors) = parse("model,id,secret\nm,D-1,\(Self.secret)\n")
+        #expect(errors.isEmpty, "\(errors)")
+        #expect(rows.first?.id.rawValue == "D-1" && rows.first?.model == "m")
+        #expect(rows.first?.proof == .secret(Array(Self.secret.utf8)))
+        let keyed = parse("key_sha256,id,model,metadata\n\(String(repeating: "ab", count: 32)),D-2,cam,site=a\n")
+        #expect(keyed.errors.isEmpty && keyed.rows.first?.metadata == ["site": "a"], "\(keyed.errors)")
+    }
+
+    @Test func unknownOrMissingColumnsAreFileLevelErrorsNamingThem() {
+        let unknown = parse("id,secret,model,colour\nD-1,\(Self.secret),m,red\n")
+        #expect(unknown.rows.isEmpty)
+        #expect(unknown.errors.first?.isFileLevel == true)
+        #expect(unknown.errors.first?.message.contains("'colour'") == true, "\(unknown.errors)")
+        let missing = parse("id,secret\nD-1,\(Self.secret)\n")
+        #expect(missing.errors.first?.message.contains("lacks model") == true, "\(missing.errors)")
+    }
+
+    @Test func aByteOrderMarkIsSkipped() {
+        let (rows, errors) = parse("\u{FEFF}id,secret,key_sha256,model\nD-1,\(Self.secret),,m\n")
+        #expect(errors.isEmpty, "\(errors)")
+        #expect(rows.count == 1)
+    }
+
+    @Test func anIDTwiceInOneFileIsAnErrorNamingBothLines() {
+        let (rows, errors) = parse("id,secret,key_sha256,model\nSN-300010,\(Self.secret),,m\nSN-300011,\(Self.secret),,m\nSN-300010,other-secret-000000001,,m\n")
+        #expect(rows.map(\.id.rawValue) == ["SN-300010", "SN-300011"])
+        #expect(errors.count == 1)
+        #expect(errors.first?.line == 4)
+        #expect(errors.first?.message.contains("line 2") == true, "\(errors)")
+    }
+
+    /// A file without a header, or with a secret in any field, never gets a secret echoed back.
+    @Test func noErrorRepeatsAFieldThatCouldBeASecret() {
+        let marker = "SECRETMARKER0123456789"
+        let inputs = [
+            "sn-100005,\(marker),,sensor\n",  // no header: the first row is read as one
+            "id,secret,key_sha256,model\nD-1,\(marker),\(marker),m\n",
+            "id,secret,key_sha256,model\nD 1,\(marker),,m\n",
+            "id,secret,key_sha256,model\nD-1,\(marker),,\n",
+            "id,secret,key_sha256,model,metadata\nD-1,\(marker),,m,\(marker)\n",
+            "id,secret,key_sha256,model\nD-1,\(marker)\n",
+            "\(marker),id,model\nx,D-1,m\n",
+        ]
+        for input in inputs {
+            let (_, errors) = parse(input)
+            #expect(!errors.isEmpty, "\(input)")
+            for error in errors { #expect(!error.description.contains(marker), "\(error)") }
+        }
+    }
 }
+

@@ -30,7 +30,7 @@ import Testing
         try #require(setup.succeeded, "\(setup)")
 
         let store = try SQLiteRegistryStore(path: path)
-        #expect(try await store.migrate() == Array(4...(SQLiteMigrations.all.map(\.version).max() ?? 0)))
+        #expect(try await store.migrate() == SQLiteMigrations.all.map(\.version).filter { $0 >= 4 })
         let revoked = try #require(try await store.certificate(serial: "01aa"))
         #expect(revoked.revocation?.reason == 1)
         #expect(revoked.deviceID?.rawValue == "D-1")

@@ -57,7 +57,8 @@ import Testing
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
         let store = subject.store
-        try await store.insert(try device("C-1"), by: admin, at: Self.now)
+        // A manufacturer sets codes only on the devices it registered.
+        try await store.insert(try device("C-1"), by: Actor(role: .manufacturer, name: "m"), at: Self.now)
         let code = ClaimCodes.generate()
         let record = try ClaimCodes.record(for: code, device: try DeviceID("C-1"), iterations: ClaimCodes.minimumIterations)
         try await store.setClaimCode(record, by: Actor(role: .manufacturer, name: "m"), at: Self.now)

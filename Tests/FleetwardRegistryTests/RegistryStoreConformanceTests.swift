@@ -89,8 +89,10 @@ struct StoreUnderTest {
         let subject = try await StoreUnderTest(kind)
         defer { subject.close() }
         let store = subject.store
-        let d1 = try device("D-1")
+        var d1 = try device("D-1")
         try await store.insert(d1, by: .console, at: Self.now)
+        // The registrar records who registered a device that does not name it.
+        d1.registeredBy = Actor.console.name
         #expect(try await store.device(try DeviceID("D-1")) == d1)
         #expect(try await store.device(try DeviceID("D-2")) == nil)
         let error = await #expect(throws: RegistryError.self) { try await store.insert(d1, by: .console, at: Self.now) }

@@ -1,0 +1,100 @@
+// libFuzzer targets for every parser that reads bytes from outside: certificates (PEM and DER),
+// CSRs and their checks, EST bodies (base64 then PKCS#10), OCSP requests (and the answer built for
+// them, read back), CRLs (read, and written then read back), allow-list CSV, release manifests
+// and versions, and the device's sealed-store format.
+// One binary; FLEETWARD_FUZZ_TARGET picks the target. Built only by scripts/fuzz.sh
+// (FLEETWARD_FUZZ=1 adds this target to the package; -sanitize=fuzzer,address). Every input must
+// end in a value or a typed error: a crash, a trap or a leak is a finding.
+import CFleetwardFuzzEntry
+import Crypto
+@testable import FleetwardDevice
+import FleetwardPKI
+import FleetwardRegistry
+import Foundation
+import X509
+
+enum FuzzTarget: String, CaseIterable {
+    case certificate, csr, estBody = "est-body", ocspRequest = "ocsp-request", crl, allowList = "allow-list", manifest, sealed
+}
+
+let target = FuzzTarget(rawValue: ProcessInfo.processInfo.environment["FLEETWARD_FUZZ_TARGET"] ?? "") ?? {
+    FileHandle.standardError.write(
+        Data("set FLEETWARD_FUZZ_TARGET to one of \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", "))\n".utf8))
+    exit(2)
+}()
+
+/// A fixed CA for the targets that issue or sign (made once).
+let fixture: (issuer: CertificateIssuer, responder: OCSPResponder) = {
+    let key = SigningKey(generating: .p256)
+    let now = Date(timeIntervalSince1970: 1_800_000_000)
+    var rng = SystemRandomNumberGenerator()
+    let ca = try! CACertificateFactory.makeRoot(key: key, organization: "Fuzz", days: 3650, now: now, using: &rng)
+    let issuer = try! CertificateIssuer(caCertificate: ca, key: key, role: .issuing, organization: "Fuzz")
+    let responderKey = SigningKey(generating: .p256)
+    let responder = try! issuer.issue(publicKey: responderKey.publicKey, profile: .ocsp, identity: .ocspResponder, now: now, using: &rng)
+    return (issuer, try! OCSPResponder(certificateDER: responder.der, key: responderKey))
+}()
+
+let sealingKey = DeviceUniqueKey.ephemeral()
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
+    let bytes = Array(UnsafeBufferPointer(start: start, count: count))
+    switch target {
+    case .certificate:
+        if let certificates = try? CertificateDecoder.certificates(from: bytes) {
+            for (certificate, der) in certificates { _ = try? CertificateSummary(certificate: certificate, der: der).text }
+        }
+    case .csr:
+        if let request = try? CertificateRequest(bytes: bytes) {
+            _ = try? request.requireSubject(matching: .device(try! DeviceID("FUZZ-1")))
+            _ = request.subjectPublicKeySHA256
+        }
+    case .estBody:
+        if let der = Base64.decode(bytes, skippingWhitespace: true) { _ = try? CertificateRequest(bytes: der) }
+    case .ocspRequest:
+        if let request = try? OCSP.parseRequest(bytes) {
+            let now = Date(timeIntervalSince1970: 1_800_000_000)
+            let singles = request.certIDs.map {
+                OCSP.SingleResponse(certID: $0, status: .revoked(time: now, reason: 1), thisUpdate: now, nextUpdate: now + 3600)
+            }
+            let answer = try! fixture.responder.response(singles, nonceExtension: request.nonceExtension, producedAt: now)
+            let read = try! OCSP.statuses(inResponse: answer)
+            precondition(read.certificates.map(\.serialHex) == request.certIDs.map(\.serialHex), "OCSP answer does not read back")
+        }
+    case .crl:
+        _ = try? CRLReader.revokedSerials(bytes)
+        _ = try? CRLReader.nextUpdate(bytes)
+        // Serials drawn from the input, written into a CRL and read back.
+        let serials = stride(from: 0, to: min(bytes.count, 400), by: 8).map { offset -> String in
+            let slice = bytes[offset..<min(bytes.count, offset + 8)]
+            return ([0x01] + slice).map { String(format: "%02x", $0) }.joined()
+        }
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let entries = serials.map { RevokedEntry(serialHex: $0, revocationDate: now, reasonCode: 1) }
+        let crl = try! fixture.issuer.revocationList(entries: entries, number: 1, thisUpdate: now, nextUpdate: now + 86_400)
+        let listed = try! CRLReader.revokedSerials(crl)
+        precondition(Set(listed) == Set(serials), "a CRL written with these serials does not read back")
+    case .allowList:
+        var parser = AllowListParser()
+        var index = 0
+        while index < bytes.count {
+            let end = min(bytes.count, index + 1 + Int(bytes[index] % 64))
+            parser.feed(bytes[index..<end]) { _ in }
+            index = end
+        }
+        parser.finish { _ in }
+    case .manifest:
+        if let manifest = try? ReleaseManifest.decode(bytes) {
+            _ = try? manifest.encoded()
+            _ = ReleaseVersion.isOlder(manifest.version, than: "1.0.0")
+        }
+        if let text = String(validating: bytes, as: UTF8.self) {
+            let parts = text.split(separator: "\n", maxSplits: 1)
+            if parts.count == 2 { _ = ReleaseVersion.isOlder(String(parts[0]), than: String(parts[1])) }
+        }
+    case .sealed:
+        _ = try? sealingKey.open(bytes, kind: "credential", name: "credential", path: "fuzz")
+    }
+    return 0
+}
