@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
 # postgresql, the sqlite3 shell, curl, nginx (run as the test's own process, never the system service), the util-linux/bsdutils tools for terminal tests, and
-# openapi-spec-validator from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
+# openapi-spec-validator and schemathesis from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
 # `swift test`, fuzzes every parser briefly (scripts/fuzz.sh), and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
 set -euo pipefail
@@ -24,11 +24,13 @@ if [ ${#packages[@]} -gt 0 ]; then
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
-if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
-  echo "Installing openapi-spec-validator with pip…" >&2
-  python3 -m pip install -q --break-system-packages openapi-spec-validator 2>/dev/null \
-    || python3 -m pip install -q openapi-spec-validator
-fi
+for module in openapi_spec_validator:openapi-spec-validator schemathesis:schemathesis; do
+  if ! python3 -c "import ${module%%:*}" >/dev/null 2>&1; then
+    echo "Installing ${module##*:} with pip…" >&2
+    python3 -m pip install -q --break-system-packages "${module##*:}" 2>/dev/null \
+      || python3 -m pip install -q "${module##*:}"
+  fi
+done
 
 log=$(mktemp)
 cluster=""

@@ -73,7 +73,8 @@ struct EnrollCommand: AsyncParsableCommand {
 
     func validate() throws {
         let given = [secret ?? secretFile, token ?? tokenFile, birthCert].compactMap { $0 }.count
-        guard given == 1 else { throw ValidationError("give exactly one of --secret, --token or --birth-cert") }
+        guard given == 1 else { throw ValidationError(
+                "give exactly one proof: --secret-file FILE (or --secret), --token-file FILE (or --token), or --birth-cert FILE") }
     }
 
     func run() async throws {

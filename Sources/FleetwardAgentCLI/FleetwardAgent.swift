@@ -1,5 +1,6 @@
 import ArgumentParser
 import FleetwardDevice
+import FleetwardPKI
 import Foundation
 
 /// `fleetward-agent`: Fleetward on the device. Enrolls, keeps the key sealed on the device,
@@ -26,9 +27,15 @@ struct FleetwardAgent: AsyncParsableCommand {
     )
 
     static func main() async {
+        // `--version` on the binary alone (ArgumentParser's own would also claim the subcommands'
+        // `--version VERSION` options, such as `release publish --version 1.4.0`).
+        if CommandLine.arguments.dropFirst() == ["--version"] {
+            print(FleetwardVersion.string)
+            Foundation.exit(0)
+        }
         let command: any ParsableCommand
         do {
-            command = try parseAsRoot()
+            command = try parseAsRoot(DeviceOptions.movedAfterSubcommand(Array(CommandLine.arguments.dropFirst())))
         } catch {
             let code = exitCode(for: error)
             if code == .success { exit(withError: error) }
@@ -101,6 +108,40 @@ struct DeviceOptions: ParsableArguments {
         }
         let key = try DeviceUniqueKey.load(path: uniqueKey, createIfMissing: create)
         return DeviceAgent(config: config, store: CredentialStore(directory: credentials, uniqueKey: key))
+    }
+
+    /// The options every device command shares, which may also come before the subcommand:
+    /// `fleetward-agent --config P --credentials C enroll …` is `fleetward-agent enroll --config P
+    /// --credentials C …` (so one shell variable can hold the agent and its device).
+    static let sharedNames: Set<String> = ["--config", "--credentials", "--unique-key"]
+
+    /// `arguments` with leading shared options moved after the subcommand path (`update apply`).
+    static func movedAfterSubcommand(_ arguments: [String]) -> [String] {
+        var leading: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            guard sharedNames.contains(String(argument.prefix { $0 != "=" })) else { break }
+            leading.append(argument)
+            if !argument.contains("="), index + 1 < arguments.count {
+                leading.append(arguments[index + 1])
+                index += 1
+            }
+            index += 1
+        }
+        guard !leading.isEmpty else { return arguments }
+        var path: [String] = []
+        var command: any ParsableCommand.Type = FleetwardAgent.self
+        while index < arguments.count,
+            let next = command.configuration.subcommands.first(where: { $0._commandName == arguments[index] })
+        {
+            path.append(arguments[index])
+            command = next
+            index += 1
+        }
+        // No subcommand named: leave the line as it was, for the parser's own message.
+        guard !path.isEmpty else { return arguments }
+        return path + leading + arguments[index...]
     }
 
     /// The anti-rollback counter, beside the device-unique key (apart from the credentials).

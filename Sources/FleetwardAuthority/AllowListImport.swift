@@ -101,6 +101,8 @@ public struct AllowListImport: Sendable {
         let producer = Task {
             do {
                 var parser = AllowListParser()
+                // Pass 1 found no bad row (so no duplicate): no need to remember every ID again.
+                parser.checksDuplicates = rejected > 0
                 var devices: [Device] = []
                 devices.reserveCapacity(batchSize)
                 var firstLine = 0
@@ -135,18 +137,18 @@ public struct AllowListImport: Sendable {
         var done = 0
         var inserted = 0
         var duplicates = 0
-        var lastReport = start
         do {
+            // Cancelled (Ctrl-C in the console) between batches: every batch written so far is
+            // whole and committed, and the next run of the same file carries on (as duplicates).
+            try Task.checkCancellation()
             while let batch = try await queue.next() {
                 let result = try await registrar.importBatch(batch.devices, source: source, lines: batch.lines, by: actor, at: now())
                 inserted += result.inserted
                 duplicates += result.duplicates
                 done += batch.devices.count
-                let instant = clock.now
-                if instant - lastReport > .milliseconds(100) || done == total {
-                    lastReport = instant
-                    progress(Progress(rowsDone: done, rowsTotal: total, elapsed: Self.seconds(instant - start)))
-                }
+                // After every committed batch: `rowsDone` is exactly what is in the registry.
+                progress(Progress(rowsDone: done, rowsTotal: total, elapsed: Self.seconds(clock.now - start)))
+                try Task.checkCancellation()
             }
         } catch {
             await queue.finish(throwing: error)

@@ -139,7 +139,7 @@ public struct CAHierarchy: Sendable {
             Array((PEM.encode(issuing.der, label: "CERTIFICATE") + PEM.encode(root.der, label: "CERTIFICATE")).utf8),
             to: directory.chainPath, permissions: 0o644)
 
-        progress("Issuing the gateway certificate for \(configuration.hosts.joined(separator: ", "))")
+        progress("Issuing the servers' certificate (EST and gateway) for \(configuration.hosts.joined(separator: ", ")) (init --host sets these names)")
         let gatewayKey = try custodian.generateKey(named: DataDirectory.gatewayKeyName, type: .p256)
         let issuer = try CertificateIssuer(
             caCertificate: issuing.certificate, key: issuingKey!, role: .issuing, organization: organization
@@ -164,6 +164,19 @@ public struct CAHierarchy: Sendable {
         let der = try serializer.encode(certificate)
         try AtomicFile.write(Array(PEM.encode(der, label: "CERTIFICATE").utf8), to: directory.certificatePath(of: role), permissions: 0o644)
         return Member(role: role, certificate: certificate, der: der)
+    }
+
+    /// Sets where certificates issued from now on point for CRLs and OCSP (nil: nowhere), in
+    /// the data directory's configuration (replaced atomically). Certificates already issued keep
+    /// the URL they carry until they are renewed.
+    /// - Throws: ``AuthorityError`` `invalidConfiguration` for a URL that is not http(s)://HOST[:PORT][/PATH].
+    public static func setRevocationBaseURL(_ base: String?, in directory: DataDirectory) throws -> AuthorityConfiguration {
+        var configuration = try load(from: directory).configuration
+        configuration.revocationBaseURL = base
+        try configuration.validate()
+        let json = try AuthorityConfiguration.encoder().encode(configuration)
+        try AtomicFile.write(Array(json) + [0x0A], to: directory.configurationPath, permissions: 0o644)
+        return configuration
     }
 
     /// Opens the key of the CA with `role` and returns an issuer for it.

@@ -55,7 +55,7 @@ public enum EnrollmentGroups {
             throw AuthorityError(.invalidRequest, "an ID pattern is 1 to 64 letters, digits, '-', '.', '*' and '?'")
         }
         let trimmed = name.trimmingCharacters(in: .whitespaces)
-        guard !trimmed.isEmpty, trimmed.utf8.count <= 100, !trimmed.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
+        guard !trimmed.isEmpty, trimmed.unicodeScalars.count <= 100, !trimmed.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
             throw AuthorityError(.invalidRequest, "a group name is 1 to 100 printable characters")
         }
         let der: [UInt8]
@@ -105,18 +105,22 @@ public enum DeviceRegistrations {
         } catch {
             throw AuthorityError(.invalidRequest, "'id': \(error)", underlying: error)
         }
-        guard (1...100).contains(model.utf8.count), !model.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
+        // Lengths count characters (Unicode scalars), as the API's JSON Schema does.
+        guard (1...100).contains(model.unicodeScalars.count), !model.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
             throw AuthorityError(.invalidRequest, "'model' is 1 to 100 printable characters")
         }
-        guard metadata.count <= 32, metadata.allSatisfy({ $0.key.utf8.count <= 64 && $0.value.utf8.count <= 1024 }) else {
-            throw AuthorityError(.invalidRequest, "'metadata' holds at most 32 entries, keys up to 64 and values up to 1024 bytes")
+        guard metadata.count <= 32, metadata.allSatisfy({ $0.key.unicodeScalars.count <= 64 && $0.value.unicodeScalars.count <= 1024 })
+        else {
+            throw AuthorityError(.invalidRequest, "'metadata' holds at most 32 entries, keys up to 64 and values up to 1024 characters")
         }
         let proof: EnrollmentProof
         switch (secret, keySHA256) {
         case (let secret?, nil):
-            guard (SecretHasher.minimumSecretBytes...SecretHasher.maximumSecretBytes).contains(secret.utf8.count) else {
+            guard (SecretHasher.minimumSecretBytes...SecretHasher.maximumSecretBytes).contains(secret.unicodeScalars.count),
+                secret.utf8.count >= SecretHasher.minimumSecretBytes
+            else {
                 throw AuthorityError(
-                    .invalidRequest, "'secret' is \(SecretHasher.minimumSecretBytes) to \(SecretHasher.maximumSecretBytes) bytes")
+                    .invalidRequest, "'secret' is \(SecretHasher.minimumSecretBytes) to \(SecretHasher.maximumSecretBytes) characters")
             }
             proof = .secret(hmac: hasher.hash(Array(secret.utf8)))
         case (nil, let fingerprint?):

@@ -40,7 +40,13 @@ public enum APITokens {
         public let record: APITokenRecord
     }
 
-    public static func make(role: Role, owner: String?, hasher: SecretHasher, now: Date = Date()) throws -> Created {
+    /// - Parameter lifetime: how long the token is valid (nil: until revoked); 1 minute to 10 years.
+    public static func make(role: Role, owner: String?, lifetime: TimeInterval? = nil, hasher: SecretHasher, now: Date = Date()) throws
+        -> Created
+    {
+        if let lifetime, !(60...3650 * 86_400).contains(lifetime) {
+            throw AuthorityError(.invalidRequest, "a token's lifetime is 1 minute to 10 years")
+        }
         if role == .owner {
             guard let owner, Owner.isValidID(owner) else {
                 throw AuthorityError(.invalidRequest, "an owner token needs an owner ID (1 to 64 letters, digits, '-', '_', '.', '@')")
@@ -51,7 +57,8 @@ public enum APITokens {
         let id = RandomText.hex(bytes: 8)
         let secret = RandomText.base64URL(bytes: 32)
         let record = APITokenRecord(
-            id: id, secretHMAC: hasher.hash(Array(secret.utf8)), role: role, owner: owner, createdAt: now, expiresAt: nil
+            id: id, secretHMAC: hasher.hash(Array(secret.utf8)), role: role, owner: owner, createdAt: now,
+            expiresAt: lifetime.map { now.addingTimeInterval($0) }
         )
         return Created(token: "fwt_\(id)_\(secret)", record: record)
     }

@@ -102,10 +102,10 @@ public struct ReleaseRepository: Sendable {
 
     /// Re-issues release `version` on `channel`, with a new rollout share when given (a new
     /// manifest version, newly signed).
-    public func promote(version: String, to channel: String, rollout: Int? = nil, key: SigningKey, now: Date = Date()) throws
+    public func promote(version: String, to channel: String? = nil, rollout: Int? = nil, key: SigningKey, now: Date = Date()) throws
         -> PublishedRelease
     {
-        try Self.check(version: version, models: ["x"], channel: channel, rollout: rollout ?? 0, lifetime: 86_400)
+        try Self.check(version: version, models: ["x"], channel: channel ?? "stable", rollout: rollout ?? 0, lifetime: 86_400)
         let releases = try list()
         guard
             let latest = releases.filter({ $0.manifest.version == version }).max(by: {
@@ -114,7 +114,7 @@ public struct ReleaseRepository: Sendable {
         else { throw AuthorityError(.invalidConfiguration, "no release \(version)") }
         var manifest = latest.manifest
         manifest.manifestVersion = (releases.map(\.manifest.manifestVersion).max() ?? 0) + 1
-        manifest.channel = channel
+        if let channel { manifest.channel = channel }
         if let rollout { manifest.rollout = rollout }
         manifest.issued = now
         manifest.expires = now.addingTimeInterval(max(86_400, latest.manifest.expires.timeIntervalSince(latest.manifest.issued)))

@@ -9,8 +9,8 @@ import Foundation
 struct CACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ca",
-        abstract: "Look at the CA hierarchy; sign the root's CRL ahead of time.",
-        subcommands: [Show.self, RootCRL.self]
+        abstract: "Look at the CA hierarchy; sign the root's CRL ahead of time; set where certificates point for revocation.",
+        subcommands: [Show.self, RootCRL.self, RevocationURL.self]
     )
 
     /// `fleetward ca show`: each CA's subject, key type, expiry and fingerprint.
@@ -29,6 +29,37 @@ struct CACommand: ParsableCommand {
             } else {
                 print(report.text)
             }
+        }
+    }
+
+    /// `fleetward ca revocation-url`: where issued certificates point for CRLs and OCSP.
+    struct RevocationURL: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "revocation-url",
+            abstract: "Show or set the base URL issued certificates give for CRLs (BASE/crl/…) and OCSP (BASE/ocsp).",
+            discussion: """
+                Set it to where relying parties reach the management API (or a proxy in front of it): \
+                'serve --api-listen' does not change it, and 'serve' warns at start when the two differ. \
+                Certificates issued from then on carry the new URL (a running 'serve' takes it at its next \
+                start); those already issued keep theirs until renewed. 'none' leaves both pointers out.
+                """)
+
+        @OptionGroup var dataOptions: DataOptions
+
+        @Argument(help: ArgumentHelp("The new base URL, http(s)://HOST[:PORT][/PATH], or none (default: show the current one).", valueName: "url"))
+        var url: String?
+
+        func run() throws {
+            let directory = dataOptions.directory
+            guard let url else {
+                let current = try CAHierarchy.load(from: directory).configuration.revocationBaseURL
+                return print(current ?? "none")
+            }
+            let base = url.lowercased() == "none" ? nil : url
+            _ = try CAHierarchy.setRevocationBaseURL(base, in: directory)
+            print(
+                base.map { "Certificates issued from now on point to \($0)/crl/… and \($0)/ocsp (restart serve to apply)." }
+                    ?? "Certificates issued from now on carry no CRL or OCSP pointer (restart serve to apply).")
         }
     }
 

@@ -44,15 +44,39 @@ struct DevicesCommand: AsyncParsableCommand {
             job.batchSize = batch
             job.skipInvalid = skipInvalid
             let bar = ProgressBar(enabled: !output.json && isatty(STDERR_FILENO) == 1)
-            let summary = try await job.run(into: registrar, hasher: hasher, by: .console, progress: { bar.update($0) })
+            let work = Task { [job] in
+                try await job.run(into: registrar, hasher: hasher, by: .console, progress: { bar.update($0) })
+            }
+            // Ctrl-C or SIGTERM stops after the batch being written, and says how far it got.
+            let signals = [SIGINT, SIGTERM].map { number -> any DispatchSourceSignal in
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler { work.cancel() }
+                source.resume()
+                return source
+            }
+            defer { for source in signals { source.cancel() } }
+            let summary: AllowListImport.Summary
+            do {
+                summary = try await work.value
+            } catch is CancellationError {
+                bar.finish()
+                Output.progress(
+                    "interrupted: \(bar.committed) of \(bar.total) rows committed (whole batches); run the same command again to finish")
+                throw ExitCode(130)
+            }
             bar.finish()
             if output.json {
                 try Output.printJSON(summary)
             } else {
+                // Under a second a rate says nothing: the time alone, in milliseconds.
+                let took =
+                    summary.seconds < 1
+                    ? "\(Int((summary.seconds * 1000).rounded())) ms"
+                    : "\(String(format: "%.1f", summary.seconds)) s (\(summary.rowsPerSecond) rows/s)"
                 print(
-                    "Imported \(summary.inserted) devices from \(summary.file) in \(String(format: "%.1f", summary.seconds)) s "
-                        + "(\(summary.rowsPerSecond) rows/s); \(summary.duplicates) already registered, \(summary.rejected) rejected."
-                )
+                    "Imported \(summary.inserted) devices from \(summary.file) in \(took); "
+                        + "\(summary.duplicates) already registered, \(summary.rejected) rejected.")
                 for error in summary.errors { print("  rejected \(error)") }
             }
         }
@@ -82,18 +106,28 @@ struct DevicesCommand: AsyncParsableCommand {
             guard (1...10_000).contains(limit) else { throw ValidationError("--limit must be 1 to 10000") }
             let cursor = try after.map(DeviceID.init)
             let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
-            let devices = try await store.devices(matching: filter, after: cursor, limit: limit)
+            // One more than asked tells whether another page follows.
+            let fetched = try await store.devices(matching: filter, after: cursor, limit: limit + 1)
+            let devices = Array(fetched.prefix(limit))
+            let next = fetched.count > limit ? devices.last?.id.rawValue : nil
             if output.json {
                 struct Page: Encodable {
                     var devices: [Device.PublicView]
                     var next: String?
+                    func encode(to encoder: any Encoder) throws {
+                        var container = encoder.container(keyedBy: CodingKeys.self)
+                        try container.encode(devices, forKey: .devices)
+                        try container.encode(next, forKey: .next)
+                    }
+                    enum CodingKeys: String, CodingKey { case devices, next }
                 }
-                try Output.printJSON(
-                    Page(devices: devices.map(\.publicView), next: devices.count == limit ? devices.last?.id.rawValue : nil))
+                try Output.printJSON(Page(devices: devices.map(\.publicView), next: next))
             } else {
+                print("ID\tSTATE\tMODEL\tOWNER")
                 for device in devices {
                     print("\(device.id)\t\(device.state)\t\(device.model)\t\(device.owner ?? "-")")
                 }
+                if let next { Output.progress("… more devices follow: the next page is --after \(next)") }
             }
         }
     }
@@ -168,11 +202,25 @@ struct DevicesCommand: AsyncParsableCommand {
 final class ProgressBar: @unchecked Sendable {
     private let enabled: Bool
     private var drawn = false
+    private let lock = NSLock()
+    private var last: AllowListImport.Progress?
+    private var lastDrawn = ContinuousClock.now - .seconds(1)
 
     init(enabled: Bool) { self.enabled = enabled }
 
+    /// Rows committed so far, and rows in the file.
+    var committed: Int { lock.withLock { last?.rowsDone ?? 0 } }
+    var total: Int { lock.withLock { last?.rowsTotal ?? 0 } }
+
     func update(_ progress: AllowListImport.Progress) {
-        guard enabled, progress.rowsTotal > 0 else { return }
+        let draw = lock.withLock { () -> Bool in
+            last = progress
+            let now = ContinuousClock.now
+            guard now - lastDrawn > .milliseconds(100) || progress.rowsDone == progress.rowsTotal else { return false }
+            lastDrawn = now
+            return true
+        }
+        guard enabled, draw, progress.rowsTotal > 0 else { return }
         let fraction = Double(progress.rowsDone) / Double(progress.rowsTotal)
         let width = 30
         let filled = Int(fraction * Double(width))

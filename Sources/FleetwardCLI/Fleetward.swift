@@ -1,4 +1,5 @@
 import ArgumentParser
+import FleetwardPKI
 import Foundation
 import Logging
 import NIOCore
@@ -23,10 +24,11 @@ struct Fleetward: AsyncParsableCommand {
 
     /// Runs the command line, printing any failure as one line on stderr.
     static func main() async {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = ProcessInfo.processInfo.environment["FLEETWARD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-            return handler
+        // `--version` on the binary alone (ArgumentParser's own would also claim the subcommands'
+        // `--version VERSION` options, such as `release publish --version 1.4.0`).
+        if CommandLine.arguments.dropFirst() == ["--version"] {
+            print(FleetwardVersion.string)
+            Foundation.exit(0)
         }
         let command: any ParsableCommand
         do {
@@ -40,6 +42,17 @@ struct Fleetward: AsyncParsableCommand {
             }
             let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
             fail(firstLine.hasPrefix("Error: ") ? String(firstLine.dropFirst(7)) : firstLine, code: code.rawValue)
+        }
+        // `serve --json` logs one JSON object per line, for log shippers; everything else logs text.
+        let level = ProcessInfo.processInfo.environment["FLEETWARD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        if let serve = command as? ServeCommand, serve.output.json {
+            LoggingSystem.bootstrap { label in JSONLogHandler(label: label, logLevel: level) }
+        } else {
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         if command is ServeCommand {
             // One event loop per CPU this process may run on (taskset, cpusets), not per CPU of

@@ -25,7 +25,8 @@ struct InitCommand: ParsableCommand {
     @Option(
         name: .customLong("host"),
         help: ArgumentHelp(
-            "A DNS name or IP address for the gateway certificate (repeatable; default localhost, 127.0.0.1, ::1).", valueName: "name"))
+            "A DNS name or IP address the servers' certificate (EST and gateway) is for (repeatable). Given, the list replaces the "
+                + "defaults localhost, 127.0.0.1 and ::1: name them too to keep them.", valueName: "name"))
     var hosts: [String] = []
 
     @Option(help: ArgumentHelp("Root CA key type: P-256 or P-384.", valueName: "type"))

@@ -34,6 +34,11 @@ struct ProvisioningConfigCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write it (default: stdout).", valueName: "file"))
     var out: String?
 
+    @Flag(
+        name: .customLong("skip-certificate-check"),
+        help: "Write it even when DIR/tls/gateway.pem does not carry the name (the servers will present another certificate).")
+    var skipCertificateCheck = false
+
     func run() throws {
         let directory = dataOptions.directory
         let rootPath = directory.path + "/ca/root.pem"
@@ -49,12 +54,51 @@ struct ProvisioningConfigCommand: ParsableCommand {
         _ = try decoded.estEndpoint
         _ = try decoded.gatewayEndpoint
         _ = try decoded.roots
+        if !skipCertificateCheck { try checkServerCertificate(directory) }
         if let out {
             try AtomicFile.write(Array(bytes), to: out, permissions: 0o644)
             Output.progress("provisioning file written to \(out)")
         } else {
             FileHandle.standardOutput.write(bytes)
         }
+    }
+}
+
+extension ProvisioningConfigCommand {
+    /// The name a device will check (--server-name, else each endpoint's host) must be one the
+    /// servers' certificate (DIR/tls/gateway.pem) carries; otherwise every device made with this
+    /// file would refuse the servers. Says which names it does carry and what to give instead.
+    func checkServerCertificate(_ directory: DataDirectory) throws {
+        guard let bytes = FileManager.default.contents(atPath: directory.gatewayCertificatePath),
+            let first = try? CertificateDecoder.certificates(from: Array(bytes)).first,
+            let summary = try? CertificateSummary(certificate: first.certificate, der: first.der)
+        else { return }
+        let carried = summary.subjectAlternativeNames.compactMap { name -> String? in
+            if name.hasPrefix("DNS:") { return String(name.dropFirst(4)).lowercased() }
+            if name.hasPrefix("IP:") { return String(name.dropFirst(3)) }
+            return nil
+        }
+        let hosts = serverName.map { [$0] } ?? [est, gateway].map(Self.host(of:))
+        for host in Set(hosts) {
+            let wanted = (try? ServerName(host).description) ?? host.lowercased()
+            let wildcardMatch = carried.contains { name in
+                name.hasPrefix("*.") && wanted.split(separator: ".", maxSplits: 1).last.map { "*." + $0 } == name
+            }
+            guard !carried.contains(wanted), !wildcardMatch else { continue }
+            let suggestion = carried.first { !$0.contains(":") && $0 != "localhost" } ?? carried.first ?? "NAME"
+            throw ValidationError(
+                "the servers' certificate (\(directory.gatewayCertificatePath)) carries \(carried.joined(separator: ", ")), not \(host): "
+                    + "devices would refuse the servers; give --server-name \(suggestion), or add \(host) with 'fleetward init --host' "
+                    + "(every name wanted, the defaults too)")
+        }
+    }
+
+    /// The host of `host:port` (IPv6 in brackets).
+    static func host(of endpoint: String) -> String {
+        if endpoint.hasPrefix("["), let close = endpoint.firstIndex(of: "]") {
+            return String(endpoint[endpoint.index(after: endpoint.startIndex)..<close])
+        }
+        return String(endpoint.split(separator: ":").dropLast().joined(separator: ":"))
     }
 }
 

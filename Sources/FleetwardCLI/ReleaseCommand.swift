@@ -57,8 +57,8 @@ struct ReleaseCommand: AsyncParsableCommand {
         @Option(help: "The release's version, e.g. 1.4.0.")
         var version: String
 
-        @Option(help: ArgumentHelp("A device model it is for (repeatable).", valueName: "model"))
-        var model: [String] = []
+        @Option(help: ArgumentHelp("A device model it is for (repeatable; at least one).", valueName: "model"))
+        var model: [String]
 
         @Option(help: "The channel, e.g. stable or beta.")
         var channel = "stable"
@@ -105,6 +105,8 @@ struct ReleaseCommand: AsyncParsableCommand {
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
+            // Like every other command, say so when there is no CA here rather than list nothing.
+            _ = try CAHierarchy.load(from: dataOptions.directory)
             let releases = try ReleaseRepository(directory: dataOptions.directory).list()
             if output.json { return try Output.printJSON(releases.map(ReleaseReport.init)) }
             if releases.isEmpty { return print("No releases published.") }
@@ -120,7 +122,11 @@ struct ReleaseCommand: AsyncParsableCommand {
 
     struct Promote: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Re-sign a release for another channel or rollout share (a new manifest version).")
+            abstract: "Re-sign a release for another channel or rollout share (a new manifest version).",
+            discussion: """
+                What is not given stays as it was: --rollout 100 widens the rollout on the same channel. With \
+                neither option the release is re-signed as it is, renewing its validity.
+                """)
 
         @OptionGroup var dataOptions: DataOptions
         @OptionGroup var output: OutputOptions
@@ -128,8 +134,8 @@ struct ReleaseCommand: AsyncParsableCommand {
         @Argument(help: "The release's version.")
         var version: String
 
-        @Option(help: "The channel to offer it on.")
-        var channel = "stable"
+        @Option(help: ArgumentHelp("The channel to offer it on (default: unchanged).", valueName: "channel"))
+        var channel: String?
 
         @Option(help: ArgumentHelp("The new share of the fleet, 0 to 100 (default: unchanged).", valueName: "percent"))
         var rollout: Int?
@@ -138,7 +144,9 @@ struct ReleaseCommand: AsyncParsableCommand {
             let (repository, key) = try await ReleaseCommand.signer(dataOptions)
             let release = try repository.promote(version: version, to: channel, rollout: rollout, key: key)
             if output.json { return try Output.printJSON(ReleaseReport(release)) }
-            print("Promoted \(version) to \(channel) as manifest \(release.manifest.manifestVersion): \(release.manifestPath)")
+            print(
+                "Promoted \(version) on \(release.manifest.channel) at \(release.manifest.rollout)% as manifest "
+                    + "\(release.manifest.manifestVersion): \(release.manifestPath)")
         }
     }
 
@@ -151,6 +159,7 @@ struct ReleaseCommand: AsyncParsableCommand {
         var version: String
 
         func run() async throws {
+            _ = try CAHierarchy.load(from: dataOptions.directory)
             try ReleaseRepository(directory: dataOptions.directory).halt(version: version)
             print("Halted \(version): no more devices will be offered it.")
         }
@@ -167,6 +176,7 @@ struct ReleaseCommand: AsyncParsableCommand {
         var version: String
 
         func run() async throws {
+            _ = try CAHierarchy.load(from: dataOptions.directory)
             let releases = try ReleaseRepository(directory: dataOptions.directory).list().filter { $0.manifest.version == version }
             guard let latest = releases.last else { throw ValidationError("no release \(version)") }
             let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)

@@ -75,6 +75,19 @@ struct ServeCommand: AsyncParsableCommand {
     var estIdleTimeout = 60
 
     @Option(
+        name: .customLong("api-idle-timeout"),
+        help: ArgumentHelp(
+            "Seconds a management API connection may sit silent, before its first request or between requests (default 60).",
+            valueName: "seconds"))
+    var apiIdleTimeout = 60
+
+    @Option(
+        name: .customLong("request-timeout"),
+        help: ArgumentHelp(
+            "Seconds any listener gives a request, once started, to arrive whole: head and body (default 30).", valueName: "seconds"))
+    var requestTimeout = 30
+
+    @Option(
         name: .customLong("max-connections"),
         help: ArgumentHelp("Connections EST and the gateway each hold at most (default 4096 and 19000).", valueName: "n"))
     var maxConnections: Int?
@@ -84,6 +97,12 @@ struct ServeCommand: AsyncParsableCommand {
         help: ArgumentHelp(
             "Connections one address (an IPv6 /64) may hold on EST and on the gateway (default 256 and 4096).", valueName: "n"))
     var maxConnectionsPerAddress: Int?
+
+    @Option(
+        name: .customLong("sign-in-failures"),
+        help: ArgumentHelp(
+            "Failed management API sign-ins one address (an IPv6 /64) may make in a minute before 429 (default 30).", valueName: "n"))
+    var signInFailures = 30
 
     @Option(
         name: .customLong("telemetry-per-minute"),
@@ -106,8 +125,13 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--device-lifetime must be 60 s to 825 d, not \(deviceLifetime ?? "")")
         }
         let directory = dataOptions.directory
+        // Before the passphrase and the banner: every address free, no other serve on this data.
+        for (listener, address) in [(FleetServer.Listener.api, apiAddress), (.est, estAddress), (.gateway, gatewayAddress)] {
+            try ServePreflight.checkFree(address, listener: listener.rawValue)
+        }
         let passphrase: Passphrase
         if FileManager.default.fileExists(atPath: directory.configurationPath) {
+            try ServePreflight.lock(directory, sharedDatabase: dataOptions.databaseURL != nil)
             passphrase = try PassphraseSource.read(purpose: "for the CA keys", confirm: false)
         } else {
             logger.info("creating a new CA", metadata: ["fleetward.data": "\(directory.path)"])
@@ -116,6 +140,7 @@ struct ServeCommand: AsyncParsableCommand {
                 in: directory, configuration: AuthorityConfiguration(), passphrase: passphrase,
                 progress: { Output.progress($0 + "…") }
             )
+            try ServePreflight.lock(directory, sharedDatabase: dataOptions.databaseURL != nil)
         }
         // The listeners log warnings and errors only: their start-up lines would repeat ours, and
         // could interleave with a one-line failure (a port in use) on the way out.
@@ -129,8 +154,15 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.gatewayTLS12 = gatewayTLS12
         configuration.upstream = upstreamService
         configuration.deviceLifetime = lifetime
-        guard (1...300).contains(handshakeTimeout), (1...86_400).contains(estIdleTimeout) else {
-            throw ValidationError("--handshake-timeout must be 1 to 300 s and --est-idle-timeout 1 to 86400 s")
+        guard (1...300).contains(handshakeTimeout), (1...86_400).contains(estIdleTimeout), (1...86_400).contains(apiIdleTimeout),
+            (1...3600).contains(requestTimeout)
+        else {
+            throw ValidationError(
+                "--handshake-timeout must be 1 to 300 s, --est-idle-timeout and --api-idle-timeout 1 to 86400 s, --request-timeout 1 to 3600 s")
+        }
+        configuration.apiLimits.idleTimeout = .seconds(apiIdleTimeout)
+        for listener in [\ServerConfiguration.apiLimits, \ServerConfiguration.estLimits, \ServerConfiguration.gatewayLimits] {
+            configuration[keyPath: listener].requestTimeout = .seconds(requestTimeout)
         }
         guard telemetryPerMinute > 0, telemetryPerMinute <= 60_000, telemetryRetention > 0, telemetryRetention <= 3650 else {
             throw ValidationError("--telemetry-per-minute must be above 0 (at most 60000) and --telemetry-retention 0 to 3650 days")
@@ -149,6 +181,8 @@ struct ServeCommand: AsyncParsableCommand {
             }
         }
         configuration.estLimits.idleTimeout = .seconds(estIdleTimeout)
+        guard (1...1_000_000).contains(signInFailures) else { throw ValidationError("--sign-in-failures must be 1 to 1000000") }
+        configuration.signInFailuresPerMinute = signInFailures
         configuration.telemetry.messagesPerMinute = telemetryPerMinute
         configuration.telemetry.burst = max(1, telemetryPerMinute / 2)
         configuration.telemetry.retention = telemetryRetention * 86_400
@@ -180,6 +214,12 @@ struct ServeCommand: AsyncParsableCommand {
                 try? Output.printJSON(["listener": listener.rawValue, "url": url])
             } else {
                 FileHandle.standardOutput.write(Data("\(listener.rawValue) listening on \(url)\(extra)\n".utf8))
+            }
+            if listener == .api,
+                let warning = RevocationPointerCheck.warning(
+                    base: server.authority.hierarchy.configuration.revocationBaseURL, bound: bound, directory: directory.path)
+            {
+                logger.warning("\(warning)")
             }
         }
         let group = ServiceGroup(

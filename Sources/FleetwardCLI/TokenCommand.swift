@@ -5,12 +5,12 @@ import FleetwardPKI
 import FleetwardRegistry
 import Foundation
 
-/// `fleetward token create`: an API token for the management API, printed once.
+/// `fleetward token create|list|revoke`: API tokens for the management API (shown once, stored as HMACs).
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token",
-        abstract: "Create API tokens.",
-        subcommands: [Create.self]
+        abstract: "Create, list and revoke API tokens.",
+        subcommands: [Create.self, List.self, Revoke.self]
     )
 
     struct Create: AsyncParsableCommand {
@@ -23,6 +23,10 @@ struct TokenCommand: AsyncParsableCommand {
 
         @Option(help: "admin, manufacturer, operator or owner.") var role: String
         @Option(help: "The owner an owner token acts for.") var owner: String?
+        @Option(
+            name: .customLong("expires-in"),
+            help: ArgumentHelp("How long it is valid: 90d, 12h, 30m (default: until revoked).", valueName: "duration"))
+        var expiresIn: String?
 
         func run() async throws {
             guard let role = Role(rawValue: role) else {
@@ -32,24 +36,77 @@ struct TokenCommand: AsyncParsableCommand {
                 throw ValidationError("an owner token needs --owner NAME (1 to 64 letters, digits, '-', '_', '.', '@')")
             }
             if role != .owner, owner != nil { throw ValidationError("--owner applies to owner tokens only") }
-            let directory = dataOptions.directory
-            let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
-            let passphrase = try PassphraseSource.read(purpose: "for the registry key", confirm: false)
-            let hasher = try RegistryAccess.openHasher(directory, passphrase: passphrase)
-            let created = try APITokens.make(role: role, owner: owner, hasher: hasher)
-            try await Registrar(store: store, sealer: hasher.auditSealer).createAPIToken(created.record, by: .console, at: Date())
+            let lifetime = try expiresIn.map(LifetimeParser.seconds)
+            let (registrar, hasher) = try await dataOptions.openRegistrar()
+            let created = try APITokens.make(role: role, owner: owner, lifetime: lifetime, hasher: hasher)
+            try await registrar.createAPIToken(created.record, by: .console, at: Date())
             if output.json {
                 struct Report: Encodable {
                     var id: String
                     var role: String
                     var owner: String?
+                    var expiresAt: Date?
                     var token: String
                 }
-                try Output.printJSON(Report(id: created.record.id, role: role.rawValue, owner: owner, token: created.token))
+                try Output.printJSON(
+                    Report(id: created.record.id, role: role.rawValue, owner: owner, expiresAt: created.record.expiresAt, token: created.token))
             } else {
                 print(created.token)
-                Output.progress("Token \(created.record.id) (\(role)) created; it is shown only this once.")
+                let until = created.record.expiresAt.map { ", valid until \(ISO8601DateFormatter().string(from: $0))" } ?? ""
+                Output.progress("Token \(created.record.id) (\(role)\(until)) created; it is shown only this once.")
             }
+        }
+    }
+}
+
+extension TokenCommand {
+    /// `fleetward token list`: every token's ID, role, owner, creation and expiry; never a secret.
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List API tokens (IDs, roles, owners, expiry; never the secrets).")
+
+        @OptionGroup var dataOptions: DataOptions
+        @OptionGroup var output: OutputOptions
+
+        func run() async throws {
+            let store = try await RegistryAccess.openStore(dataOptions.directory, databaseURL: dataOptions.databaseURL)
+            let tokens = try await store.apiTokens()
+            if output.json {
+                struct Row: Encodable {
+                    var id: String
+                    var role: String
+                    var owner: String?
+                    var createdAt: Date
+                    var expiresAt: Date?
+                }
+                return try Output.printJSON(
+                    tokens.map { Row(id: $0.id, role: $0.role.rawValue, owner: $0.owner, createdAt: $0.createdAt, expiresAt: $0.expiresAt) })
+            }
+            let format = ISO8601DateFormatter()
+            print("ID\tROLE\tOWNER\tCREATED\tEXPIRES")
+            for token in tokens {
+                print(
+                    "\(token.id)\t\(token.role.rawValue)\t\(token.owner ?? "-")\t\(format.string(from: token.createdAt))\t"
+                        + (token.expiresAt.map { format.string(from: $0) } ?? "never"))
+            }
+        }
+    }
+
+    /// `fleetward token revoke ID`.
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke an API token by its ID (the 16 hex digits after fwt_).")
+
+        @OptionGroup var dataOptions: DataOptions
+
+        @Argument(help: ArgumentHelp("The token's ID (never the token itself).", valueName: "id"))
+        var id: String
+
+        func run() async throws {
+            guard id.count == 16, id.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
+                throw ValidationError("a token ID is the 16 lowercase hex digits after fwt_ (see 'fleetward token list')")
+            }
+            let (registrar, _) = try await dataOptions.openRegistrar()
+            try await registrar.revokeAPIToken(id, by: .console, at: Date())
+            print("Revoked token \(id).")
         }
     }
 }

@@ -58,6 +58,13 @@ public struct DeviceError: Error, Sendable, CustomStringConvertible, Equatable {
     static func classify(_ error: any Error, endpoint: String, serverName: String?) -> DeviceError {
         if let error = error as? DeviceError { return error }
         let text = String(describing: error)
+        if let mismatch = error as? ServerNameMismatch {
+            let carried = mismatch.carried.isEmpty ? "no name" : mismatch.carried.joined(separator: ", ")
+            return DeviceError(
+                .untrustedServer,
+                "the server at \(endpoint) presented a certificate for \(carried), not for \(serverName ?? endpoint) "
+                    + "(the provisioning file's server name; 'fleetward provisioning-config --server-name' sets it)")
+        }
         if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
             return DeviceError(
                 .untrustedServer, "the server at \(endpoint) presented a certificate that is not for \(serverName ?? endpoint)")

@@ -1,5 +1,6 @@
 public import Crypto
 public import Foundation
+import FleetwardPKI
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -60,7 +61,7 @@ public struct PinnedTLS: Sendable {
             do {
                 let leaf = try Certificate(derEncoded: try peer.toDERBytes())
                 guard try Self.certificate(leaf, names: expected) else {
-                    return channel.eventLoop.makeFailedFuture(NIOSSLExtraError.failedToValidateHostname)
+                    return channel.eventLoop.makeFailedFuture(ServerNameMismatch(carried: try Self.names(of: leaf)))
                 }
                 return channel.eventLoop.makeSucceededVoidFuture()
             } catch {
@@ -88,6 +89,19 @@ public struct PinnedTLS: Sendable {
         }
     }
 
+    /// The DNS names and IP addresses `certificate` carries, as text.
+    static func names(of certificate: Certificate) throws -> [String] {
+        (try certificate.extensions.subjectAlternativeNames ?? SubjectAlternativeNames()).compactMap { name in
+            switch name {
+            case .dnsName(let dns): return dns
+            case .ipAddress(let octets):
+                let bytes = Array(octets.bytes)
+                return bytes.count == 4 || bytes.count == 16 ? ServerName.ip(bytes).description : nil
+            default: return nil
+            }
+        }
+    }
+
     /// The 4 or 16 bytes of an IP address literal, nil for anything else.
     static func ipAddressBytes(_ text: String) -> [UInt8]? {
         var v4 = [UInt8](repeating: 0, count: 4)
@@ -102,6 +116,12 @@ public struct PinnedTLS: Sendable {
         try serializer.serialize(certificate)
         return serializer.serializedBytes
     }
+}
+
+/// The server's certificate is valid under the pinned root but not for the name the device asked
+/// for; `carried` is what it is for.
+struct ServerNameMismatch: Error {
+    var carried: [String]
 }
 
 /// One HTTP/1.1 exchange.

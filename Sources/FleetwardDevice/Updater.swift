@@ -475,12 +475,30 @@ public struct Updater: Sendable {
         environment["FLEETWARD_VERSION"] = version
         process.environment = environment
         process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        // What the check prints goes to a private temporary file, so a failure can say (the end of) it.
+        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("fleetward-health-\(UUID().uuidString)").path
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil, attributes: [.posixPermissions: 0o600])
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        let output = FileHandle(forWritingAtPath: outputPath)
+        process.standardOutput = output ?? FileHandle.nullDevice
+        process.standardError = output ?? FileHandle.nullDevice
         do {
             try process.run()
+            try? output?.close()
         } catch {
+            try? output?.close()
             return "the health check could not start: \(error)"
+        }
+        func printed() -> String {
+            guard let handle = FileHandle(forReadingAtPath: outputPath) else { return "" }
+            defer { try? handle.close() }
+            let size = (try? handle.seekToEnd()) ?? 0
+            let limit: UInt64 = 600
+            try? handle.seek(toOffset: size > limit ? size - limit : 0)
+            let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+            let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !lines.isEmpty else { return "" }
+            return "; it printed: " + (size > limit ? "… " : "") + lines.joined(separator: " | ")
         }
         let deadline = ContinuousClock.now + healthTimeout
         while process.isRunning {
@@ -489,11 +507,11 @@ public struct Updater: Sendable {
                 try? await Task.sleep(for: .milliseconds(200))
                 if process.isRunning { kill(process.processIdentifier, SIGKILL) }
                 process.waitUntilExit()
-                return "the health check did not finish within \(healthTimeout)"
+                return "the health check did not finish within \(healthTimeout)\(printed())"
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        return process.terminationStatus == 0 ? nil : "the health check exited with status \(process.terminationStatus)"
+        return process.terminationStatus == 0 ? nil : "the health check exited with status \(process.terminationStatus)\(printed())"
     }
 
     /// Tells the gateway where the device stands; a report that cannot be sent is an event, not a failure.

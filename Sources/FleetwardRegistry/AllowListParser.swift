@@ -86,6 +86,9 @@ public struct AllowListParser: Sendable {
     /// The line each ID was first seen on, by the ID's hash (64 bits: a collision in a million
     /// rows is about one in 30 million files, and would only report a duplicate that is not one).
     private var seen: [Int: Int] = [:]
+    /// Whether an ID seen twice is reported. A second pass over a file whose first pass found no
+    /// duplicate turns this off rather than remember a million IDs again.
+    public var checksDuplicates = true
 
     public init() {
         row.reserveCapacity(512)
@@ -197,7 +200,7 @@ public struct AllowListParser: Sendable {
         }
         if bounds.count == 1 && bounds[0].isEmpty { return }  // blank line
         let parsed = Self.parse(bounds.map { row[$0] }, line: rowLine, columns: columns)
-        if case .success(let device) = parsed {
+        if checksDuplicates, case .success(let device) = parsed {
             let key = device.id.rawValue.hashValue
             if let first = seen[key] {
                 try handle(

@@ -14,7 +14,7 @@ public struct Owner: Sendable, Equatable, Codable {
         guard Self.isValidID(id) else {
             throw RegistryError(.invalidInput, "an owner ID is 1 to 64 letters, digits, '-', '_', '.', '@'")
         }
-        if let name, name.isEmpty || name.utf8.count > 200 || name.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+        if let name, name.isEmpty || name.unicodeScalars.count > 200 || name.unicodeScalars.contains(where: { $0.value < 0x20 }) {
             throw RegistryError(.invalidInput, "an owner name is 1 to 200 printable characters")
         }
         self.id = id

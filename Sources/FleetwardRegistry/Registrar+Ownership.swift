@@ -31,7 +31,9 @@ extension Registrar {
                 throw RegistryError(.invalidInput, "the new owner's ID is not valid (1 to 64 letters, digits, '-', '_', '.', '@')")
             }
             try OwnershipRules.checkTransfer(of: device, to: newOwner, by: actor)
-            guard try await transaction.owner(newOwner) != nil else { throw RegistryError(.notFound, "no owner \(newOwner)") }
+            guard try await transaction.owner(newOwner) != nil else {
+                throw RegistryError(.invalidInput, "no owner \(newOwner) is registered: create the owner first")
+            }
             return try await Self.changeOwner(of: device, to: newOwner, .deviceTransfer, by: actor, at: time, transaction, audit)
         }
     }

@@ -55,9 +55,11 @@ struct GroupRequest: JSONBody {
 }
 
 struct TokenRequest: JSONBody {
-    static let fields: Set<String> = ["role", "owner"]
+    static let fields: Set<String> = ["role", "owner", "ttlSeconds"]
     var role: String
     var owner: String?
+    /// How long the token is valid (nil: until revoked).
+    var ttlSeconds: Int?
 }
 
 struct ClaimCodeResponse: Encodable {

@@ -26,6 +26,11 @@ struct BearerAuthenticator: RouterMiddleware {
         if publicPaths.contains(path) || publicPrefixes.contains(where: { path.hasPrefix($0) }) {
             return try await next(request, context)
         }
+        let unauthorized = HTTPProblem(
+            .unauthorized, "a valid bearer token is required (Authorization: Bearer fwt_…)",
+            headers: [.wwwAuthenticate: "Bearer realm=\"fleetward\""])
+        // No credentials at all is not a guess: 401, and it neither counts nor waits.
+        guard request.headers[.authorization] != nil else { throw unauthorized }
         let addressKey = "auth:" + AttemptLimiter.addressKey(context.remoteIP)
         // The limit is checked before the token: an address that keeps guessing is refused
         // whatever it sends next, so a guess that happens to be right does not get through either.
@@ -34,9 +39,7 @@ struct BearerAuthenticator: RouterMiddleware {
         }
         guard let actor = try await authenticate(request.headers[.authorization]) else {
             limiter.recordFailure(addressKey, now: now())
-            throw HTTPProblem(
-                .unauthorized, "a valid bearer token is required (Authorization: Bearer fwt_…)",
-                headers: [.wwwAuthenticate: "Bearer realm=\"fleetward\""])
+            throw unauthorized
         }
         var context = context
         context.actor = actor

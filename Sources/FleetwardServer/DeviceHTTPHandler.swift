@@ -56,6 +56,8 @@ final class DeviceHTTPHandler<Responder: DeviceHTTPResponder>: ChannelDuplexHand
     private let requestTimeout: Duration?
     private var idleTimer: Scheduled<Void>?
     private var requestTimer: Scheduled<Void>?
+    /// A request's head has been read and its end not yet.
+    private var readingRequest = false
 
     init(responder: Responder, bodyLimit: Int, idleTimeout: Duration? = nil, requestTimeout: Duration? = nil, logger: Logger) {
         self.responder = responder
@@ -79,18 +81,26 @@ final class DeviceHTTPHandler<Responder: DeviceHTTPResponder>: ChannelDuplexHand
         case .head(let head):
             idleTimer?.cancel()
             idleTimer = nil
-            if let requestTimeout {
-                let channel = context.channel
-                requestTimer = context.eventLoop.scheduleTask(in: TimeAmount(requestTimeout)) { channel.close(promise: nil) }
-            }
+            readingRequest = true
             perform(state.receivedHead(head), context: context)
         case .body(let part):
             state.receivedBody(part)
         case .end:
+            readingRequest = false
             requestTimer?.cancel()
             requestTimer = nil
             perform(state.receivedEnd(), context: context)
         }
+    }
+
+    /// The request clock starts only when a read ends with a request still incomplete: a request
+    /// that arrives whole in one read (nearly all of them) costs no timer.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if readingRequest, requestTimer == nil, let requestTimeout {
+            let channel = context.channel
+            requestTimer = context.eventLoop.scheduleTask(in: TimeAmount(requestTimeout)) { channel.close(promise: nil) }
+        }
+        context.fireChannelReadComplete()
     }
 
     /// Starts the idle clock when nothing is read, answered or waiting.

@@ -143,9 +143,14 @@ public struct ESTService: Sendable {
         guard buffer.readableBytes <= Self.bodyLimit else {
             throw HTTPProblem(.contentTooLarge, "the request body is too large (at most \(Self.bodyLimit) bytes)")
         }
+        // A PEM CSR (the commonest mistake) is named as such, with the command that makes the right body.
+        if buffer.readableBytesView.starts(with: "-----BEGIN".utf8) {
+            throw HTTPProblem(
+                .badRequest, "the body is a PEM CSR: send base64 DER (openssl req -in dev.csr -outform DER | base64), not PEM")
+        }
         // Base64 with line breaks, decoded straight from the body's bytes.
         guard let der = Base64.decode(buffer.readableBytesView, skippingWhitespace: true), !der.isEmpty else {
-            throw HTTPProblem(.badRequest, "the body is not base64")
+            throw HTTPProblem(.badRequest, "the body is not base64 DER of a CSR (openssl req -outform DER | base64)")
         }
         return try CertificateRequest(bytes: der)
     }

@@ -28,6 +28,11 @@ public struct ServerConfiguration: Sendable {
     public var claimCodeIterations = ClaimCodes.defaultIterations
     /// Per-device telemetry quotas and retention.
     public var telemetry = TelemetryLimits()
+    /// Timeouts and connection caps of the management API.
+    public var apiLimits = ListenerLimits.management
+    /// Failed sign-ins one address (an IPv6 /64) may make on the management API in a minute
+    /// before it gets 429.
+    public var signInFailuresPerMinute = 30
     /// Timeouts and connection caps of the EST listener.
     public var estLimits = ListenerLimits.est
     /// Timeouts and connection caps of the gateway.
@@ -104,7 +109,9 @@ public struct FleetServer: Sendable {
         claims = ClaimCodeDesk(registrar: registrar, iterations: configuration.claimCodeIterations)
         revocation = RevocationPublisher(authority: authority, store: store)
         ocsp = OCSPService(authority: authority, registrar: registrar)
-        api = ManagementAPI(registrar: registrar, hasher: hasher, claims: claims, revocation: revocation, ocsp: ocsp)
+        var api = ManagementAPI(registrar: registrar, hasher: hasher, claims: claims, revocation: revocation, ocsp: ocsp)
+        api.authenticationLimiter = AttemptLimiter(.init(maximumFailures: configuration.signInFailuresPerMinute, window: 60))
+        self.api = api
         est = ESTService(enroller: enroller)
         var gatewayLogger = configuration.logger
         gatewayLogger.logLevel = min(gatewayLogger.logLevel, .notice)
@@ -125,7 +132,7 @@ public struct FleetServer: Sendable {
         let serverChain = try AtomicFile.read(directory.gatewayCertificatePath, limit: 1 << 20)
         let serverKey = try custodian.loadKey(named: DataDirectory.gatewayKeyName).pkcs8DER
         return [
-            ManagementServer.application(api, address: configuration.apiAddress, logger: logger) { await onListening(.api, $0) },
+            ManagementServer.application(api, address: configuration.apiAddress, limits: configuration.apiLimits, logger: logger) { await onListening(.api, $0) },
             try ESTServer.application(
                 est, address: configuration.estAddress, certificateChainPEM: serverChain, privateKeyPKCS8: serverKey,
                 limits: configuration.estLimits, logger: logger

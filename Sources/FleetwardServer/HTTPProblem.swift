@@ -107,11 +107,21 @@ public struct HTTPProblem: Error, Sendable, CustomStringConvertible {
 /// Turns every error, from a route or from Hummingbird (no such route, body too large), into a
 /// JSON error response; unexpected errors are logged and answered 500 without detail.
 struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// On the management listener, whose ``ManagementConnectionGuard`` closes after an answer
+    /// that says `Connection: close`; the device listeners decide closing themselves.
+    var closesOnRefusedBodies = false
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch {
-            return HTTPProblem.from(error, path: request.uri.path, logger: context.logger).response()
+            var response = HTTPProblem.from(error, path: request.uri.path, logger: context.logger).response()
+            // A refusal that may come before the request's body was read (no token, a wrong
+            // type, too large) closes the connection rather than reading the rest of the body.
+            if closesOnRefusedBodies, request.headers[.contentLength].map({ $0 != "0" }) ?? (request.headers[.transferEncoding] != nil) {
+                response.headers[.connection] = "close"
+            }
+            return response
         }
     }
 }
@@ -129,5 +139,53 @@ enum JSONResponse {
         let data = (try? encoder().encode(value)) ?? Data("{}".utf8)
         return Response(
             status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Answers 405 Method Not Allowed, with `Allow`, when the path is one the API serves but not with
+/// this method (a path it does not serve stays 404). Added last to the router, so it only sees
+/// requests that no route took.
+struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
+    let routes: [(path: RouterPath, methods: [HTTPRequest.Method])]
+
+    init(_ table: [(path: RouterPath, method: HTTPRequest.Method)]) {
+        var byPath: [String: (path: RouterPath, methods: [HTTPRequest.Method])] = [:]
+        for route in table {
+            byPath[route.path.description, default: (route.path, [])].methods.append(route.method)
+        }
+        routes = byPath.values.sorted { $0.path.description < $1.path.description }
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let segments = request.uri.path.split(separator: "/")
+        // As the router does, the most specific match wins: `/devices/import` is its own route,
+        // not `/devices/{id}` with the ID "import".
+        let matching = routes.filter { Self.matches($0.path, segments) }
+        let best = matching.map { Self.specificity($0.path) }.max { $0.lexicographicallyPrecedes($1) }
+        var allowed = Set<String>()
+        for route in matching where Self.specificity(route.path) == best {
+            for method in route.methods { allowed.insert(method.rawValue) }
+        }
+        guard !allowed.isEmpty, !allowed.contains(request.method.rawValue) else { return try await next(request, context) }
+        let list = allowed.sorted().joined(separator: ", ")
+        throw HTTPProblem(.methodNotAllowed, "\(request.method.rawValue) is not allowed here; use \(list)", headers: [.allow: list])
+    }
+
+    /// Per segment: 2 for a literal, 1 for a capture or wildcard.
+    static func specificity(_ path: RouterPath) -> [Int] {
+        path.components.map { element in
+            let text = element.description
+            return text.contains("{") || text.contains("*") ? 1 : 2
+        }
+    }
+
+    static func matches(_ path: RouterPath, _ segments: [Substring]) -> Bool {
+        var index = 0
+        for element in path.components {
+            if element == .recursiveWildcard { return index < segments.count }
+            guard index < segments.count, element ~= segments[index] else { return false }
+            index += 1
+        }
+        return index == segments.count
     }
 }

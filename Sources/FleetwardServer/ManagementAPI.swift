@@ -47,8 +47,8 @@ public struct ManagementAPI: Sendable {
 
     /// The router with every route, the error and authentication middleware.
     public func router() -> Router<APIRequestContext> {
-        let router = Router(context: APIRequestContext.self)
-        router.add(middleware: ProblemMiddleware())
+        let router = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
+        router.add(middleware: ProblemMiddleware(closesOnRefusedBodies: true))
         router.add(
             middleware: BearerAuthenticator(
                 store: store, hasher: hasher, limiter: authenticationLimiter, now: now,
@@ -82,8 +82,8 @@ public struct ManagementAPI: Sendable {
         }
         api.post("devices/import") { request, context in
             let actor = try authorize(.createDevices, context)
-            if let contentType = request.headers[.contentType], !contentType.lowercased().hasPrefix("text/csv") {
-                throw HTTPProblem(.unsupportedMediaType, "send the allow-list as text/csv")
+            guard MediaType.essence(request.headers[.contentType]) == "text/csv" else {
+                throw HTTPProblem(.unsupportedMediaType, "send the allow-list as text/csv (Content-Type: text/csv)")
             }
             var request = request
             let buffer = try await request.collectBody(upTo: importLimit)
@@ -143,7 +143,7 @@ public struct ManagementAPI: Sendable {
         api.post("certificates/{serial}/revoke") { request, context in
             let actor = try authorize(.revokeCertificates, context)
             let body = try await JSONBodyReader.read(RevokeCertificateRequest.self, from: request)
-            let serial = try context.parameters.require("serial").lowercased()
+            let serial = try pathParameter("serial", context).lowercased()
             guard (2...42).contains(serial.count), serial.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) })
             else {
                 throw HTTPProblem(.badRequest, "a serial number is 2 to 42 hex digits")
@@ -156,7 +156,9 @@ public struct ManagementAPI: Sendable {
         api.get("owners") { request, context in
             _ = try authorize(.readOwners, context)
             let limit = try pageSize(request)
-            let owners = try await store.owners(after: request.uri.queryParameters.get("after"), limit: limit + 1)
+            let after = request.uri.queryParameters.get("after")
+            if let after, !Owner.isValidID(after) { throw HTTPProblem(.badRequest, "'after' is not a valid owner ID") }
+            let owners = try await store.owners(after: after, limit: limit + 1)
             return JSONResponse.make(
                 Page(name: "owners", items: Array(owners.prefix(limit)), next: owners.count > limit ? owners[limit - 1].id : nil))
         }
@@ -169,7 +171,7 @@ public struct ManagementAPI: Sendable {
         }
         api.get("owners/{owner}") { _, context in
             _ = try authorize(.readOwners, context)
-            let id = try context.parameters.require("owner")
+            let id = try pathParameter("owner", context)
             guard Owner.isValidID(id) else { throw HTTPProblem(.badRequest, "not a valid owner ID") }
             guard let owner = try await store.owner(id) else { throw HTTPProblem(.notFound, "no owner \(id)") }
             return JSONResponse.make(owner)
@@ -212,15 +214,16 @@ public struct ManagementAPI: Sendable {
             guard let role = Role(rawValue: body.role) else {
                 throw HTTPProblem(.badRequest, "role must be admin, manufacturer, operator or owner")
             }
-            let created = try APITokens.make(role: role, owner: body.owner, hasher: hasher, now: now())
+            let created = try APITokens.make(
+                role: role, owner: body.owner, lifetime: body.ttlSeconds.map(TimeInterval.init), hasher: hasher, now: now())
             try await registrar.createAPIToken(created.record, by: actor, at: now())
             var view = TokenView(created.record)
             view.token = created.token
             return JSONResponse.make(view, status: .created)
         }
-        api.delete("tokens/{token}") { _, context in
+        api.delete("tokens/{tokenID}") { _, context in
             let actor = try authorize(.manageTokens, context)
-            let id = try context.parameters.require("token")
+            let id = try pathParameter("tokenID", context)
             guard id.count == 16, id.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
                 throw HTTPProblem(.badRequest, "a token ID is 16 lowercase hex digits")
             }
@@ -256,6 +259,10 @@ public struct ManagementAPI: Sendable {
             let events = try await store.securityEvents(after: after, limit: limit)
             return JSONResponse.make(Page(name: "events", items: events, next: events.count == limit ? events.last?.sequence : nil))
         }
+        // Last: it wraps only requests no route took. HEAD goes with every GET (generated).
+        let routes = router.routes.map { (path: $0.path, method: $0.method) }
+        let heads = routes.filter { $0.method == .get }.map { (path: $0.path, method: HTTPRequest.Method.head) }
+        router.add(middleware: MethodNotAllowedMiddleware(routes + heads))
         return router
     }
 
@@ -279,7 +286,9 @@ public struct ManagementAPI: Sendable {
             filter.owner = owner
         }
         if let model = query.get("model") {
-            guard (1...100).contains(model.utf8.count) else { throw HTTPProblem(.badRequest, "'model' is 1 to 100 characters") }
+            guard (1...100).contains(model.unicodeScalars.count), !model.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
+                throw HTTPProblem(.badRequest, "'model' is 1 to 100 printable characters")
+            }
             filter.model = model
         }
         let cursor = try query.get("after").map { try DeviceID($0) }
@@ -299,13 +308,22 @@ public struct ManagementAPI: Sendable {
         return actor
     }
 
+    /// A path parameter, percent-decoded (`alice%40example.com` is `alice@example.com`).
+    private func pathParameter(_ name: String, _ context: APIRequestContext) throws -> String {
+        let raw = try context.parameters.require(name)
+        guard let decoded = raw.removingPercentEncoding else {
+            throw HTTPProblem(.badRequest, "the path's \(name) is not valid percent-encoding")
+        }
+        return decoded
+    }
+
     /// The device ID in the path.
     private func deviceID(_ context: APIRequestContext) throws -> DeviceID {
-        try DeviceID(try context.parameters.require("id"))
+        try DeviceID(try pathParameter("id", context))
     }
 
     private func groupID(_ context: APIRequestContext) throws -> String {
-        let id = try context.parameters.require("group")
+        let id = try pathParameter("group", context)
         guard id.count <= 64, id.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
             throw HTTPProblem(.badRequest, "a group ID is lowercase hex")
         }

@@ -47,11 +47,12 @@ public enum ManagementServer {
     /// An application serving `api` on `address`; `onListening` gets the bound address (the real
     /// port when 0 was asked) once it accepts connections.
     public static func application(
-        _ api: ManagementAPI, address: ListenAddress, logger: Logger,
+        _ api: ManagementAPI, address: ListenAddress, limits: ListenerLimits = .management, logger: Logger,
         onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         Application(
             router: api.router(),
+            server: HTTPServerBuilder { responder in LimitedHTTP1Channel(responder: responder, limits: limits) },
             configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
             onServerRunning: { channel in
                 let bound = channel.localAddress

@@ -92,7 +92,7 @@ import X509
             ([image, "--version", "1.1.0", "--model", "sensor-v2"], "already published"),
             ([image, "--version", "2.0.0", "--model", "sensor-v2", "--rollout", "101"], "rollout"),
             ([image, "--version", "2.0.0", "--model", "sensor-v2", "--expires", "soon"], "not a duration"),
-            ([image, "--version", "2.0.0"], "at least one model"),
+            ([image, "--version", "2.0.0"], "Missing expected argument '--model"),
             ([image, "--version", "2.0.0 beta", "--model", "sensor-v2"], "version must be"),
             ([directory.file("missing.img"), "--version", "2.0.0", "--model", "sensor-v2"], "cannot read"),
         ] {

@@ -140,8 +140,11 @@ import X509
         // A failing health check switches back and is reported; the release is not taken again.
         let image3 = try Self.firmware(fixture, "fw-3.img", bytes: 1 << 20)
         _ = try Self.publish(fixture, image3, ["--version", "3.0.0", "--model", "sensor"])
-        let unhealthy = try Self.update(first, "apply", slots: firstSlots, ["--health-check", "exit 3"])
+        let unhealthy = try Self.update(
+            first, "apply", slots: firstSlots, ["--health-check", "echo self-test: sensor bus; echo 'no response on i2c-1' >&2; exit 3"])
         Self.expectError(unhealthy, exit: 9, containing: "release 3.0.0 failed its health check")
+        // What the check printed is in the error (one line), so the operator sees why.
+        #expect(unhealthy.stderr.contains("status 3; it printed: self-test: sensor bus | no response on i2c-1"), "\(unhealthy)")
         #expect(Self.current(firstSlots) == "slot-b")
         #expect(FileManager.default.contentsEqual(atPath: firstSlots + "/slot-b", andPath: image))
         #expect(try Self.status(fixture, "3.0.0")["rolled-back"] == 1)

@@ -101,7 +101,8 @@ import Testing
         await #expect(throws: RegistryError(.forbidden, "")) {
             _ = try await store.transfer(id, to: "bob", by: Actor(role: .operator, name: "op"), at: Self.now)
         }
-        await #expect(throws: RegistryError(.notFound, "")) { _ = try await store.transfer(id, to: "zed", by: alice, at: Self.now) }
+        // An owner that does not exist is bad input (400), not a missing device.
+        await #expect(throws: RegistryError(.invalidInput, "")) { _ = try await store.transfer(id, to: "zed", by: alice, at: Self.now) }
         #expect(try await store.transfer(id, to: "bob", by: alice, at: Self.now).owner == "bob")
         // Alice no longer owns it: to her it does not exist.
         await #expect(throws: RegistryError(.notFound, "")) { _ = try await store.transfer(id, to: "alice", by: alice, at: Self.now) }

@@ -71,7 +71,7 @@ import Testing
             (.post, "/api/v1/devices", #"{"id":"NEW 1","model":"cam","secret":"0123456789abcdef0"}"#, "application/json"),
             (.post, "/api/v1/devices", #"{"id":"D-ALICE","model":"cam","secret":"0123456789abcdef0"}"#, "application/json"),  // 409
             (.post, "/api/v1/devices", #"{"id":"NEW-1","model":"","secret":"0123456789abcdef0"}"#, "application/json"),
-            (.post, "/api/v1/devices/D-ALICE/transfer", #"{"to":"nobody"}"#, "application/json"),  // 404
+            (.post, "/api/v1/devices/D-ALICE/transfer", #"{"to":"nobody"}"#, "application/json"),  // 400: no such owner
             (.post, "/api/v1/devices/D-ALICE/transfer", #"{"to":"alice"}"#, "application/json"),  // already theirs
             (.post, "/api/v1/devices/D-ALICE/transfer", #"{"to":"x' OR '1'='1"}"#, "application/json"),
             (.post, "/api/v1/devices/D-ALICE/enrollment-tokens", #"{"ttlSeconds":5}"#, "application/json"),
