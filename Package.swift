@@ -47,6 +47,13 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // MQTT 3.1.1 and 5.0: frames, the packets policy needs, topic filters, policies and the
+        // session state machine of the front door. No I/O beyond NIO's codec protocols.
+        .target(
+            name: "FleetwardMQTT",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
         // Where private keys live: encrypted PKCS#8 files written atomically with 0600.
         .target(
             name: "FleetwardKeyCustody",
@@ -99,6 +106,7 @@ let package = Package(
                 "FleetwardRegistry",
                 "FleetwardRegistrySQLite",
                 "FleetwardRegistryPostgres",
+                "FleetwardMQTT",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -111,6 +119,7 @@ let package = Package(
             name: "FleetwardServer",
             dependencies: [
                 "FleetwardPKI",
+                "FleetwardMQTT",
                 "FleetwardKeyCustody",
                 "FleetwardRegistry",
                 "FleetwardAuthority",
@@ -140,6 +149,7 @@ let package = Package(
             dependencies: [
                 "FleetwardPKI",
                 "FleetwardKeyCustody",
+                "FleetwardMQTT",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -160,6 +170,7 @@ let package = Package(
                 "FleetwardRegistry",
                 "FleetwardServer",
                 "FleetwardDevice",
+                "FleetwardMQTT",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -179,6 +190,7 @@ let package = Package(
             dependencies: [
                 "FleetwardDevice",
                 "FleetwardPKI",
+                "FleetwardMQTT",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -207,6 +219,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "FleetwardMQTTTests",
+            dependencies: ["FleetwardMQTT", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "FleetwardPKITests",
             dependencies: [
                 "FleetwardPKI", "FleetwardTestSupport",
@@ -229,7 +246,7 @@ let package = Package(
         .testTarget(
             name: "FleetwardAuthorityTests",
             dependencies: [
-                "FleetwardAuthority", "FleetwardKeyCustody", "FleetwardPKI", "FleetwardTestSupport",
+                "FleetwardAuthority", "FleetwardKeyCustody", "FleetwardPKI", "FleetwardTestSupport", "FleetwardMQTT", "FleetwardRegistry",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -291,7 +308,8 @@ if ProcessInfo.processInfo.environment["FLEETWARD_FUZZ"] == "1" {
         .executableTarget(
             name: "FleetwardFuzz",
             dependencies: [
-                "CFleetwardFuzzEntry", "FleetwardPKI", "FleetwardRegistry", "FleetwardDevice",
+                "CFleetwardFuzzEntry", "FleetwardPKI", "FleetwardRegistry", "FleetwardDevice", "FleetwardMQTT",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

@@ -45,7 +45,7 @@ data="$work/data"; certs="$work/certs"; mkdir -p "$certs"
 { echo "id,secret,key_sha256,model,metadata"; for i in $(seq -w 1 100); do echo "conn-$i,conn-secret-000000000$i,,bench,"; done; } >"$work/allow.csv"
 "$fleetward" devices import --data "$data" "$work/allow.csv" --json >/dev/null
 token=$("$fleetward" token create --data "$data" --role admin 2>/dev/null)
-taskset -c 0 "$fleetward" serve --data "$data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 \
+taskset -c 0 "$fleetward" serve --data "$data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 --mqtt-listen off \
   >"$work/serve.out" 2>"$work/serve.err" &
 fw=$!; bench_pids+=("$fw")
 for _ in $(seq 1 100); do [ "$(grep -c ' listening on ' "$work/serve.out")" -ge 3 ] && break; sleep 0.1; done

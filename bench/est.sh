@@ -53,7 +53,7 @@ for run in 1 2 3; do
   data="$work/data$run"
   "$fleetward" init --data "$data" --kdf-iterations 100000 >/dev/null 2>&1
   "$fleetward" devices import --data "$data" "$work/allow.csv" --json >/dev/null
-  taskset -c 0 "$fleetward" serve --data "$data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 >"$work/serve$run.out" 2>"$work/serve$run.err" &
+  taskset -c 0 "$fleetward" serve --data "$data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 --mqtt-listen off >"$work/serve$run.out" 2>"$work/serve$run.err" &
   pid=$!; bench_pids+=("$pid")
   for _ in $(seq 1 100); do grep -q '^EST listening' "$work/serve$run.out" && break; sleep 0.1; done
   url=$(grep -o 'https://[0-9.]*:[0-9]*' "$work/serve$run.out" | head -1)/.well-known/est/simpleenroll

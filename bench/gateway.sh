@@ -104,7 +104,7 @@ for hierarchy in default all-P-256; do
         SELECT printf('7f%038x', i), 'bench-revoked', 'device', NULL, 0, 4102444800000, printf('%064x', i), 0 FROM n;
       INSERT INTO revocations (serial, reason, revoked_at) SELECT serial, 1, 0 FROM certificates WHERE device_id = 'bench-revoked';"
   fi
-  taskset -c 0 "$fleetward" serve --data "$dir/data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 \
+  taskset -c 0 "$fleetward" serve --data "$dir/data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 --mqtt-listen off \
     >"$dir/serve.out" 2>"$dir/serve.err" &
   fw=$!; bench_pids+=("$fw")
   for _ in $(seq 1 100); do [ "$(grep -c ' listening on ' "$dir/serve.out")" -ge 3 ] && break; sleep 0.1; done

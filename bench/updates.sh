@@ -34,7 +34,7 @@ head -c "$((size_mb * 1000 * 1000))" /dev/urandom >"$dir/firmware.img"
 sha=$("$fleetward" release publish --data "$dir/data" "$dir/firmware.img" --version 1.0.0 --model bench --json \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["manifest"]["artifact"]["sha256"])')
 
-taskset -c 0 "$fleetward" serve --data "$dir/data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 \
+taskset -c 0 "$fleetward" serve --data "$dir/data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 --mqtt-listen off \
   >"$dir/serve.out" 2>"$dir/serve.err" &
 fw=$!; bench_pids+=("$fw")
 for _ in $(seq 1 100); do [ "$(grep -c ' listening on ' "$dir/serve.out")" -ge 3 ] && break; sleep 0.1; done

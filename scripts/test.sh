@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
-# postgresql, the sqlite3 shell, curl, nginx (run as the test's own process, never the system service), the util-linux/bsdutils tools for terminal tests, and
+# postgresql, the sqlite3 shell, curl, nginx and mosquitto (run as the tests' own processes, never the system services),
+# mosquitto-clients and python3-paho-mqtt, the util-linux/bsdutils tools for terminal tests, and
 # openapi-spec-validator and schemathesis from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
 # `swift test`, fuzzes every parser briefly (scripts/fuzz.sh), and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
@@ -17,6 +18,10 @@ command -v script >/dev/null 2>&1 || packages+=(bsdutils)
 command -v setsid >/dev/null 2>&1 || packages+=(util-linux)
 command -v curl >/dev/null 2>&1 || packages+=(curl)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || packages+=(nginx)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || packages+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
+/usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 \
+  || packages+=(python3-paho-mqtt)
 python3 -c 'import pip' >/dev/null 2>&1 || packages+=(python3-pip)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "Installing ${packages[*]} with apt-get…" >&2

@@ -22,7 +22,7 @@ struct FleetwardAgent: AsyncParsableCommand {
             """,
         subcommands: [
             FactoryRequestCommand.self, EnrollCommand.self, StatusCommand.self, RenewCommand.self, SendCommand.self, RunCommand.self,
-            UpdateCommand.self, SimulateCommand.self,
+            UpdateCommand.self, MQTTCommand.self, SimulateCommand.self,
         ]
     )
 

@@ -24,7 +24,9 @@ struct DemoCommand: AsyncParsableCommand {
             operator, an owner and five devices: allow-list (factory secret), birth certificate (factory \
             line, then re-enrollment), trusted-user claim (claim code, one-time token, report-stolen), an \
             enrollment group waiting for approval, and the gateway (signed telemetry, a replay, a \
-            suspended device cut off), then 50 simulated devices. Each step prints what was sent and \
+            suspended device cut off), MQTT when mosquitto is installed (a signed publish a backend \
+            receives, a topic outside the policy refused, a revoked device's session cut), then 50 \
+            simulated devices. Each step prints what was sent and \
             what came back. \
             Device keys stay in memory; the issued certificates are written to DIR/demo/. The directory \
             is removed at the end unless --keep names one (its keys are sealed under \
@@ -59,11 +61,24 @@ struct DemoCommand: AsyncParsableCommand {
             in: directory, configuration: AuthorityConfiguration(kdfIterations: 100_000), passphrase: passphrase,
             progress: { show.line("  " + $0 + "…") })
         let servers = try await DemoServers.start(directory: directory, passphrase: passphrase)
-        defer { servers.stop() }
+        do {
+            try await walk(through: servers, directory: directory, hierarchy: hierarchy, show: show, started: started, path: path)
+        } catch {
+            await servers.stop()
+            throw error
+        }
+        await servers.stop()
+    }
+
+    private func walk(
+        through servers: DemoServers, directory: DataDirectory, hierarchy: CAHierarchy, show: DemoOutput, started: Date, path: String
+    ) async throws {
         let registrar = servers.server.registrar
         let hasher = servers.server.hasher
         let authority = servers.server.authority
-        show.line("  management API on http://\(servers.api), EST on https://\(servers.est), gateway on https://\(servers.gateway)")
+        show.line(
+            "  management API on http://\(servers.api), EST on https://\(servers.est), gateway on https://\(servers.gateway)"
+                + (servers.mqtt.map { ", MQTT on mqtts://\($0)" } ?? " (MQTT off: mosquitto is not installed)"))
 
         var tokens: [Role: String] = [:]
         for role in [Role.admin, .manufacturer, .operator] {
@@ -218,6 +233,48 @@ struct DemoCommand: AsyncParsableCommand {
         show.step(
             "gateway", "closed \(sensor)'s live connection \(Int((ContinuousClock.now - suspended).seconds * 1000)) ms after the suspend")
 
+        // 6. MQTT at the front door.
+        if let mqtt = servers.mqtt {
+            show.heading("6. MQTT: the device's certificate is its identity; its policy decides topics; a revoked device is cut")
+            let tracker = "demo-tracker-1"
+            let trackerSecret = "factory-" + UUID().uuidString
+            try await api.call(
+                "manufacturer", tokens[.manufacturer]!, "POST", "/devices", ["id": tracker, "model": "tracker", "secret": trackerSecret],
+                expect: 201, note: "register \(tracker)")
+            let trackerKey = P256.Signing.PrivateKey()
+            try await devices.enroll(
+                tracker, key: trackerKey, .secret(id: tracker, secret: trackerSecret), expect: 200, note: "enroll with its factory secret")
+            let backend = try await MQTTDeviceClient.connect(unixSocket: directory.path + "/mqtt/broker.sock", clientID: "demo-backend")
+            _ = try await backend.subscribe(["devices/+/telemetry"])
+            show.step("backend", "subscribe to devices/+/telemetry on the broker (mosquitto, supervised by Fleetward)")
+            let session = try await MQTTDeviceClient.connect(
+                host: mqtt.host, port: mqtt.port, tls: pinned([try devices.issued(tracker), issuingCA], trackerKey), clientID: tracker)
+            show.step(tracker, "open an MQTT 5 session over mTLS with its operational certificate: CONNACK success")
+            let position = Array(#"{"lat":52.52,"lon":13.40}"#.utf8)
+            try await session.publish(
+                position, topic: "devices/\(tracker)/telemetry", qos: 1,
+                userProperties: try SignedMessage.userProperties(for: position, device: tracker, key: trackerKey))
+            show.step(tracker, "publish a signed position to devices/\(tracker)/telemetry (QoS 1): PUBACK")
+            var iterator = backend.messages.makeAsyncIterator()
+            guard let received = await iterator.next() else { throw ValidationError("the backend's session ended") }
+            show.step("backend", "received \(received.topic): \(String(decoding: received.payload, as: UTF8.self)) with the device's signature")
+            do {
+                try await session.publish(Array("x".utf8), topic: "devices/demo-sensor-1/telemetry", qos: 1)
+                throw ValidationError("the front door let a device publish as another")
+            } catch let error as DeviceError where error.code == .refused {
+                show.step(tracker, "publish to another device's topic: refused (PUBACK 0x87, not authorized); the broker never sees it")
+            }
+            let revoked = ContinuousClock.now
+            try await api.call("operator", tokens[.operator]!, "POST", "/devices/\(tracker)/revoke", [:], expect: 200, note: "revoke \(tracker)")
+            while session.isActive, ContinuousClock.now - revoked < .seconds(5) { try await Task.sleep(for: .milliseconds(10)) }
+            guard !session.isActive else { throw ValidationError("the front door kept a revoked device's MQTT session") }
+            show.step(
+                "front door",
+                "ended \(tracker)'s MQTT session \(Int((ContinuousClock.now - revoked).seconds * 1000)) ms after the revocation: "
+                    + (await session.endReason ?? "closed"))
+            await backend.disconnect()
+        }
+
         let fleetSize = 50
         var fleet: [(id: String, secret: String)] = []
         for index in 1...fleetSize {
@@ -280,6 +337,8 @@ struct DemoServers {
     let api: ListenAddress
     let est: ListenAddress
     let gateway: ListenAddress
+    /// The MQTT front door, when mosquitto is installed.
+    let mqtt: ListenAddress?
     let group: ServiceGroup
     let task: Task<Void, any Error>
 
@@ -291,6 +350,7 @@ struct DemoServers {
         configuration.apiAddress = loopback
         configuration.estAddress = loopback
         configuration.gatewayAddress = loopback
+        if MosquittoSupervisor.findExecutable() != nil { configuration.mqttAddress = loopback }
         let server = try await FleetServer.make(configuration)
         let (bound, continuation) = AsyncStream<(FleetServer.Listener, ListenAddress)>.makeStream()
         let services = try server.services { continuation.yield(($0, $1)) }
@@ -299,17 +359,19 @@ struct DemoServers {
         var addresses: [FleetServer.Listener: ListenAddress] = [:]
         for await (listener, address) in bound {
             addresses[listener] = address
-            if addresses.count == FleetServer.Listener.allCases.count { break }
+            if addresses.count == server.listeners.count { break }
         }
         guard let apiAddress = addresses[.api], let estAddress = addresses[.est], let gatewayAddress = addresses[.gateway] else {
             throw ValidationError("the demo servers did not start")
         }
-        return DemoServers(server: server, api: apiAddress, est: estAddress, gateway: gatewayAddress, group: group, task: task)
+        return DemoServers(
+            server: server, api: apiAddress, est: estAddress, gateway: gatewayAddress, mqtt: addresses[.mqtt], group: group, task: task)
     }
 
-    func stop() {
-        let group = group
-        Task { await group.triggerGracefulShutdown() }
+    /// Shuts the servers down and waits until they have (the supervised broker included).
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
     }
 }
 

@@ -18,7 +18,8 @@ struct Fleetward: AsyncParsableCommand {
             """,
         subcommands: [
             InitCommand.self, ServeCommand.self, CACommand.self, CertCommand.self, DevicesCommand.self, TokenCommand.self,
-            AuditCommand.self, FactoryCommand.self, ProvisioningConfigCommand.self, ReleaseCommand.self, DemoCommand.self,
+            AuditCommand.self, FactoryCommand.self, ProvisioningConfigCommand.self, ReleaseCommand.self, MQTTPolicyCommand.self,
+            DemoCommand.self,
         ]
     )
 

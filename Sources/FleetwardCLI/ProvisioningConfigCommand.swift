@@ -26,6 +26,9 @@ struct ProvisioningConfigCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The gateway endpoint devices reach.", valueName: "host:port"))
     var gateway = "127.0.0.1:9443"
 
+    @Option(help: ArgumentHelp("The MQTT front door devices reach (default: the gateway's host, port 8883).", valueName: "host:port"))
+    var mqtt: String?
+
     @Option(
         name: .customLong("server-name"),
         help: ArgumentHelp("The name the servers' certificate must carry (default: the endpoint's host).", valueName: "name"))
@@ -45,7 +48,8 @@ struct ProvisioningConfigCommand: ParsableCommand {
         guard let root = FileManager.default.contents(atPath: rootPath) else {
             throw ValidationError("no root certificate at \(rootPath): run 'fleetward init --data \(directory.path)' first")
         }
-        let config = ProvisioningConfig(est: est, gateway: gateway, serverName: serverName, root: String(decoding: root, as: UTF8.self))
+        let config = ProvisioningConfig(
+            est: est, gateway: gateway, serverName: serverName, root: String(decoding: root, as: UTF8.self), mqtt: mqtt)
         // Check it the way a device will read it.
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -53,6 +57,7 @@ struct ProvisioningConfigCommand: ParsableCommand {
         let decoded = try JSONDecoder().decode(ProvisioningConfig.self, from: bytes)
         _ = try decoded.estEndpoint
         _ = try decoded.gatewayEndpoint
+        _ = try decoded.mqttEndpoint
         _ = try decoded.roots
         if !skipCertificateCheck { try checkServerCertificate(directory) }
         if let out {

@@ -75,6 +75,18 @@ struct ServeCommand: AsyncParsableCommand {
     var estIdleTimeout = 60
 
     @Option(
+        name: .customLong("mqtt-listen"),
+        help: ArgumentHelp("Where the MQTT front door (mTLS) listens, or off (default 127.0.0.1:8883).", valueName: "host:port|off"))
+    var mqttListen = "127.0.0.1:8883"
+
+    @Option(
+        name: .customLong("mqtt-broker"),
+        help: ArgumentHelp(
+            "The MQTT broker device sessions go to, mqtt://HOST:PORT or unix:///PATH (default: a mosquitto that serve runs on DIR/mqtt/broker.sock).",
+            valueName: "url"))
+    var mqttBroker: String?
+
+    @Option(
         name: .customLong("api-idle-timeout"),
         help: ArgumentHelp(
             "Seconds a management API connection may sit silent, before its first request or between requests (default 60).",
@@ -119,6 +131,14 @@ struct ServeCommand: AsyncParsableCommand {
         let apiAddress = try ListenAddress(parsing: apiListen)
         let estAddress = try ListenAddress(parsing: estListen)
         let gatewayAddress = try ListenAddress(parsing: gatewayListen)
+        let brokerEndpoint = try mqttBroker.map { try MQTTBrokerEndpoint(parsing: $0) }
+        var mqttAddress = mqttListen.lowercased() == "off" ? nil : try ListenAddress(parsing: mqttListen)
+        if mqttAddress != nil, brokerEndpoint == nil, MosquittoSupervisor.findExecutable() == nil {
+            // The README's run command works without a broker: MQTT stays off, and says how to turn it on.
+            logger.warning(
+                "MQTT is off: mosquitto is not installed (apt-get install mosquitto), or give --mqtt-broker mqtt://HOST:PORT")
+            mqttAddress = nil
+        }
         let upstreamService = try upstream.map { try Upstream(parsing: $0) }
         let lifetime = try deviceLifetime.map(LifetimeParser.seconds)
         if let lifetime, !(60...825 * 86_400).contains(lifetime) {
@@ -126,7 +146,9 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let directory = dataOptions.directory
         // Before the passphrase and the banner: every address free, no other serve on this data.
-        for (listener, address) in [(FleetServer.Listener.api, apiAddress), (.est, estAddress), (.gateway, gatewayAddress)] {
+        for (listener, address) in [(FleetServer.Listener.api, apiAddress), (.est, estAddress), (.gateway, gatewayAddress)]
+            + (mqttAddress.map { [(FleetServer.Listener.mqtt, $0)] } ?? [])
+        {
             try ServePreflight.checkFree(address, listener: listener.rawValue)
         }
         let passphrase: Passphrase
@@ -151,6 +173,8 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.apiAddress = apiAddress
         configuration.estAddress = estAddress
         configuration.gatewayAddress = gatewayAddress
+        configuration.mqttAddress = mqttAddress
+        configuration.mqttBroker = brokerEndpoint
         configuration.gatewayTLS12 = gatewayTLS12
         configuration.upstream = upstreamService
         configuration.deviceLifetime = lifetime
@@ -209,6 +233,9 @@ struct ServeCommand: AsyncParsableCommand {
             case .gateway:
                 url = "https://\(bound)"
                 extra = " (mTLS, \(tls)\(upstreamService.map { ", forwarding to \($0)" } ?? ""))"
+            case .mqtt:
+                url = "mqtts://\(bound)"
+                extra = " (MQTT 3.1.1 and 5 over mTLS, TLS 1.3; broker \(brokerEndpoint?.description ?? "mosquitto on DIR/mqtt/broker.sock"))"
             }
             if json {
                 try? Output.printJSON(["listener": listener.rawValue, "url": url])

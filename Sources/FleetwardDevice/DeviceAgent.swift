@@ -1,3 +1,4 @@
+public import FleetwardMQTT
 public import Crypto
 public import Foundation
 import FleetwardPKI
@@ -245,6 +246,20 @@ public struct DeviceAgent: Sendable {
         let endpoint = try config.gatewayEndpoint
         let tls = PinnedTLS(roots: try config.roots, serverName: config.serverName, clientChain: chain, clientKey: key)
         return try await GatewayConnection.connect(host: endpoint.host, port: endpoint.port, tls: tls, timeout: timeout)
+    }
+
+    /// An MQTT session through the front door with the operational certificate, the device ID as
+    /// client identifier. `endpoint` overrides the provisioning file's.
+    public func connectMQTT(
+        endpoint: ProvisioningConfig.Endpoint? = nil, version: MQTTVersion = .v5, keepAlive: UInt16 = 60, cleanStart: Bool = true,
+        sessionExpiry: UInt32 = 0, timeout: Duration = .seconds(15)
+    ) async throws -> MQTTDeviceClient {
+        let (credential, chain, key) = try operationalIdentity()
+        let endpoint = try endpoint ?? config.mqttEndpoint
+        let tls = PinnedTLS(roots: try config.roots, serverName: config.serverName, clientChain: chain, clientKey: key)
+        return try await MQTTDeviceClient.connect(
+            host: endpoint.host, port: endpoint.port, tls: tls, clientID: credential.deviceID, version: version, keepAlive: keepAlive,
+            cleanStart: cleanStart, sessionExpiry: sessionExpiry, timeout: timeout)
     }
 
     /// Records the owner the gateway named, when it changed.

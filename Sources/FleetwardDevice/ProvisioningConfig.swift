@@ -19,12 +19,15 @@ public struct ProvisioningConfig: Sendable, Codable, Equatable {
     public var serverName: String?
     /// The pinned Fleetward root, PEM.
     public var root: String
+    /// The MQTT front door, `HOST:PORT` (omitted: the gateway's host, port 8883).
+    public var mqtt: String?
 
-    public init(est: String, gateway: String, serverName: String? = nil, root: String) {
+    public init(est: String, gateway: String, serverName: String? = nil, root: String, mqtt: String? = nil) {
         self.est = est
         self.gateway = gateway
         self.serverName = serverName
         self.root = root
+        self.mqtt = mqtt
     }
 
     /// Reads and checks a provisioning file.
@@ -42,6 +45,7 @@ public struct ProvisioningConfig: Sendable, Codable, Equatable {
         }
         _ = try config.estEndpoint
         _ = try config.gatewayEndpoint
+        _ = try config.mqttEndpoint
         _ = try config.roots
         return config
     }
@@ -66,6 +70,12 @@ public struct ProvisioningConfig: Sendable, Codable, Equatable {
 
     public var estEndpoint: Endpoint { get throws { try Endpoint(est, what: "est") } }
     public var gatewayEndpoint: Endpoint { get throws { try Endpoint(gateway, what: "gateway") } }
+    public var mqttEndpoint: Endpoint {
+        get throws {
+            if let mqtt { return try Endpoint(mqtt, what: "mqtt") }
+            return Endpoint(host: try gatewayEndpoint.host, port: 8883)
+        }
+    }
 
     /// The EST client for this configuration.
     public func estClient() throws -> ESTClient {

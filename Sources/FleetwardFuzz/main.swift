@@ -1,20 +1,23 @@
 // libFuzzer targets for every parser that reads bytes from outside: certificates (PEM and DER),
 // CSRs and their checks, EST bodies (base64 then PKCS#10), OCSP requests (and the answer built for
 // them, read back), CRLs (read, and written then read back), allow-list CSV, release manifests
-// and versions, and the device's sealed-store format.
+// and versions, the device's sealed-store format, and the MQTT codec with the front door's session
+// state machine.
 // One binary; FLEETWARD_FUZZ_TARGET picks the target. Built only by scripts/fuzz.sh
 // (FLEETWARD_FUZZ=1 adds this target to the package; -sanitize=fuzzer,address). Every input must
 // end in a value or a typed error: a crash, a trap or a leak is a finding.
 import CFleetwardFuzzEntry
 import Crypto
 @testable import FleetwardDevice
+import FleetwardMQTT
 import FleetwardPKI
 import FleetwardRegistry
 import Foundation
+import NIOCore
 import X509
 
 enum FuzzTarget: String, CaseIterable {
-    case certificate, csr, estBody = "est-body", ocspRequest = "ocsp-request", crl, allowList = "allow-list", manifest, sealed
+    case certificate, csr, estBody = "est-body", ocspRequest = "ocsp-request", crl, allowList = "allow-list", manifest, sealed, mqtt
 }
 
 let target = FuzzTarget(rawValue: ProcessInfo.processInfo.environment["FLEETWARD_FUZZ_TARGET"] ?? "") ?? {
@@ -95,6 +98,27 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
         }
     case .sealed:
         _ = try? sealingKey.open(bytes, kind: "credential", name: "credential", path: "fuzz")
+    case .mqtt:
+        // The input as a device's byte stream: frames (bounded before allocation) through a session.
+        var buffer = ByteBuffer(bytes: bytes)
+        var machine = MQTTSessionStateMachine(deviceID: "FUZZ-1")
+        var first = true
+        while let frame = try? MQTTFrameDecoder.frame(from: &buffer, maximumPacketSize: 4096) {
+            for version in [MQTTVersion.v3_1_1, .v5] {
+                _ = try? MQTTPublish(frame, version: version)
+                _ = try? MQTTSubscribe(frame, version: version)
+                _ = try? MQTTSubAck(frame, version: version)
+                _ = try? MQTTConnAck(frame, version: version)
+            }
+            if let connect = try? MQTTConnect(frame) { precondition((try? MQTTConnect(connect.frame)) == connect, "CONNECT does not read back") }
+            let actions = machine.receivedFromDevice(frame)
+            if first, case .prepare? = actions.first {
+                _ = machine.prepared(.standard, subject: TopicPolicy.Subject(id: "FUZZ-1", owner: nil, model: "m", group: nil))
+                _ = machine.receivedFromBroker(MQTTConnAck(code: 0).frame(version: machine.version))
+            }
+            first = false
+            _ = machine.receivedFromBroker(frame)
+        }
     }
     return 0
 }

@@ -31,6 +31,8 @@ public enum AccessPolicy {
         case createOwner
         case readGroups
         case manageGroups
+        case readMQTTPolicies
+        case manageMQTTPolicies
         case manageTokens
         case readAudit
         case readSecurityEvents
@@ -49,6 +51,8 @@ public enum AccessPolicy {
             case .createOwner: "create owners"
             case .readGroups: "read enrollment groups"
             case .manageGroups: "manage enrollment groups"
+            case .readMQTTPolicies: "read MQTT policies"
+            case .manageMQTTPolicies: "manage MQTT policies"
             case .manageTokens: "manage API tokens"
             case .readAudit: "read the audit log"
             case .readSecurityEvents: "read security events"
@@ -68,6 +72,8 @@ public enum AccessPolicy {
         case .readOwners, .createOwner, .revokeCertificates: [.admin, .operator]
         case .readGroups: [.admin, .manufacturer, .operator]
         case .manageGroups: [.admin, .operator]
+        case .readMQTTPolicies: [.admin, .manufacturer, .operator]
+        case .manageMQTTPolicies: [.admin, .operator]
         case .manageTokens: [.admin]
         case .readAudit, .readSecurityEvents: [.admin, .operator]
         }

@@ -23,6 +23,8 @@ public enum AuditAction: String, Sendable, CaseIterable, CustomStringConvertible
     case tokenRevoke = "token.revoke"
     case groupCreate = "group.create"
     case groupDelete = "group.delete"
+    case mqttPolicySet = "mqtt-policy.set"
+    case mqttPolicyDelete = "mqtt-policy.delete"
     case certificateIssue = "certificate.issue"
     case certificateRevoke = "certificate.revoke"
 
@@ -51,6 +53,7 @@ public enum AuditTarget: Sendable, Equatable, CustomStringConvertible {
     case token(id: String)
     case group(id: String)
     case allowList(source: String)
+    case mqttPolicy(MQTTPolicyScope)
 
     public var description: String {
         switch self {
@@ -60,6 +63,7 @@ public enum AuditTarget: Sendable, Equatable, CustomStringConvertible {
         case .token(let id): "token:\(id)"
         case .group(let id): "group:\(id)"
         case .allowList(let source): "allow-list:\(source)"
+        case .mqttPolicy(let scope): "mqtt-policy:\(scope)"
         }
     }
 }

@@ -199,3 +199,32 @@ extension Registrar {
         }
     }
 }
+
+// MQTT policies (per model or per enrollment group).
+extension Registrar {
+    /// Stores `record`, replacing the scope's previous policy; the audit entry holds both
+    /// documents. Live sessions of the devices in scope are re-checked by the front door, which
+    /// follows the audit log. - Throws: ``RegistryError`` `notFound` for a group that does not exist.
+    public func setMQTTPolicy(_ record: MQTTPolicyRecord, by actor: Actor, at time: Date) async throws {
+        try await change { transaction, audit in
+            if case .group(let id) = record.scope, try await transaction.enrollmentGroup(id) == nil {
+                throw RegistryError(.notFound, "no enrollment group \(id)")
+            }
+            let before = try await transaction.mqttPolicy(record.scope)
+            try await transaction.saveMQTTPolicy(record)
+            try await audit.record(
+                .mqttPolicySet, .mqttPolicy(record.scope), by: actor, at: time, before: before?.document, after: record.document)
+        }
+    }
+
+    /// Removes the policy of `scope` (its devices fall back to the next policy that applies).
+    /// - Throws: ``RegistryError`` `notFound` when there is none.
+    public func deleteMQTTPolicy(_ scope: MQTTPolicyScope, by actor: Actor, at time: Date) async throws {
+        try await change { transaction, audit in
+            guard let before = try await transaction.mqttPolicy(scope), try await transaction.deleteMQTTPolicy(scope) else {
+                throw RegistryError(.notFound, "no MQTT policy for \(scope)")
+            }
+            try await audit.record(.mqttPolicyDelete, .mqttPolicy(scope), by: actor, at: time, before: before.document)
+        }
+    }
+}

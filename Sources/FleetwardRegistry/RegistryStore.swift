@@ -164,6 +164,12 @@ public protocol RegistryStore: Sendable {
     /// Every group, by name.
     func enrollmentGroups() async throws -> [EnrollmentGroup]
 
+    /// The MQTT policy stored for `scope`, if any.
+    func mqttPolicy(_ scope: MQTTPolicyScope) async throws -> MQTTPolicyRecord?
+
+    /// Every stored MQTT policy, by scope.
+    func mqttPolicies() async throws -> [MQTTPolicyRecord]
+
     /// Security events after `sequence`, oldest first, at most `limit`.
     func securityEvents(after sequence: Int64, limit: Int) async throws -> [SecurityEvent]
 }
@@ -232,6 +238,13 @@ public protocol RegistryTransaction {
     func insertEnrollmentGroup(_ group: EnrollmentGroup) async throws -> Bool
     /// Deletes group `id`'s row.
     func deleteEnrollmentGroup(_ id: String) async throws
+
+    // MQTT policies
+    func mqttPolicy(_ scope: MQTTPolicyScope) async throws -> MQTTPolicyRecord?
+    /// Inserts or replaces the policy of `record.scope`.
+    func saveMQTTPolicy(_ record: MQTTPolicyRecord) async throws
+    /// - Returns: whether a policy was there.
+    func deleteMQTTPolicy(_ scope: MQTTPolicyScope) async throws -> Bool
 
     // MARK: Telemetry and updates
 

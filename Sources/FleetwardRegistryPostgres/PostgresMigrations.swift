@@ -211,5 +211,12 @@ enum PostgresMigrations {
                 "CREATE INDEX security_events_by_device ON security_events (device_id, sequence)",
             ]
         ),
+        // MQTT policies: the same as SQLite's migration 10.
+        Migration(
+            version: 10,
+            statements: [
+                "CREATE TABLE mqtt_policies (scope TEXT PRIMARY KEY, document TEXT NOT NULL, updated_at BIGINT NOT NULL)"
+            ]
+        ),
     ]
 }

@@ -383,6 +383,14 @@ public final class PostgresRegistryStore: RegistryStore {
         }
     }
 
+    public func mqttPolicy(_ scope: MQTTPolicyScope) async throws -> MQTTPolicyRecord? {
+        try await read { try await Rows.mqttPolicies(where: "scope = \(scope.description)", $0).first }
+    }
+
+    public func mqttPolicies() async throws -> [MQTTPolicyRecord] {
+        try await read { try await Rows.mqttPolicies(where: "true", $0) }
+    }
+
     public func enrollmentGroups() async throws -> [EnrollmentGroup] {
         try await read { try await Rows.enrollmentGroups(where: "true", $0) }
     }

@@ -115,6 +115,19 @@ enum Rows {
         return nil
     }
 
+    static func mqttPolicies(where condition: PostgresQuery, _ query: Query) async throws -> [MQTTPolicyRecord] {
+        var sql = PostgresQuery(unsafeSQL: "SELECT scope, document, updated_at FROM mqtt_policies WHERE ")
+        sql.sql += condition.sql
+        sql.binds = condition.binds
+        sql.sql += " ORDER BY scope"
+        var records: [MQTTPolicyRecord] = []
+        for try await row in try await query(sql).decode((String, String, Int64).self) {
+            guard let scope = try? MQTTPolicyScope(parsing: row.0) else { throw RegistryError(.storage, "an MQTT policy row is malformed") }
+            records.append(MQTTPolicyRecord(scope: scope, document: row.1, updatedAt: RegistryEncoding.date(row.2)))
+        }
+        return records
+    }
+
     static func enrollmentGroups(where condition: PostgresQuery, _ query: Query) async throws -> [EnrollmentGroup] {
         var sql = PostgresQuery(
             unsafeSQL: "SELECT id, name, ca_certificate, ca_sha256, auto_approve, created_at, id_pattern FROM enrollment_groups WHERE ")

@@ -201,6 +201,25 @@ struct PostgresTransaction: RegistryTransaction {
         try await query("DELETE FROM enrollment_groups WHERE id = \(id)")
     }
 
+    // MARK: MQTT policies
+
+    func mqttPolicy(_ scope: MQTTPolicyScope) async throws -> MQTTPolicyRecord? {
+        try await Rows.mqttPolicies(where: "scope = \(scope.description)", query).first
+    }
+
+    func saveMQTTPolicy(_ record: MQTTPolicyRecord) async throws {
+        try await query(
+            """
+            INSERT INTO mqtt_policies (scope, document, updated_at)
+            VALUES (\(record.scope.description), \(record.document), \(RegistryEncoding.milliseconds(record.updatedAt)))
+            ON CONFLICT (scope) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at
+            """)
+    }
+
+    func deleteMQTTPolicy(_ scope: MQTTPolicyScope) async throws -> Bool {
+        try await returnsRow("DELETE FROM mqtt_policies WHERE scope = \(scope.description) RETURNING 1")
+    }
+
     // MARK: Telemetry and updates
 
     func insertTelemetry(_ body: String, from device: DeviceID, nonce: String, at time: Date) async throws -> Bool {

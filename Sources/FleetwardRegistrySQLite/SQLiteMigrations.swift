@@ -200,5 +200,16 @@ enum SQLiteMigrations {
                 CREATE INDEX security_events_by_device ON security_events (device_id, sequence);
                 """
         ),
+        // MQTT policies per model or enrollment group (the front door's per-scope documents).
+        Migration(
+            version: 10,
+            sql: """
+                CREATE TABLE mqtt_policies (
+                    scope TEXT PRIMARY KEY,
+                    document TEXT NOT NULL,
+                    updated_at INTEGER NOT NULL
+                );
+                """
+        ),
     ]
 }

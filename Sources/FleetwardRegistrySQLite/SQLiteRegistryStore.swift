@@ -365,6 +365,19 @@ public final class SQLiteRegistryStore: RegistryStore {
         }
     }
 
+    public func mqttPolicy(_ scope: MQTTPolicyScope) async throws -> MQTTPolicyRecord? {
+        try withReader { try Rows.mqttPolicy(scope, $0) }
+    }
+
+    public func mqttPolicies() async throws -> [MQTTPolicyRecord] {
+        try withReader { connection in
+            let statement = try connection.statement("SELECT scope, document, updated_at FROM mqtt_policies ORDER BY scope")
+            var records: [MQTTPolicyRecord] = []
+            while try statement.step() { records.append(try Rows.decodeMQTTPolicy(statement)) }
+            return records
+        }
+    }
+
     public func enrollmentGroups() async throws -> [EnrollmentGroup] {
         try withReader { connection in
             let statement = try connection.statement("SELECT \(Rows.groupColumns) FROM enrollment_groups ORDER BY name")

@@ -134,6 +134,19 @@ enum Rows {
             usedAt: statement.isNull(3) ? nil : RegistryEncoding.date(statement.int64(3)))
     }
 
+    static func mqttPolicy(_ scope: MQTTPolicyScope, _ connection: Connection) throws -> MQTTPolicyRecord? {
+        let statement = try connection.statement("SELECT scope, document, updated_at FROM mqtt_policies WHERE scope = ?")
+        statement.bind(1, scope.description)
+        return try statement.step() ? try decodeMQTTPolicy(statement) : nil
+    }
+
+    static func decodeMQTTPolicy(_ statement: SQLiteStatement) throws -> MQTTPolicyRecord {
+        guard let scope = try? MQTTPolicyScope(parsing: statement.text(0) ?? ""), let document = statement.text(1) else {
+            throw RegistryError(.storage, "an MQTT policy row is malformed")
+        }
+        return MQTTPolicyRecord(scope: scope, document: document, updatedAt: RegistryEncoding.date(statement.int64(2)))
+    }
+
     static func enrollmentGroup(_ id: String, _ connection: Connection) throws -> EnrollmentGroup? {
         let statement = try connection.statement("SELECT \(groupColumns) FROM enrollment_groups WHERE id = ?")
         statement.bind(1, id)

@@ -175,6 +175,27 @@ struct SQLiteTransaction: RegistryTransaction {
         _ = try change("DELETE FROM enrollment_groups WHERE id = ?") { $0.bind(1, id) }
     }
 
+    // MARK: MQTT policies
+
+    func mqttPolicy(_ scope: MQTTPolicyScope) async throws -> MQTTPolicyRecord? { try Rows.mqttPolicy(scope, connection) }
+
+    func saveMQTTPolicy(_ record: MQTTPolicyRecord) async throws {
+        _ = try change(
+            """
+            INSERT INTO mqtt_policies (scope, document, updated_at) VALUES (?, ?, ?)
+            ON CONFLICT (scope) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at
+            """
+        ) {
+            $0.bind(1, record.scope.description)
+            $0.bind(2, record.document)
+            $0.bind(3, RegistryEncoding.milliseconds(record.updatedAt))
+        }
+    }
+
+    func deleteMQTTPolicy(_ scope: MQTTPolicyScope) async throws -> Bool {
+        try change("DELETE FROM mqtt_policies WHERE scope = ?") { $0.bind(1, scope.description) } == 1
+    }
+
     // MARK: Telemetry and updates
 
     func insertTelemetry(_ body: String, from device: DeviceID, nonce: String, at time: Date) async throws -> Bool {

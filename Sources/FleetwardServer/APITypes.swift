@@ -1,3 +1,5 @@
+import FleetwardAuthority
+import FleetwardMQTT
 import FleetwardRegistry
 import Foundation
 
@@ -93,6 +95,22 @@ struct GroupView: Encodable {
 
 struct GroupList: Encodable {
     var groups: [GroupView]
+}
+
+struct MQTTPolicyView: Encodable {
+    var scope: String
+    var policy: TopicPolicy
+    var updatedAt: Date
+
+    init(_ record: MQTTPolicyRecord) throws {
+        scope = record.scope.description
+        policy = try MQTTPolicies.parse(Array(record.document.utf8))
+        updatedAt = record.updatedAt
+    }
+}
+
+struct MQTTPolicyList: Encodable {
+    var policies: [MQTTPolicyView]
 }
 
 struct TokenView: Encodable {

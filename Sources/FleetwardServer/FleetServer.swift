@@ -5,6 +5,8 @@ public import FleetwardRegistry
 public import Foundation
 import Hummingbird
 public import Logging
+import NIOCore
+import NIOPosix
 public import ServiceLifecycle
 
 /// What `fleetward serve` runs, as one value: where it listens and how it behaves.
@@ -28,6 +30,12 @@ public struct ServerConfiguration: Sendable {
     public var claimCodeIterations = ClaimCodes.defaultIterations
     /// Per-device telemetry quotas and retention.
     public var telemetry = TelemetryLimits()
+    /// The MQTT front door's address (nil: no MQTT).
+    public var mqttAddress: ListenAddress?
+    /// The broker MQTT sessions go to; nil with an address: the supervised `mosquitto`.
+    public var mqttBroker: MQTTBrokerEndpoint?
+    /// The largest MQTT packet accepted.
+    public var mqttMaximumPacketSize = MQTTFrontDoor.defaultMaximumPacketSize
     /// Timeouts and connection caps of the management API.
     public var apiLimits = ListenerLimits.management
     /// Failed sign-ins one address (an IPv6 /64) may make on the management API in a minute
@@ -58,7 +66,11 @@ public struct FleetServer: Sendable {
         case api = "management API"
         case est = "EST"
         case gateway
+        case mqtt = "MQTT"
     }
+
+    /// The listeners this configuration opens (MQTT only with an MQTT address).
+    public var listeners: [Listener] { configuration.mqttAddress == nil ? [.api, .est, .gateway] : Listener.allCases }
 
     public let configuration: ServerConfiguration
     public let authority: CertificateAuthority
@@ -144,7 +156,37 @@ public struct FleetServer: Sendable {
             ) { await onListening(.gateway, $0) },
             GatewayWatcher(gateway: gateway, interval: configuration.watchInterval),
             TelemetryRetention(registrar: registrar, retention: configuration.telemetry.retention, logger: logger),
-        ]
+        ] + (try mqttServices(serverChain: serverChain, serverKey: serverKey, onListening: onListening))
+    }
+
+    /// The MQTT front door and, without a broker named, a supervised `mosquitto` behind it.
+    private func mqttServices(
+        serverChain: [UInt8], serverKey: [UInt8], onListening: @escaping @Sendable (Listener, ListenAddress) async -> Void
+    ) throws -> [any Service] {
+        guard let address = configuration.mqttAddress else { return [] }
+        var services: [any Service] = []
+        let broker: MQTTBrokerEndpoint
+        if let given = configuration.mqttBroker {
+            broker = given
+        } else {
+            guard let executable = MosquittoSupervisor.findExecutable() else {
+                throw AuthorityError(
+                    .invalidConfiguration,
+                    "MQTT needs a broker: install mosquitto (apt-get install mosquitto), give --mqtt-broker mqtt://HOST:PORT, or --mqtt-listen off")
+            }
+            let supervisor = MosquittoSupervisor(
+                directory: configuration.directory.path + "/mqtt", executable: executable, logger: configuration.logger)
+            try supervisor.prepare()
+            services.append(supervisor)
+            broker = supervisor.endpoint
+        }
+        let frontDoor = try MQTTFrontDoor.application(
+            gateway, address: address, broker: broker, policies: RegistryMQTTPolicies(store: store), certificateChainPEM: serverChain,
+            privateKeyPKCS8: serverKey, maximumPacketSize: configuration.mqttMaximumPacketSize, limits: configuration.gatewayLimits,
+            logger: configuration.logger
+        ) { await onListening(.mqtt, $0) }
+        services.append(BrokerGate(broker: broker, logger: configuration.logger, listener: frontDoor))
+        return services
     }
 }
 
@@ -186,5 +228,33 @@ struct TelemetryRetention: Service {
                 try? await Task.sleep(for: .seconds(60))
             }
         }
+    }
+}
+
+/// Opens the MQTT listener once its broker answers (at most 10 s after start; then opens it
+/// anyway and sessions get "server unavailable" until the broker is up).
+struct BrokerGate: Service {
+    let broker: MQTTBrokerEndpoint
+    let logger: Logger
+    let listener: any Service
+
+    func run() async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline, !Task.isCancelled {
+            if await Self.answers(broker) { break }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        try await listener.run()
+    }
+
+    static func answers(_ broker: MQTTBrokerEndpoint) async -> Bool {
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(1))
+        let channel: (any Channel)?
+        switch broker {
+        case .tcp(let host, let port): channel = try? await bootstrap.connect(host: host, port: port).get()
+        case .unix(let path): channel = try? await bootstrap.connect(unixDomainSocketPath: path).get()
+        }
+        try? await channel?.close()
+        return channel != nil
     }
 }

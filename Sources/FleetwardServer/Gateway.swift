@@ -82,6 +82,9 @@ public final class Gateway: Sendable {
         var byChannel: [ObjectIdentifier: Identity] = [:]
         /// The public key of each live connection's certificate, once a signed message needed it.
         var signingKeys: [ObjectIdentifier: P256.Signing.PublicKey] = [:]
+        /// Connections whose session depends on the owner (MQTT: policies name `${device.owner}`):
+        /// a new owner ends them rather than being carried over.
+        var ownerBound: Set<ObjectIdentifier> = []
     }
 
     public let registrar: Registrar
@@ -97,6 +100,8 @@ public final class Gateway: Sendable {
     let now: @Sendable () -> Date
     private let state = Mutex(State())
     private let head = Atomic<Int64>(0)
+    /// Called with the scope (`model:…`, `group:…`) of each MQTT policy that changes.
+    private let policyWatchers = Mutex<[@Sendable (MQTTPolicyScope) -> Void]>([])
 
     public init(
         registrar: Registrar, issuing: Certificate, factory: Certificate? = nil, securityEvents: SecurityEventLog? = nil,
@@ -295,6 +300,7 @@ public final class Gateway: Sendable {
                 if state.live[id]?.isEmpty == true { state.live[id] = nil }
                 state.byChannel[key] = nil
                 state.signingKeys[key] = nil
+                state.ownerBound.remove(key)
             }
         }
         // The device changed while this handshake read it: check again with fresh facts.
@@ -363,6 +369,20 @@ public final class Gateway: Sendable {
         }
     }
 
+    /// Marks `channel` as ending when its device's owner changes.
+    func cutOnOwnerChange(_ channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        state.withLock { state in
+            if state.byChannel[key] != nil { state.ownerBound.insert(key) }
+        }
+    }
+
+    /// Calls `body` with the scope of every MQTT policy set or removed from now on (on any node:
+    /// the change is read from the audit log).
+    func onMQTTPolicyChange(_ body: @escaping @Sendable (MQTTPolicyScope) -> Void) {
+        policyWatchers.withLock { $0.append(body) }
+    }
+
     /// How many device connections are open.
     public var liveConnections: Int { state.withLock { $0.byChannel.count } }
 
@@ -388,6 +408,9 @@ public final class Gateway: Sendable {
                 // Still admitted: carry the registry's owner from now on (X-Fleetward-Owner, whoami).
                 if current.owner != connection.identity.owner {
                     let key = ObjectIdentifier(connection.channel)
+                    if state.withLock({ $0.ownerBound.contains(key) }) {
+                        throw Refusal(reason: "the device has a new owner", device: id.rawValue, serial: connection.identity.serial)
+                    }
                     state.withLock { state in
                         state.live[id]?[key]?.identity.owner = current.owner
                         state.byChannel[key]?.owner = current.owner
@@ -458,6 +481,8 @@ public final class Gateway: Sendable {
                 } else if entry.subject.hasPrefix("certificate:") {
                     let serial = String(entry.subject.dropFirst(12)).lowercased()
                     if let id = try await store.certificate(serial: serial)?.deviceID { devices.insert(id) }
+                } else if entry.subject.hasPrefix("mqtt-policy:"), let scope = try? MQTTPolicyScope(parsing: String(entry.subject.dropFirst(12))) {
+                    for watcher in policyWatchers.withLock({ $0 }) { watcher(scope) }
                 }
             }
             for id in devices { await reevaluate(id) }

@@ -203,6 +203,35 @@ public struct ManagementAPI: Sendable {
             return Response(status: .noContent)
         }
 
+        // MQTT policies (per model or enrollment group)
+        api.get("mqtt/policies") { _, context in
+            _ = try authorize(.readMQTTPolicies, context)
+            return JSONResponse.make(MQTTPolicyList(policies: try await store.mqttPolicies().map(MQTTPolicyView.init)))
+        }
+        api.get("mqtt/policies/{scope}") { _, context in
+            _ = try authorize(.readMQTTPolicies, context)
+            let scope = try policyScope(context)
+            guard let record = try await store.mqttPolicy(scope) else { throw HTTPProblem(.notFound, "no MQTT policy for \(scope)") }
+            return JSONResponse.make(try MQTTPolicyView(record))
+        }
+        api.put("mqtt/policies/{scope}") { request, context in
+            let actor = try authorize(.manageMQTTPolicies, context)
+            let scope = try policyScope(context)
+            guard MediaType.essence(request.headers[.contentType]) == "application/json" else {
+                throw HTTPProblem(.unsupportedMediaType, "send the policy as application/json (Content-Type: application/json)")
+            }
+            var request = request
+            let buffer = try await request.collectBody(upTo: MQTTPolicies.maximumDocumentSize)
+            let record = try MQTTPolicies.make(scope: scope.description, document: Array(buffer.readableBytesView), now: now())
+            try await registrar.setMQTTPolicy(record, by: actor, at: now())
+            return JSONResponse.make(try MQTTPolicyView(record))
+        }
+        api.delete("mqtt/policies/{scope}") { _, context in
+            let actor = try authorize(.manageMQTTPolicies, context)
+            try await registrar.deleteMQTTPolicy(try policyScope(context), by: actor, at: now())
+            return Response(status: .noContent)
+        }
+
         // API tokens
         api.get("tokens") { _, context in
             _ = try authorize(.manageTokens, context)
@@ -320,6 +349,14 @@ public struct ManagementAPI: Sendable {
     /// The device ID in the path.
     private func deviceID(_ context: APIRequestContext) throws -> DeviceID {
         try DeviceID(try pathParameter("id", context))
+    }
+
+    private func policyScope(_ context: APIRequestContext) throws -> MQTTPolicyScope {
+        do {
+            return try MQTTPolicyScope(parsing: try pathParameter("scope", context))
+        } catch let error as RegistryError {
+            throw HTTPProblem(.badRequest, error.message)
+        }
     }
 
     private func groupID(_ context: APIRequestContext) throws -> String {

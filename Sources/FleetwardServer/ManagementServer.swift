@@ -122,6 +122,21 @@ enum TLSListener {
         logger: Logger, onListening: @escaping @Sendable (ListenAddress) async -> Void, afterTLS: @escaping AfterTLS = { _ in nil },
         verify: @escaping Verify
     ) throws -> DeviceListener {
+        try listener(tls: tls, address: address, limits: limits, logger: logger, onListening: onListening, afterTLS: afterTLS, verify: verify) {
+            pipeline, _ in
+            try DeviceHTTPChannel.configure(pipeline, responder: responder, bodyLimit: bodyLimit, limits: limits, logger: logger)
+        }
+    }
+
+    /// The protocol's handlers, added after TLS (and `afterTLS`) on each connection.
+    typealias Application = @Sendable (ChannelPipeline.SynchronousOperations, any Channel) throws -> Void
+
+    /// A TLS listener with connection caps and a handshake deadline, for any protocol above TLS.
+    static func listener(
+        tls: TLSConfiguration, address: ListenAddress, limits: ListenerLimits, logger: Logger,
+        onListening: @escaping @Sendable (ListenAddress) async -> Void, afterTLS: @escaping AfterTLS = { _ in nil },
+        verify: @escaping Verify, application: @escaping Application
+    ) throws -> DeviceListener {
         let context = try NIOSSLContext(configuration: tls)
         let counter = ConnectionCounter(limits: limits)
         return DeviceListener(address: address, onListening: onListening) { channel in
@@ -141,7 +156,7 @@ enum TLSListener {
                         customVerificationCallbackWithMetadata: { presented, promise in verify(presented, channel, promise) }))
                 try pipeline.addHandler(HandshakeDeadline(timeout: limits.handshakeTimeout))
                 if let handler = afterTLS(channel) { try pipeline.addHandler(handler) }
-                try DeviceHTTPChannel.configure(pipeline, responder: responder, bodyLimit: bodyLimit, limits: limits, logger: logger)
+                try application(pipeline, channel)
             }
         }
     }

@@ -24,19 +24,61 @@ import Testing
         }
     }
 
+    /// An agent command running in the background, its stdout and stderr in files.
+    struct Background {
+        let process = Process()
+        let output: String
+        let errors: String
+
+        init(_ device: Device, _ arguments: [String]) throws {
+            let name = UUID().uuidString.prefix(8)
+            output = device.directory.file("\(name).out")
+            errors = device.directory.file("\(name).err")
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            _ = FileManager.default.createFile(atPath: errors, contents: nil)
+            process.executableURL = URL(fileURLWithPath: device.agent.executable)
+            process.arguments = arguments
+            let out = FileHandle(forWritingAtPath: output)
+            let err = FileHandle(forWritingAtPath: errors)
+            process.standardOutput = out
+            process.standardError = err
+            process.standardInput = FileHandle.nullDevice
+            try process.launchSerialized()
+            try? out?.close()
+            try? err?.close()
+        }
+
+        func log() -> String { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
+
+        /// Whether `fragment` shows in stdout within `seconds` (false at once if the process ended without it).
+        func wait(for fragment: String, seconds: Double) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline, process.isRunning {
+                if log().contains(fragment) { return true }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            return log().contains(fragment)
+        }
+
+        func stop() {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+    }
+
     /// `HOST:PORT` of a listener URL.
     static func endpoint(_ url: String) -> String {
         String(url.split(separator: "/")[1])
     }
 
     static func provisioning(_ fixture: ESTFixture, serverName: String? = nil, est: String? = nil) throws -> String {
+        let mqtt = fixture.mqtt.map { ["--mqtt", endpoint($0)] } ?? []
         let file = fixture.directory.file("provisioning-\(UUID().uuidString.prefix(6)).json")
         let result = try fixture.cli.run(
             [
                 "provisioning-config", "--data", fixture.data, "--est", est ?? endpoint(fixture.est), "--gateway",
                 endpoint(fixture.gateway),
                 "--out", file,
-            ] + (serverName.map { ["--server-name", $0, "--skip-certificate-check"] } ?? []))
+            ] + mqtt + (serverName.map { ["--server-name", $0, "--skip-certificate-check"] } ?? []))
         #expect(result.succeeded, "\(result)")
         return file
     }
@@ -161,31 +203,12 @@ import Testing
         #expect(try device.run("enroll", ["--id", "agent-run", "--secret", "secret-agent-run-0123456789"]).succeeded)
         let before = try #require(Self.json(try device.run("status", ["--json"]))["serial"] as? String)
 
-        let output = fixture.directory.file("run.out")
-        let errors = fixture.directory.file("run.err")
-        _ = FileManager.default.createFile(atPath: output, contents: nil)
-        _ = FileManager.default.createFile(atPath: errors, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: device.agent.executable)
-        process.arguments = ["run"] + device.options + ["--interval", "1", "--duration", "120"]
-        let out = FileHandle(forWritingAtPath: output)
-        let err = FileHandle(forWritingAtPath: errors)
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.launchSerialized()
-        try? out?.close()
-        try? err?.close()
-        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        func log() -> String { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
-        func wait(for fragment: String, seconds: Double) -> Bool {
-            let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline, process.isRunning {
-                if log().contains(fragment) { return true }
-                Thread.sleep(forTimeInterval: 0.1)
-            }
-            return log().contains(fragment)
-        }
+        let running = try Background(device, ["run"] + device.options + ["--interval", "1", "--duration", "120"])
+        defer { running.stop() }
+        let process = running.process
+        func log() -> String { running.log() }
+        func wait(for fragment: String, seconds: Double) -> Bool { running.wait(for: fragment, seconds: seconds) }
+        let errors = running.errors
         #expect(wait(for: "connected to the gateway as agent-run", seconds: 20), "\(log())")
         #expect(wait(for: "renewed: certificate", seconds: 45), "no renewal: \(log())")
         #expect(wait(for: "connected to the gateway as agent-run", seconds: 10))
@@ -208,6 +231,62 @@ import Testing
         // every 20 s here), the agent stops with the server's reason.
         #expect(stderr.hasPrefix("fleetward-agent: error: the gateway refused this device"), "\(stderr)")
         #expect(stderr.contains("suspended"), "the agent says why: \(stderr)")
+    }
+
+    @Test func theAgentPublishesSignedTelemetryTakesCommandsOverMQTTAndStopsWhenRevoked() throws {
+        let fixture = try ESTFixture(mqtt: true)
+        try fixture.allow(["agent-mq,secret-agent-mq-0123456789,,sensor,"])
+        let device = try Self.device(fixture, "mq")
+        #expect(try device.run("enroll", ["--id", "agent-mq", "--secret", "secret-agent-mq-0123456789"]).succeeded)
+        let sub = try Tool("mosquitto_sub")
+        let pub = try Tool("mosquitto_pub")
+        let socket = fixture.data + "/mqtt/broker.sock"
+
+        // A backend on the broker sees the message and the device's signature as user properties.
+        let backend = Process()
+        backend.executableURL = URL(fileURLWithPath: sub.executable)
+        backend.arguments = ["--unix", socket, "-V", "mqttv5", "-t", "devices/agent-mq/telemetry", "-C", "1", "-W", "15", "-F", "%t %p %P"]
+        backend.standardOutput = Pipe()
+        backend.standardError = Pipe()
+        try backend.run()
+        // Until the backend's subscription is in place and it has the message.
+        for _ in 0..<20 where backend.isRunning {
+            let published = try device.agent.run(["mqtt", "publish"] + device.options + ["--message", #"{"t":21}"#])
+            #expect(published.succeeded && published.stdout.contains("devices/agent-mq/telemetry"), "\(published)")
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        let seen = MQTTFrontDoorTests.output(backend, seconds: 1)
+        #expect(seen.contains(#"devices/agent-mq/telemetry {"t":21}"#), "\(seen)")
+        #expect(seen.contains("Fleetward-Signature"), "the signature travels as a user property: \(seen)")
+        // Outside the device's policy: one clear refusal.
+        let refused = try device.agent.run(["mqtt", "publish"] + device.options + ["--topic", "devices/other/telemetry", "--message", "x"])
+        Self.expectError(refused, exit: 4, containing: "not authorized")
+
+        // `mqtt run`: telemetry every half second, commands printed as they come.
+        let running = try Background(device, ["mqtt", "run"] + device.options + ["--interval", "0.5", "--duration", "60"])
+        defer { running.stop() }
+        let process = running.process
+        func log() -> String { running.log() }
+        func wait(for fragment: String, seconds: Double) -> Bool { running.wait(for: fragment, seconds: seconds) }
+        let errors = running.errors
+        #expect(wait(for: "connected over MQTT as agent-mq", seconds: 20), "\(log())")
+        #expect(wait(for: "published telemetry", seconds: 10), "\(log())")
+        var commanded = false
+        for _ in 0..<20 where !commanded {
+            _ = try pub.run(["--unix", socket, "-V", "mqttv5", "-t", "devices/agent-mq/commands", "-q", "1", "-m", "reboot"])
+            commanded = wait(for: "command devices/agent-mq/commands reboot", seconds: 0.5)
+        }
+        #expect(commanded, "\(log())")
+
+        // Revoked: the session is cut, the reconnect refused, EST names the reason, the agent stops.
+        #expect(try fixture.cli.run(["devices", "revoke"] + fixture.registry + ["agent-mq"]).succeeded)
+        let deadline = Date().addingTimeInterval(20)
+        while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        #expect(!process.isRunning, "the agent kept running after its device was revoked: \(log())")
+        if !process.isRunning { #expect(process.terminationStatus == 4, "\(log())") }
+        let stderr = (try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""
+        #expect(stderr.hasPrefix("fleetward-agent: error: "), "\(stderr)")
+        #expect(stderr.contains("revoked"), "the agent says why: \(stderr) \(log())")
     }
 
     @Test func aTamperedStoreAndServersThatAreNotThePinnedOneAreRefusedClearly() throws {

@@ -255,7 +255,7 @@ import Testing
                 executable: cli.fleetward.executable,
                 arguments: [
                     "serve", "--data", dir.file("data"), "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen",
-                    "127.0.0.1:0",
+                    "127.0.0.1:0", "--mqtt-listen", "off",
                 ],
                 environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: dir.path,
                 expectedListeners: 3)

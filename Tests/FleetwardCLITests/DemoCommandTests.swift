@@ -12,6 +12,8 @@ import Testing
         let result = try cli.run(["demo", "--keep", fleet])
         #expect(result.succeeded, "\(result)")
         let out = result.stdout
+        // With mosquitto installed (scripts/test.sh installs it) the demo walks MQTT too.
+        let mqtt = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].contains { FileManager.default.isExecutableFile(atPath: $0) }
         for expected in [
             "simpleenroll → 401",  // a guessed factory secret
             "enroll with its factory secret: simpleenroll → 200",
@@ -37,8 +39,15 @@ import Testing
             "GET /crl/issuing.crl (no token): demo-lock-1's certificate",
             "POST /ocsp (no token): revoked, reason keyCompromise",
             "audit log intact",
-            "55 certificates issued, 9 requests refused",
-        ] {
+        ] + (mqtt ? [
+            "MQTT on mqtts://127.0.0.1:",
+            "open an MQTT 5 session over mTLS with its operational certificate: CONNACK success",
+            "received devices/demo-tracker-1/telemetry: {\"lat\":52.52,\"lon\":13.40} with the device's signature",
+            "publish to another device's topic: refused (PUBACK 0x87, not authorized)",
+            "MQTT session",
+            "after the revocation: the server ended the session: 0x98 (administrative action)",
+            "56 certificates issued, 9 requests refused",
+        ] : ["55 certificates issued, 9 requests refused"]) {
             #expect(out.contains(expected), "missing '\(expected)' in:\n\(out)")
         }
         // What the devices got verifies under the fleet's root with openssl.

@@ -23,7 +23,10 @@ final class ESTFixture {
     /// - Parameters:
     ///   - serveArguments: more `fleetward serve` options (e.g. `--upstream`).
     ///   - database: a PostgreSQL URL for the registry instead of the embedded SQLite.
-    init(serveArguments: [String] = [], database: String? = nil) throws {
+    /// The MQTT front door (`mqtts://127.0.0.1:PORT`) when made with `mqtt: true`.
+    var mqtt: String?
+
+    init(serveArguments: [String] = [], database: String? = nil, mqtt: Bool = false) throws {
         cli = try CLI()
         curl = try Tool("curl")
         directory = try TemporaryDirectory(prefix: "fleetward-est")
@@ -35,9 +38,11 @@ final class ESTFixture {
         server = try RunningServer(
             executable: cli.fleetward.executable,
             arguments: [
-                "serve", "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
+                "serve", "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--mqtt-listen",
+                mqtt ? "127.0.0.1:0" : "off",
             ] + registry + serveArguments,
-            environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path, expectedListeners: 3)
+            environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path, expectedListeners: mqtt ? 4 : 3)
+        self.mqtt = mqtt ? try #require(server.listeners["MQTT"]) : nil
         est = try #require(server.listeners["EST"]) + "/.well-known/est"
         api = try #require(server.listeners["management API"]) + "/api/v1"
         gateway = try #require(server.listeners["gateway"])

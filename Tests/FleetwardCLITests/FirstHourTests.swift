@@ -46,14 +46,14 @@ import Testing
         let fixture = try ESTFixture()
         let busy = AgentTests.endpoint(fixture.est)
         let second = try fixture.cli.run([
-            "serve", "--data", fixture.data, "--api-listen", "127.0.0.1:0", "--est-listen", busy, "--gateway-listen", "127.0.0.1:0",
+            "serve", "--data", fixture.data, "--api-listen", "127.0.0.1:0", "--est-listen", busy, "--gateway-listen", "127.0.0.1:0", "--mqtt-listen", "off",
         ])
         fixture.cli.expectOneLineError(second, containing: "the EST cannot listen on \(busy): the address is in use")
         #expect(second.stdout.isEmpty, "the banner came first: \(second.stdout)")
 
         let again = try fixture.cli.run([
             "serve", "--data", fixture.data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen",
-            "127.0.0.1:0",
+            "127.0.0.1:0", "--mqtt-listen", "off",
         ])
         fixture.cli.expectOneLineError(again, containing: "another fleetward serve")
         #expect(again.stderr.contains("pid \(fixture.server.process.processIdentifier)"), "\(again.stderr)")
@@ -74,7 +74,7 @@ import Testing
         // The API on a free port of its own choosing: not where the certificates point.
         let server = try RunningServer(
             executable: cli.fleetward.executable,
-            arguments: ["serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"],
+            arguments: ["serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--mqtt-listen", "off"],
             environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path, expectedListeners: 3)
         let api = try #require(server.listeners["management API"])
         #expect(try eventually(timeout: 5) { server.stderr.contains("point relying parties to http://127.0.0.1:8080") }, "\(server.stderr)")
@@ -87,7 +87,7 @@ import Testing
         let again = try RunningServer(
             executable: cli.fleetward.executable,
             arguments: [
-                "serve", "--data", data, "--api-listen", "127.0.0.1:\(port)", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
+                "serve", "--data", data, "--api-listen", "127.0.0.1:\(port)", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--mqtt-listen", "off",
             ],
             environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path, expectedListeners: 3)
         defer { again.stop() }

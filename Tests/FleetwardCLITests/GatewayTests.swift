@@ -536,7 +536,7 @@ import Testing
             executable: fixture.cli.fleetward.executable,
             arguments: [
                 "serve", "--data", second, "--database", database.url, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0",
-                "--gateway-listen", "127.0.0.1:0",
+                "--gateway-listen", "127.0.0.1:0", "--mqtt-listen", "off",
             ],
             environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: fixture.directory.path, expectedListeners: 3)
         defer { nodeB.stop() }

@@ -303,7 +303,7 @@ import Testing
         try FileManager.default.moveItem(atPath: data + "/ca/root.key", toPath: directory.file("root.key.offline"))
         let server = try RunningServer(
             executable: cli.fleetward.executable,
-            arguments: ["serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"],
+            arguments: ["serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--mqtt-listen", "off"],
             environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path, expectedListeners: 3)
         defer { server.stop() }
         let api = try #require(server.listeners["management API"])

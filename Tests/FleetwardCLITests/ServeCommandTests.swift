@@ -28,7 +28,7 @@ import Testing
         try RunningServer(
             executable: cli.fleetward.executable,
             arguments: [
-                "serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
+                "serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--mqtt-listen", "off",
             ] + extra,
             environment: ["FLEETWARD_PASSPHRASE": CLI.passphrase], logDirectory: directory.path,
             expectedListeners: 3)
@@ -113,7 +113,7 @@ import Testing
         defer { first.stop() }
         let address = try #require(first.listeners["management API"]).replacingOccurrences(of: "http://", with: "")
         let second = try cli.run([
-            "serve", "--data", data, "--api-listen", address, "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
+            "serve", "--data", data, "--api-listen", address, "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--mqtt-listen", "off",
         ])
         #expect(second.status != 0)
         #expect(second.stderr.split(separator: "\n").last?.hasPrefix("fleetward: error: ") == true, "\(second.stderr)")

@@ -173,6 +173,43 @@ import Testing
         #expect(try await store.verifyAudit().isIntact)
     }
 
+    @Test(arguments: StoreKind.underTest)
+    func mqttPoliciesAreSetReplacedResolvedAndRemovedWithAudit(_ kind: StoreKind) async throws {
+        let subject = try await StoreUnderTest(kind)
+        defer { subject.close() }
+        let store = subject.store
+        let registrar = Registrar(store: store)
+        let model = MQTTPolicyRecord(scope: .model("sensor"), document: #"{"statements":[1]}"#, updatedAt: Self.now)
+        try await registrar.setMQTTPolicy(model, by: admin, at: Self.now)
+        var replaced = model
+        replaced.document = #"{"statements":[2]}"#
+        try await registrar.setMQTTPolicy(replaced, by: admin, at: Self.now)
+        #expect(try await store.mqttPolicy(.model("sensor")) == replaced)
+        // A group's policy needs the group, and wins over the model's for the group's devices.
+        let forGroup = MQTTPolicyRecord(scope: .group("g1"), document: #"{"statements":[3]}"#, updatedAt: Self.now)
+        await #expect(throws: RegistryError(.notFound, "")) { try await registrar.setMQTTPolicy(forGroup, by: admin, at: Self.now) }
+        try await store.insert(
+            EnrollmentGroup(id: "g1", name: "acme", caCertificateDER: [0x30, 0x00], caSHA256: "aa", autoApprove: false, createdAt: Self.now),
+            by: admin, at: Self.now)
+        try await registrar.setMQTTPolicy(forGroup, by: admin, at: Self.now)
+        #expect(try await store.mqttPolicies().map(\.scope) == [.group("g1"), .model("sensor")])
+        var member = try device("GRP-1")
+        member.group = "g1"
+        #expect(try await store.mqttPolicy(for: member) == forGroup)
+        #expect(try await store.mqttPolicy(for: try device("LONE-1")) == replaced)
+        var other = try device("CAM-1")
+        other.model = "camera"
+        #expect(try await store.mqttPolicy(for: other) == nil)
+        try await registrar.deleteMQTTPolicy(.group("g1"), by: admin, at: Self.now)
+        #expect(try await store.mqttPolicy(for: member) == replaced)
+        await #expect(throws: RegistryError(.notFound, "")) { try await registrar.deleteMQTTPolicy(.group("g1"), by: admin, at: Self.now) }
+        let entries = try await store.auditEntries(from: 1, limit: 20).filter { $0.action.hasPrefix("mqtt-policy.") }
+        #expect(entries.map(\.action) == ["mqtt-policy.set", "mqtt-policy.set", "mqtt-policy.set", "mqtt-policy.delete"])
+        #expect(entries.map(\.subject) == ["mqtt-policy:model:sensor", "mqtt-policy:model:sensor", "mqtt-policy:group:g1", "mqtt-policy:group:g1"])
+        #expect(entries[1].before == model.document && entries[1].after == replaced.document)
+        #expect(try await store.verifyAudit().isIntact)
+    }
+
     /// Two processes on one database (the console while `serve` runs): each sees the other's
     /// writes at once and can write after reading.
     @Test(arguments: StoreKind.underTest)

@@ -86,6 +86,13 @@ struct RouteCase: Sendable, CustomStringConvertible {
             }, [201, 403, 201, 403, 403]),
         RouteCase(.get, "/api/v1/groups/{group}", path: { "/api/v1/groups/\($0.groupID)" }, [200, 200, 200, 403, 403]),
         RouteCase(.delete, "/api/v1/groups/{group}", path: { "/api/v1/groups/\($0.groupID)" }, [204, 403, 204, 403, 403]),
+        RouteCase(.get, "/api/v1/mqtt/policies", [200, 200, 200, 403, 403]),
+        RouteCase(
+            .put, "/api/v1/mqtt/policies/{scope}", path: { _ in "/api/v1/mqtt/policies/model:cam" },
+            body: { _ in #"{"statements":[{"effect":"allow","actions":["connect"]}]}"# }, [200, 403, 200, 403, 403]),
+        // The fixture stores no policy: allowed roles learn there is none.
+        RouteCase(.get, "/api/v1/mqtt/policies/{scope}", path: { _ in "/api/v1/mqtt/policies/model:cam" }, [404, 404, 404, 403, 403]),
+        RouteCase(.delete, "/api/v1/mqtt/policies/{scope}", path: { _ in "/api/v1/mqtt/policies/model:cam" }, [404, 403, 404, 403, 403]),
         RouteCase(.get, "/api/v1/tokens", [200, 403, 403, 403, 403]),
         RouteCase(.post, "/api/v1/tokens", body: { _ in #"{"role":"operator"}"# }, [201, 403, 403, 403, 403]),
         RouteCase(.delete, "/api/v1/tokens/{token}", path: { "/api/v1/tokens/\($0.spareTokenID)" }, [204, 403, 403, 403, 403]),

@@ -1,0 +1,373 @@
+public import FleetwardMQTT
+public import FleetwardPKI
+public import FleetwardRegistry
+public import Foundation
+public import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+public import FleetwardAuthority
+public import ServiceLifecycle
+
+/// Where Fleetward forwards device sessions: an MQTT broker on TCP or a unix socket.
+public enum MQTTBrokerEndpoint: Sendable, Equatable, CustomStringConvertible {
+    case tcp(host: String, port: Int)
+    case unix(path: String)
+
+    /// Parses `mqtt://HOST:PORT` or `unix:///PATH`.
+    public init(parsing text: String) throws {
+        if text.hasPrefix("unix://") {
+            let path = String(text.dropFirst(7))
+            guard path.hasPrefix("/") else { throw RegistryError(.invalidInput, "'\(text)' is not unix:///ABSOLUTE/PATH") }
+            self = .unix(path: path)
+        } else if text.hasPrefix("mqtt://") {
+            let address = try ListenAddress(parsing: String(text.dropFirst(7)))
+            self = .tcp(host: address.host, port: address.port)
+        } else {
+            throw RegistryError(.invalidInput, "'\(text)' is not mqtt://HOST:PORT or unix:///PATH")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .tcp(let host, let port): "mqtt://\(ListenAddress(host: host, port: port))"
+        case .unix(let path): "unix://\(path)"
+        }
+    }
+}
+
+/// Finds the policy and facts a device's session is checked against.
+public protocol MQTTPolicySource: Sendable {
+    func policy(for device: DeviceID, owner: String?) async throws -> (TopicPolicy, TopicPolicy.Subject)
+}
+
+/// The registry's policies: a device's enrollment group's policy, else its model's, else
+/// ``TopicPolicy/standard``, with the device's facts from the registry. Stored documents are
+/// decoded once per change (cached by scope), and compiled once per session.
+public final class RegistryMQTTPolicies: MQTTPolicySource {
+    let store: any RegistryStore
+    private let cache = Mutex<[MQTTPolicyScope: (document: String, policy: TopicPolicy)]>([:])
+
+    public init(store: any RegistryStore) {
+        self.store = store
+    }
+
+    public func policy(for device: DeviceID, owner: String?) async throws -> (TopicPolicy, TopicPolicy.Subject) {
+        guard let record = try await store.device(device) else { throw RegistryError(.notFound, "no device \(device)") }
+        let subject = TopicPolicy.Subject(id: device.rawValue, owner: record.owner, model: record.model, group: record.group)
+        guard let stored = try await store.mqttPolicy(for: record) else { return (.standard, subject) }
+        if let cached = cache.withLock({ $0[stored.scope] }), cached.document == stored.document { return (cached.policy, subject) }
+        let policy = try MQTTPolicies.parse(Array(stored.document.utf8))
+        cache.withLock { $0[stored.scope] = (stored.document, policy) }
+        return (policy, subject)
+    }
+}
+
+/// The MQTT listener of the front door: MQTT 3.1.1 and 5.0 over mutual TLS 1.3, admitted by the
+/// gateway's own checks (the same verifier, registry view and resumption gate), each session
+/// forwarded to the broker under the device's identity and policy, and cut within a second of a
+/// change that ends its right to it.
+public enum MQTTFrontDoor {
+    /// The largest packet accepted from a device (and from the broker): 256 KiB.
+    public static let defaultMaximumPacketSize = 256 * 1024
+
+    public static func application(
+        _ gateway: Gateway, address: ListenAddress, broker: MQTTBrokerEndpoint, policies: any MQTTPolicySource,
+        certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8], maximumPacketSize: Int = defaultMaximumPacketSize,
+        limits: ListenerLimits = .gateway, logger: Logger, onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
+    ) throws -> some Service {
+        let sessions = MQTTSessions()
+        gateway.onMQTTPolicyChange { scope in sessions.policyChanged(scope) }
+        var tls = try TLSListener.configuration(certificateChainPEM: certificateChainPEM, privateKeyPKCS8: privateKeyPKCS8)
+        tls.minimumTLSVersion = .tlsv13
+        tls.certificateVerification = .noHostnameVerification
+        return try TLSListener.listener(
+            tls: tls, address: address, limits: limits, logger: logger, onListening: onListening,
+            afterTLS: { _ in ResumptionGate(gateway: gateway) },
+            verify: { presented, channel, promise in gateway.verify(presented, channel: channel, promise: promise) }
+        ) { pipeline, _ in
+            try pipeline.addHandler(ByteToMessageHandler(MQTTFrameDecoder(maximumPacketSize: maximumPacketSize)))
+            try pipeline.addHandler(MessageToByteHandler(MQTTFrameEncoder()))
+            try pipeline.addHandler(
+                MQTTSessionHandler(
+                    gateway: gateway, sessions: sessions, broker: broker, policies: policies, maximumPacketSize: maximumPacketSize,
+                    logger: logger))
+        }
+    }
+}
+
+/// The open sessions by the model and group their policy was chosen by, so a policy change
+/// re-checks exactly the sessions it may affect.
+final class MQTTSessions: Sendable {
+    struct Entry {
+        var model: String
+        var group: String?
+        var recheck: @Sendable () -> Void
+    }
+
+    private let entries = Mutex<[ObjectIdentifier: Entry]>([:])
+
+    func add(_ key: ObjectIdentifier, _ entry: Entry) { entries.withLock { $0[key] = entry } }
+    func remove(_ key: ObjectIdentifier) { entries.withLock { $0[key] = nil } }
+
+    /// Re-checks every session in `scope` against the policy that now applies to it.
+    func policyChanged(_ scope: MQTTPolicyScope) {
+        let affected = entries.withLock { entries in
+            entries.values.filter { entry in
+                switch scope {
+                case .model(let model): entry.model == model
+                case .group(let group): entry.group == group
+                }
+            }
+        }
+        for entry in affected { entry.recheck() }
+    }
+}
+
+/// One device's MQTT session: carries out ``MQTTSessionStateMachine``'s actions on the device's
+/// connection and the broker connection it opens (on the same event loop).
+final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = MQTTFrame
+    typealias OutboundIn = MQTTFrame
+    typealias OutboundOut = MQTTFrame
+
+    let gateway: Gateway
+    let sessions: MQTTSessions
+    let broker: MQTTBrokerEndpoint
+    let policies: any MQTTPolicySource
+    let maximumPacketSize: Int
+    let logger: Logger
+    private var machine: MQTTSessionStateMachine?
+    private var brokerChannel: (any Channel)?
+    private var keepAlive: Scheduled<Void>?
+    private var keepAliveInterval: Int64 = 0
+    /// Set once the session's end was written (a DISCONNECT or a refusing CONNACK).
+    private var ended = false
+
+    init(
+        gateway: Gateway, sessions: MQTTSessions, broker: MQTTBrokerEndpoint, policies: any MQTTPolicySource, maximumPacketSize: Int,
+        logger: Logger
+    ) {
+        self.gateway = gateway
+        self.sessions = sessions
+        self.broker = broker
+        self.policies = policies
+        self.maximumPacketSize = maximumPacketSize
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if machine == nil {
+            guard let identity = gateway.identity(of: context.channel) else {
+                context.close(promise: nil)
+                return
+            }
+            machine = MQTTSessionStateMachine(deviceID: identity.device)
+        }
+        armKeepAlive(context: context)
+        perform(machine!.receivedFromDevice(frame), context: context)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let mqtt = error as? MQTTError ?? MQTTError(.malformedPacket, "\(error)")
+        if var machine {
+            let action = machine.close(mqtt.code, mqtt.message)
+            self.machine = machine
+            perform([action], context: context)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        sessions.remove(ObjectIdentifier(context.channel))
+        keepAlive?.cancel()
+        brokerChannel?.close(promise: nil)
+        brokerChannel = nil
+        context.fireChannelInactive()
+    }
+
+    /// The gateway (a revocation, suspension, theft, a new owner) or the process closes the
+    /// connection: a v5 device is told why first (DISCONNECT 0x98, administrative action).
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        if !ended, let machine, machine.version == .v5, machine.isOpen {
+            ended = true
+            context.write(wrapOutboundOut(MQTTDisconnect.frame(.administrativeAction, reason: "administrative action", version: .v5)), promise: nil)
+            context.flush()
+        }
+        brokerChannel?.close(promise: nil)
+        context.close(mode: mode, promise: promise)
+    }
+
+    private func armKeepAlive(context: ChannelHandlerContext) {
+        guard keepAliveInterval > 0 else { return }
+        keepAlive?.cancel()
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        keepAlive = context.eventLoop.scheduleTask(in: .milliseconds(keepAliveInterval)) {
+            let (handler, context) = bound.value
+            guard var machine = handler.machine else { return }
+            let action = machine.close(.keepAliveTimeout, "nothing from the device for 1.5 × its keep-alive")
+            handler.machine = machine
+            handler.perform([action], context: context)
+        }
+    }
+
+    private func perform(_ actions: [MQTTSessionStateMachine.Action], context: ChannelHandlerContext) {
+        for action in actions {
+            switch action {
+            case .prepare(let deviceID):
+                prepare(deviceID, context: context)
+            case .connectBroker(let connect):
+                connectBroker(connect, context: context)
+            case .sendToDevice(let frame):
+                context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+            case .sendToBroker(let frame):
+                brokerChannel?.writeAndFlush(frame, promise: nil)
+            case .startKeepAlive(let milliseconds):
+                keepAliveInterval = milliseconds
+                armKeepAlive(context: context)
+            case .close(let frame, let reason):
+                ended = true
+                keepAlive?.cancel()
+                let device = machine?.deviceID ?? "?"
+                logger.notice("MQTT session ended", metadata: ["device": "\(device)", "reason": "\(reason)"])
+                brokerChannel?.close(promise: nil)
+                brokerChannel = nil
+                let channel = context.channel
+                if let frame {
+                    context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+                } else {
+                    context.close(promise: nil)
+                }
+            }
+        }
+    }
+
+    private func prepare(_ deviceID: String, context: ChannelHandlerContext) {
+        let owner = gateway.identity(of: context.channel)?.owner
+        gateway.cutOnOwnerChange(context.channel)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let policies = policies
+        let promise = context.eventLoop.makePromise(of: (TopicPolicy, TopicPolicy.Subject).self)
+        promise.completeWithTask { try await policies.policy(for: try DeviceID(deviceID), owner: owner) }
+        promise.futureResult.whenComplete { result in
+            let (handler, context) = bound.value
+            guard var machine = handler.machine else { return }
+            let actions: [MQTTSessionStateMachine.Action]
+            switch result {
+            case .success(let (policy, subject)):
+                actions = machine.prepared(policy, subject: subject)
+                handler.follow(subject, context: context)
+            case .failure(let error): actions = machine.preparationFailed("the device's policy cannot be read now: \(error)")
+            }
+            handler.machine = machine
+            handler.perform(actions, context: context)
+        }
+    }
+
+    /// Registers the session to be re-checked when the policy of its model or group changes.
+    private func follow(_ subject: TopicPolicy.Subject, context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        let recheck: @Sendable () -> Void = {
+            eventLoop.execute {
+                let (handler, context) = bound.value
+                handler.recheckPolicy(context: context)
+            }
+        }
+        sessions.add(ObjectIdentifier(context.channel), MQTTSessions.Entry(model: subject.model, group: subject.group, recheck: recheck))
+    }
+
+    private func recheckPolicy(context: ChannelHandlerContext) {
+        guard let deviceID = machine?.deviceID, machine?.isOpen == true, let id = try? DeviceID(deviceID) else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let policies = policies
+        let owner = gateway.identity(of: context.channel)?.owner
+        let promise = context.eventLoop.makePromise(of: (TopicPolicy, TopicPolicy.Subject).self)
+        promise.completeWithTask { try await policies.policy(for: id, owner: owner) }
+        promise.futureResult.whenComplete { result in
+            let (handler, context) = bound.value
+            guard var machine = handler.machine, machine.isOpen else { return }
+            let actions: [MQTTSessionStateMachine.Action]
+            switch result {
+            case .success(let (policy, subject)): actions = machine.policyChanged(policy, subject: subject)
+            case .failure(let error): actions = [machine.close(.administrativeAction, "the device's policy cannot be read now: \(error)")]
+            }
+            handler.machine = machine
+            handler.perform(actions, context: context)
+        }
+    }
+
+    private func connectBroker(_ connect: MQTTFrame, context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let maximumPacketSize = maximumPacketSize
+        let deliver: @Sendable (MQTTFrame?) -> Void = { frame in
+            let (handler, context) = bound.value
+            // Once the session's end is written (an administrative close included), nothing
+            // the broker leg does is relayed: the device hears one reason.
+            guard var machine = handler.machine, !handler.ended else { return }
+            let actions = frame.map { machine.receivedFromBroker($0) } ?? machine.brokerClosed()
+            handler.machine = machine
+            handler.perform(actions, context: context)
+        }
+        let bootstrap = ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTFrameDecoder(maximumPacketSize: maximumPacketSize)))
+                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTFrameEncoder()))
+                    try channel.pipeline.syncOperations.addHandler(BrokerLegHandler(deliver: deliver))
+                }
+            }
+        let connecting: EventLoopFuture<any Channel>
+        switch broker {
+        case .tcp(let host, let port): connecting = bootstrap.connect(host: host, port: port)
+        case .unix(let path): connecting = bootstrap.connect(unixDomainSocketPath: path)
+        }
+        connecting.whenComplete { result in
+            let (handler, context) = bound.value
+            switch result {
+            case .success(let channel):
+                guard context.channel.isActive, !handler.ended else {
+                    channel.close(promise: nil)
+                    return
+                }
+                handler.brokerChannel = channel
+                channel.writeAndFlush(connect, promise: nil)
+            case .failure(let error):
+                handler.logger.warning("the MQTT broker is unreachable", metadata: ["broker": "\(handler.broker)", "error": "\(error)"])
+                deliver(nil)
+            }
+        }
+    }
+}
+
+/// The broker's side of a session: hands every frame, and the end, to the device's handler.
+final class BrokerLegHandler: ChannelInboundHandler {
+    typealias InboundIn = MQTTFrame
+
+    let deliver: @Sendable (MQTTFrame?) -> Void
+    private var closed = false
+
+    init(deliver: @escaping @Sendable (MQTTFrame?) -> Void) {
+        self.deliver = deliver
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        deliver(unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !closed {
+            closed = true
+            deliver(nil)
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
