@@ -8,7 +8,8 @@
 #              then DISCONNECT
 #   qos1       one session publishing 100-byte QoS 1 messages, each after the PUBACK before it
 #              (p50/p99 PUBACK round trip)
-#   qos0       4 sessions publishing 100-byte QoS 0 messages (a PINGREQ round trip every 1,000)
+#   qos0       one session publishing 100-byte QoS 0 messages (a PINGREQ round trip every 1,000)
+# (One session at a time: the load has one device, and a broker keeps one session per client id.)
 # Rates per core of server CPU (Fleetward and its broker together, from /proc/PID/stat, against
 # mosquitto alone). Medians of 3 runs.
 # Usage: [FLEETWARD_BIN=…] bench/mqtt.sh [seconds-per-run]
@@ -31,7 +32,6 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 # One measured run: prints "rate cpu_share per_core p50 p99". PIDS is a comma-separated list.
 measure() { # pids port mode
   local pids=$1 port=$2 mode=$3 before=0 after=0 start end count=0 p50=0 p99=0 sessions=1 pid out
-  [ "$mode" = qos0 ] && sessions=4
   for pid in ${pids//,/ }; do before=$((before + $(cpu_ticks "$pid"))); done
   start=$(date +%s.%N)
   for i in $(seq 1 "$sessions"); do
@@ -88,10 +88,12 @@ mq_port=$(free_port)
 openssl pkey -in "$dir/data/tls/gateway.key" -passin env:FLEETWARD_PASSPHRASE -out "$dir/mosquitto.key"
 cat "$dir/data/ca/root.pem" "$dir/data/ca/issuing.pem" >"$dir/clients.pem"
 cat >"$dir/mosquitto.conf" <<CONF
+user root
 per_listener_settings false
 allow_anonymous false
 persistence false
 log_dest none
+set_tcp_nodelay true
 listener $mq_port 127.0.0.1
 certfile $dir/data/tls/gateway.pem
 keyfile $dir/mosquitto.key
@@ -103,6 +105,7 @@ CONF
 taskset -c 0 "$mosquitto" -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
 mq=$!; bench_pids+=("$mq")
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$mq_port") 2>/dev/null && break; sleep 0.05; done
+kill -0 "$mq" 2>/dev/null || { echo "bench/mqtt.sh: mosquitto did not start: $(cat "$dir/mosquitto.log")" >&2; exit 1; }
 
 for mode in connect qos1 qos0; do
   fw_runs=(); mq_runs=()
@@ -114,7 +117,7 @@ for mode in connect qos1 qos0; do
   case $mode in
     connect) what="handshake + CONNECT/CONNACK" ;;
     qos1) what="QoS 1 publishes, 1 session" ;;
-    qos0) what="QoS 0 publishes, 4 sessions" ;;
+    qos0) what="QoS 0 publishes, 1 session" ;;
   esac
   report "fleetward → mosquitto, $what:" "${fw_runs[@]}"; fw_core=$(cat "$work/last-per-core")
   report "mosquitto TLS alone, $what:" "${mq_runs[@]}"; mq_core=$(cat "$work/last-per-core")

@@ -94,20 +94,20 @@ import X509
         }
     }
 
-    @Test func thePinnedRootAndTheRightNameAreTrusted() async throws {
+    @Test(arguments: ["localhost", nil] as [String?])
+    func thePinnedRootAndTheRightNameAreTrusted(_ serverName: String?) async throws {
+        // One s_server per client: under a loaded machine, s_server -WWW sometimes never came
+        // back to accept a second connection after answering the first (its log showed one
+        // request served, no second ACCEPT), which failed the client that came second.
         let server = try OpenSSLServer()
         let root = try server.makeCA("fleet-root")
         try server.start(ca: "fleet-root", sans: "DNS:localhost,IP:127.0.0.1")
-        let byName = ESTClient(host: "127.0.0.1", port: server.port, roots: [root], serverName: "localhost")
-        let byAddress = ESTClient(host: "127.0.0.1", port: server.port, roots: [root])
-        // A failure carries s_server's own account (it failed once in CI with "I/O on closed
-        // channel", not reproduced since).
-        for client in [byName, byAddress] {
-            do {
-                #expect(try await client.caCertificates() == [root])
-            } catch {
-                Issue.record("\(error); openssl s_server printed: \(server.output)")
-            }
+        // By name (SNI and the name check) or by the address connected to.
+        let client = ESTClient(host: "127.0.0.1", port: server.port, roots: [root], serverName: serverName)
+        do {
+            #expect(try await client.caCertificates() == [root])
+        } catch {
+            Issue.record("\(error); openssl s_server printed: \(server.output)")
         }
     }
 
