@@ -79,6 +79,7 @@ for _ in $(seq 1 150); do [ "$(grep -c ' listening on ' "$dir/serve.out")" -ge 4
 grep -q '^MQTT listening' "$dir/serve.out" || { echo "bench/mqtt.sh: serve did not open MQTT: $(cat "$dir/serve.err")" >&2; exit 1; }
 broker=$(pgrep -P "$fw" -f mosquitto | head -1)
 [ -n "$broker" ] || { echo "bench/mqtt.sh: serve's mosquitto is not running" >&2; exit 1; }
+bench_pids+=("$broker")  # serve is killed with -9 at the end, which its child would outlive
 taskset -p -c 0 "$broker" >/dev/null
 est=$(grep '^EST listening' "$dir/serve.out" | grep -o 'https://[0-9.]*:[0-9]*')
 bench_enroll "$dir" "$est" bench-1 bench-secret-0000000001
