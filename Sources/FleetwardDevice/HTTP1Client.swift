@@ -173,90 +173,137 @@ public struct HTTP1Client: Sendable {
 
     /// Sends `request` and returns the answer, whatever its status.
     ///
+    /// The answer and the deadline are both decided on the connection's event loop: an answer that
+    /// arrived in time is the answer, however late the calling task gets to run (a busy machine
+    /// can keep the cooperative pool from resuming it for seconds; racing a `Task.sleep` against
+    /// the exchange then reported a timeout for an answer that had long arrived).
+    ///
     /// - Throws: ``DeviceError`` (`unreachable`, `untrustedServer`, `handshakeRefused`,
     ///   `malformedResponse`, `timeout`).
     public func send(_ request: HTTP1Request) async throws -> HTTP1Response {
         let context = try tls?.makeContext()
         // SNI and the name check use the configured name; an IP literal is checked as an address.
         let serverName = tls?.serverName ?? (Self.isIPLiteral(host) ? nil : host)
-        let deadline = timeout
         let firstError = FirstErrorRecorder()
-        do {
-            return try await withThrowingTaskGroup(of: HTTP1Response.self) { group in
-                group.addTask { try await exchange(request, context: context, serverName: serverName, recorder: firstError) }
-                group.addTask {
-                    try await Task.sleep(for: deadline)
-                    throw DeviceError(.timeout, "no answer from \(endpoint) within \(deadline)")
+        let deadline = NIODeadline.now() + TimeAmount(timeout)
+        let description = "no answer from \(endpoint) within \(timeout)"
+        let tlsSettings = tls ?? PinnedTLS(roots: [])
+        let connectHost = host
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        let answer = eventLoop.makePromise(of: HTTP1Response.self)
+        let collector = ResponseCollector(answer: answer, endpoint: endpoint)
+        let timer = eventLoop.scheduleTask(deadline: deadline) { answer.fail(DeviceError(.timeout, description)) }
+        let connected = ClientBootstrap(group: eventLoop)
+            .connectTimeout(min(.seconds(10), TimeAmount(timeout)))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(try tlsSettings.makeHandler(context: context, host: connectHost))
+                        try channel.pipeline.syncOperations.addHandler(firstError)
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(collector)
                 }
-                defer { group.cancelAll() }
-                guard let first = try await group.next() else { throw DeviceError(.timeout, "no answer from \(endpoint)") }
-                return first
+            }
+            .connect(host: host, port: port)
+        connected.whenFailure { answer.fail($0) }
+        connected.whenSuccess { channel in
+            // Whatever ends the exchange (answer, error, deadline) also ends the connection.
+            answer.futureResult.whenComplete { _ in
+                timer.cancel()
+                channel.close(promise: nil)
+            }
+            channel.writeAndFlush(self.parts(of: request), promise: nil)
+        }
+        do {
+            return try await withTaskCancellationHandler {
+                try await answer.futureResult.get()
+            } onCancel: {
+                answer.fail(CancellationError())
             }
         } catch {
+            timer.cancel()
             // A failed handshake closes the channel; the write that notices reports only "closed
             // channel", so name the error the pipeline saw first.
             throw DeviceError.classify(firstError.error ?? error, endpoint: endpoint, serverName: serverName)
         }
     }
 
-    private func exchange(
-        _ request: HTTP1Request, context: NIOSSLContext?, serverName: String?, recorder: FirstErrorRecorder
-    ) async throws -> HTTP1Response {
-        let tlsSettings = tls ?? PinnedTLS(roots: [])
-        let connectHost = self.host
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(10))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connect(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let context {
-                        try channel.pipeline.syncOperations.addHandler(try tlsSettings.makeHandler(context: context, host: connectHost))
-                        try channel.pipeline.syncOperations.addHandler(recorder)
-                    }
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
-                }
-            }
-        let host = endpoint
-        return try await channel.executeThenClose { inbound, outbound in
-            var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path)
-            head.headers.add(name: "Host", value: host)
-            head.headers.add(name: "Connection", value: "close")
-            if !request.body.isEmpty || request.method == "POST" || request.method == "PUT" {
-                head.headers.add(name: "Content-Length", value: "\(request.body.count)")
-            }
-            for (name, value) in request.headers { head.headers.add(name: name, value: value) }
-            // Head, body and end in one write: with a known length the server may answer and
-            // close as soon as the body's last byte arrives, before a separate (empty) end could be
-            // written, and that write would fail on the closed channel.
-            var parts: [HTTPClientRequestPart] = [.head(head)]
-            if !request.body.isEmpty { parts.append(.body(.byteBuffer(ByteBuffer(bytes: request.body)))) }
-            parts.append(.end(nil))
-            try await outbound.write(contentsOf: parts)
-            var status: Int?
-            var headers: [(name: String, value: String)] = []
-            var body = ByteBuffer()
-            for try await part in inbound {
-                switch part {
-                case .head(let responseHead):
-                    status = Int(responseHead.status.code)
-                    headers = responseHead.headers.map { ($0.name, $0.value) }
-                case .body(var chunk):
-                    guard body.readableBytes + chunk.readableBytes <= Self.maximumResponseBytes else {
-                        throw DeviceError(.malformedResponse, "the answer from \(host) is larger than \(Self.maximumResponseBytes) bytes")
-                    }
-                    body.writeBuffer(&chunk)
-                case .end:
-                    guard let status else { throw DeviceError(.malformedResponse, "the answer from \(host) has no status line") }
-                    return HTTP1Response(status: status, headers: headers, body: Array(body.readableBytesView))
-                }
-            }
-            throw DeviceError(.malformedResponse, "\(host) closed the connection before answering")
+    /// Head, body and end in one write: with a known length the server may answer and close as
+    /// soon as the body's last byte arrives, before a separate (empty) end could be written, and
+    /// that write would fail on the closed channel.
+    private func parts(of request: HTTP1Request) -> [HTTPClientRequestPart] {
+        var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path)
+        head.headers.add(name: "Host", value: endpoint)
+        head.headers.add(name: "Connection", value: "close")
+        if !request.body.isEmpty || request.method == "POST" || request.method == "PUT" {
+            head.headers.add(name: "Content-Length", value: "\(request.body.count)")
         }
+        for (name, value) in request.headers { head.headers.add(name: name, value: value) }
+        var parts: [HTTPClientRequestPart] = [.head(head)]
+        if !request.body.isEmpty { parts.append(.body(.byteBuffer(ByteBuffer(bytes: request.body)))) }
+        parts.append(.end(nil))
+        return parts
     }
 
     static func isIPLiteral(_ host: String) -> Bool {
         (try? SocketAddress(ipAddress: host, port: 0)) != nil
+    }
+}
+
+/// Collects one bounded answer on the event loop and completes `answer` with it; an error, or the
+/// peer closing before the answer ended, fails it.
+final class ResponseCollector: ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = [HTTPClientRequestPart]
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let answer: EventLoopPromise<HTTP1Response>
+    private let endpoint: String
+    private var status: Int?
+    private var headers: [(name: String, value: String)] = []
+    private var body = ByteBuffer()
+
+    init(answer: EventLoopPromise<HTTP1Response>, endpoint: String) {
+        self.answer = answer
+        self.endpoint = endpoint
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let parts = unwrapOutboundIn(data)
+        for part in parts.dropLast() { context.write(wrapOutboundOut(part), promise: nil) }
+        if let last = parts.last { context.write(wrapOutboundOut(last), promise: promise) } else { promise?.succeed() }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = Int(head.status.code)
+            headers = head.headers.map { ($0.name, $0.value) }
+        case .body(var chunk):
+            guard body.readableBytes + chunk.readableBytes <= HTTP1Client.maximumResponseBytes else {
+                answer.fail(DeviceError(.malformedResponse, "the answer from \(endpoint) is larger than \(HTTP1Client.maximumResponseBytes) bytes"))
+                return
+            }
+            body.writeBuffer(&chunk)
+        case .end:
+            guard let status else {
+                answer.fail(DeviceError(.malformedResponse, "the answer from \(endpoint) has no status line"))
+                return
+            }
+            answer.succeed(HTTP1Response(status: status, headers: headers, body: Array(body.readableBytesView)))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        answer.fail(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        answer.fail(DeviceError(.malformedResponse, "\(endpoint) closed the connection before answering"))
+        context.fireChannelInactive()
     }
 }
 
