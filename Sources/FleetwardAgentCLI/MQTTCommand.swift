@@ -145,7 +145,9 @@ struct MQTTCommand: AsyncParsableCommand {
                 two thirds of the certificate's lifetime has passed and reconnects into the same \
                 broker session with the new certificate, so commands sent meanwhile arrive then; \
                 reconnects with exponential backoff and jitter (a broker restart does not bring \
-                the fleet back in lockstep).
+                the fleet back in lockstep). With --slots and --model it also takes the signed \
+                update offers Fleetward announces on devices/<ID>/updates (checked, then taken \
+                through the gateway as 'update apply' does).
                 """)
 
         @OptionGroup var device: DeviceOptions
@@ -153,6 +155,7 @@ struct MQTTCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("Seconds between telemetry messages.", valueName: "seconds")) var interval = 30.0
         @Option(help: ArgumentHelp("Stop after this many seconds (default: run until stopped).", valueName: "seconds"))
         var duration: Double?
+        @OptionGroup var updates: TakeUpdates
 
         func validate() throws {
             guard interval.isFinite, (0.1...86_400).contains(interval) else { throw ValidationError("--interval must be 0.1 to 86400 seconds") }
@@ -170,6 +173,7 @@ struct MQTTCommand: AsyncParsableCommand {
                 interval: .milliseconds(Int64(interval * 1000)),
                 until: duration.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }, endpoint: try connection.endpoint(),
                 telemetry: { Array(#"{"heartbeat":\#(sequence.next()),"uptime_s":\#(Int(Date().timeIntervalSince(started)))}"#.utf8) },
+                updater: updates.updater(for: agent),
                 events: { event in
                     switch event {
                     case .connected(let id): AgentOutput.line("connected over MQTT as \(id)")
@@ -180,6 +184,9 @@ struct MQTTCommand: AsyncParsableCommand {
                     case .renewed(let serial, let notAfter):
                         AgentOutput.line("renewed: certificate \(serial), valid until \(AgentOutput.date(notAfter))")
                     case .retrying(let reason, let seconds): AgentOutput.line("retrying in \(String(format: "%.1f", seconds)) s: \(reason)")
+                    case .updateInstalled(let version, let slot):
+                        AgentOutput.line("installed update \(version) on \(slot); health check passed")
+                    case .updateNotTaken(let reason): AgentOutput.line("update: \(reason)")
                     }
                 })
         }

@@ -28,19 +28,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Stop after this many seconds (default: run until stopped).", valueName: "seconds"))
     var duration: Double?
 
-    @Option(help: ArgumentHelp("Take signed updates into this A/B slot directory (see 'update apply').", valueName: "dir"))
-    var slots: String?
-
-    @Option(help: ArgumentHelp("This device's model, as releases name it (with --slots).", valueName: "model"))
-    var model: String?
-
-    @Option(help: "The release channel this device follows (with --slots).")
-    var channel = "stable"
-
-    @Option(
-        name: .customLong("health-check"),
-        help: ArgumentHelp("Run after switching to an update (see 'update apply').", valueName: "command"))
-    var healthCheck: String?
+    @OptionGroup var updates: TakeUpdates
 
     @Option(name: .customLong("update-interval"), help: ArgumentHelp("Seconds between update checks (with --slots).", valueName: "seconds"))
     var updateInterval = 3600.0
@@ -52,7 +40,6 @@ struct RunCommand: AsyncParsableCommand {
         if let duration, !(duration.isFinite && (0...31_536_000).contains(duration)) {
             throw ValidationError("--duration must be 0 to 31536000 seconds")
         }
-        guard (slots == nil) == (model == nil) else { throw ValidationError("--slots and --model go together") }
         guard updateInterval.isFinite, (1...604_800).contains(updateInterval) else {
             throw ValidationError("--update-interval must be 1 to 604800 seconds")
         }
@@ -65,9 +52,7 @@ struct RunCommand: AsyncParsableCommand {
         let file = telemetry
         let deadline = duration.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
         var periodic: PeriodicTask?
-        if let slots, let model {
-            let updater = Updater(
-                agent: agent, slots: SlotStore(directory: slots), model: model, channel: channel, healthCheck: healthCheck)
+        if let updater = updates.updater(for: agent) {
             periodic = PeriodicTask(every: .milliseconds(Int64(updateInterval * 1000))) { connection in
                 do {
                     switch try await updater.apply(on: connection) {
@@ -120,5 +105,32 @@ final class Counter: @unchecked Sendable {
         defer { lock.unlock() }
         value += 1
         return value
+    }
+}
+
+/// Taking signed updates while running (`run`, `mqtt run`).
+struct TakeUpdates: ParsableArguments {
+    @Option(help: ArgumentHelp("Take signed updates into this A/B slot directory (see 'update apply').", valueName: "dir"))
+    var slots: String?
+
+    @Option(help: ArgumentHelp("This device's model, as releases name it (with --slots).", valueName: "model"))
+    var model: String?
+
+    @Option(help: "The release channel this device follows (with --slots).")
+    var channel = "stable"
+
+    @Option(
+        name: .customLong("health-check"),
+        help: ArgumentHelp("Run after switching to an update (see 'update apply').", valueName: "command"))
+    var healthCheck: String?
+
+    func validate() throws {
+        guard (slots == nil) == (model == nil) else { throw ValidationError("--slots and --model go together") }
+    }
+
+    /// The updater these options describe; nil without --slots.
+    func updater(for agent: DeviceAgent) -> Updater? {
+        guard let slots, let model else { return nil }
+        return Updater(agent: agent, slots: SlotStore(directory: slots), model: model, channel: channel, healthCheck: healthCheck)
     }
 }

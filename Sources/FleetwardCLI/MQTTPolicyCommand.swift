@@ -13,7 +13,7 @@ struct MQTTPolicyCommand: AsyncParsableCommand {
         discussion: """
             A device's MQTT session is checked against its enrollment group's policy, else its \
             model's, else the standard policy (publish, subscribe and receive under \
-            devices/${device.id}/#, subscribe and receive under models/${device.model}/#). A change \
+            devices/${device.id}/# but no publishing on devices/${device.id}/updates, subscribe and receive under models/${device.model}/#). A change \
             re-checks the live sessions it applies to, on every node, within a second. Scopes are \
             model:NAME or group:ID.
             """,

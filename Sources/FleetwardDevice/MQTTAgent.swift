@@ -11,6 +11,11 @@ public enum MQTTAgentEvent: Sendable {
     case disconnected(String)
     case renewed(serialHex: String, notAfter: Date)
     case retrying(String, afterSeconds: Double)
+    /// A signed update offer arrived on `devices/<ID>/updates` and was installed.
+    case updateInstalled(version: String, slot: String)
+    /// An update offer was not taken (not genuine, another channel, or the gateway offers
+    /// nothing newer now), or taking it failed; the reason says which.
+    case updateNotTaken(String)
 }
 
 extension SignedMessage {
@@ -27,6 +32,8 @@ extension DeviceAgent {
     /// The topic the agent publishes telemetry on, and the one it takes commands from.
     public static func telemetryTopic(_ device: String) -> String { "devices/\(device)/telemetry" }
     public static func commandTopic(_ device: String) -> String { "devices/\(device)/commands" }
+    /// Where Fleetward announces signed update offers, retained.
+    public static func updatesTopic(_ device: String) -> String { "devices/\(device)/updates" }
 
     /// One long-lived MQTT session: subscribes to the device's commands (QoS 1), publishes signed
     /// telemetry (QoS 1, the signature as user properties) every `interval`, renews once two
@@ -34,11 +41,16 @@ extension DeviceAgent {
     /// into the same broker session (clean start off, an hour's session expiry), so commands sent
     /// meanwhile at QoS 1 are delivered then. Reconnects with exponential backoff and jitter.
     ///
+    /// With an `updater`, it also takes update offers announced on `devices/<ID>/updates`: an offer
+    /// is checked against the pinned root and the device's channel and accepted version first, and
+    /// then the update is taken through the gateway as ``Updater/apply(on:now:events:)`` does (so
+    /// the gateway, not the broker, decides what this device gets).
+    ///
     /// Returns at `until` (nil: never). Throws when the device cannot go on by itself (the server
     /// is not the pinned one; the front door refuses it and EST refuses its renewal too).
     public func runMQTT(
         interval: Duration, until deadline: ContinuousClock.Instant? = nil, endpoint: ProvisioningConfig.Endpoint? = nil,
-        telemetry: @Sendable () -> [UInt8], events: @escaping @Sendable (MQTTAgentEvent) -> Void
+        telemetry: @Sendable () -> [UInt8], updater: Updater? = nil, events: @escaping @Sendable (MQTTAgentEvent) -> Void
     ) async throws {
         var backoff = Backoff(base: 1, cap: 300)
         var renewalBackoff = Backoff(base: 5, cap: 900)
@@ -81,6 +93,9 @@ extension DeviceAgent {
                     await client.disconnect()
                     throw DeviceError(.refused, "the device's policy does not let it take commands on \(Self.commandTopic(device))")
                 }
+                if updater != nil, let code = try await client.subscribe([Self.updatesTopic(device)], qos: 1).first, code >= 0x80 {
+                    events(.updateNotTaken("the device's policy does not let it take update offers on \(Self.updatesTopic(device))"))
+                }
             } catch let error as DeviceError where error.code == .handshakeRefused && !renewedSinceRefusal {
                 // The front door does not say why; EST does (suspended, revoked, stolen), or the
                 // renewal mends a certificate the registry no longer has.
@@ -107,8 +122,15 @@ extension DeviceAgent {
             backoff.reset()
             renewedSinceRefusal = false
             events(.connected(clientID: client.clientID))
+            let updatesTopic = Self.updatesTopic(client.clientID)
             let commands = Task {
-                for await message in client.messages { events(.command(message)) }
+                for await message in client.messages {
+                    if let updater, message.topic == updatesTopic {
+                        await takeOffer(message.payload, updater: updater, events: events)
+                    } else {
+                        events(.command(message))
+                    }
+                }
             }
             let (_, _, key) = try operationalIdentity()
             var nextSend = ContinuousClock.now
@@ -160,6 +182,30 @@ extension DeviceAgent {
             }
             _ = await commands.value
             if timeLeft(), reason != nil { try await pause(backoff.next()) }
+        }
+    }
+
+    /// Checks an announced offer and takes the update through the gateway.
+    func takeOffer(_ payload: [UInt8], updater: Updater, events: @Sendable (MQTTAgentEvent) -> Void) async {
+        // An empty retained message clears the offer (its release was halted).
+        guard !payload.isEmpty else { return }
+        do {
+            guard let offer = try? JSONDecoder().decode(UpdateOffer.self, from: Data(payload)) else {
+                throw DeviceError(.updateRejected, "the update offer is unreadable")
+            }
+            // The retained offer comes again at every reconnect: one already taken is no news.
+            if offer.manifestVersion <= (try updater.acceptedVersion()) { return }
+            _ = try updater.verify(offer)
+            let connection = try await connect()
+            defer { Task { await connection.close() } }
+            switch try await updater.apply(on: connection) {
+            case .installed(let version, let slot): events(.updateInstalled(version: version, slot: slot))
+            case .upToDate: events(.updateNotTaken("the gateway offers nothing newer to this device now (release \(offer.version) announced)"))
+            }
+        } catch let error as DeviceError {
+            events(.updateNotTaken(error.message))
+        } catch {
+            events(.updateNotTaken("\(error)"))
         }
     }
 }

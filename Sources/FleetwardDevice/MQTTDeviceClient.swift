@@ -92,14 +92,33 @@ public final class MQTTDeviceClient: Sendable {
     }
 
     /// A session straight to a broker's unix socket, without TLS: a backend on the broker's own
-    /// host (the demo's subscriber, tests), never a device.
+    /// host (the demo's subscriber, tests, the server's update announcer), never a device.
     public static func connect(
         unixSocket path: String, clientID: String, version: MQTTVersion = .v5, timeout: Duration = .seconds(15)
+    ) async throws -> MQTTDeviceClient {
+        try await connectPlain(endpoint: path, clientID: clientID, version: version, timeout: timeout) { $0.connect(unixDomainSocketPath: path) }
+    }
+
+    /// A session straight to a broker on TCP, without TLS: a backend beside the broker (the
+    /// server's update announcer), never a device.
+    public static func connect(
+        brokerHost host: String, port: Int, clientID: String, version: MQTTVersion = .v5, timeout: Duration = .seconds(15)
+    ) async throws -> MQTTDeviceClient {
+        let endpoint = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+        return try await connectPlain(endpoint: endpoint, clientID: clientID, version: version, timeout: timeout) {
+            $0.connect(host: host, port: port)
+        }
+    }
+
+    private static func connectPlain(
+        endpoint: String, clientID: String, version: MQTTVersion, timeout: Duration,
+        connect: (ClientBootstrap) -> EventLoopFuture<any Channel>
     ) async throws -> MQTTDeviceClient {
         let (messages, continuation) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .bufferingNewest(10_000))
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(10))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
@@ -108,13 +127,13 @@ public final class MQTTDeviceClient: Sendable {
                         try sync.addHandler(MQTTClientHandler(version: version, keepAlive: 60, messages: continuation))
                     }
                 }
-                .connect(unixDomainSocketPath: path).get()
+            channel = try await connect(bootstrap).get()
         } catch {
             continuation.finish()
-            throw DeviceError(.unreachable, "cannot reach the broker at \(path): \(error)")
+            throw DeviceError(.unreachable, "cannot reach the broker at \(endpoint): \(error)")
         }
         return try await establish(
-            on: channel, endpoint: path, messages: messages, clientID: clientID, version: version, keepAlive: 60, cleanStart: true,
+            on: channel, endpoint: endpoint, messages: messages, clientID: clientID, version: version, keepAlive: 60, cleanStart: true,
             sessionExpiry: 0, timeout: timeout, classify: { $0 })
     }
 

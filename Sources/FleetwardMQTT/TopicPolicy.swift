@@ -41,11 +41,15 @@ public struct TopicPolicy: Codable, Sendable, Equatable {
     }
 
     /// Without a policy of its own, a device connects, publishes, subscribes and receives under
-    /// `devices/<its ID>/…`, and subscribes to (and receives) `models/<its model>/…`.
+    /// `devices/<its ID>/…` (but publishes nothing on `devices/<its ID>/updates`, where Fleetward
+    /// announces signed update offers), and subscribes to (and receives) `models/<its model>/…`.
     public static let standard = TopicPolicy(statements: [
         Statement(effect: .allow, actions: [.connect]),
         Statement(effect: .allow, actions: [.publish, .subscribe, .receive], topics: ["devices/${device.id}/#"]),
         Statement(effect: .allow, actions: [.subscribe, .receive], topics: ["models/${device.model}/#"]),
+        // Update offers come from Fleetward alone (signed; a device could not forge one, nor
+        // replace its own with junk).
+        Statement(effect: .deny, actions: [.publish], topics: ["devices/${device.id}/updates"]),
     ])
 
     /// The variables a topic may name.

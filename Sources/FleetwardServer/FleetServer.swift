@@ -186,6 +186,10 @@ public struct FleetServer: Sendable {
             logger: configuration.logger
         ) { await onListening(.mqtt, $0) }
         services.append(BrokerGate(broker: broker, logger: configuration.logger, listener: frontDoor))
+        services.append(
+            UpdateAnnouncer(
+                catalog: updates, store: store, broker: broker, statePath: configuration.directory.path + "/mqtt/announced",
+                now: gateway.now, logger: configuration.logger))
         return services
     }
 }

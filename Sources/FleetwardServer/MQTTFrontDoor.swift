@@ -144,6 +144,12 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var keepAliveInterval: Int64 = 0
     /// Set once the session's end was written (a DISCONNECT or a refusing CONNACK).
     private var ended = false
+    /// True between a leg's first read and its read-complete: what the frames of one read batch
+    /// cause is written at once and flushed once at the batch's end (one TLS record and one
+    /// syscall for many frames), not flushed frame by frame.
+    private var inReadBatch = false
+    private var deviceUnflushed = false
+    private var brokerUnflushed = false
 
     init(
         gateway: Gateway, sessions: MQTTSessions, broker: MQTTBrokerEndpoint, policies: any MQTTPolicySource, maximumPacketSize: Int,
@@ -167,7 +173,26 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             machine = MQTTSessionStateMachine(deviceID: identity.device)
         }
         armKeepAlive(context: context)
+        inReadBatch = true
         perform(machine!.receivedFromDevice(frame), context: context)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushBatch(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    /// Ends a read batch: flushes what it wrote to either leg.
+    private func flushBatch(context: ChannelHandlerContext) {
+        inReadBatch = false
+        if deviceUnflushed {
+            deviceUnflushed = false
+            context.flush()
+        }
+        if brokerUnflushed {
+            brokerUnflushed = false
+            brokerChannel?.flush()
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -222,9 +247,12 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             case .connectBroker(let connect):
                 connectBroker(connect, context: context)
             case .sendToDevice(let frame):
-                context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+                context.write(wrapOutboundOut(frame), promise: nil)
+                if inReadBatch { deviceUnflushed = true } else { context.flush() }
             case .sendToBroker(let frame):
-                brokerChannel?.writeAndFlush(frame, promise: nil)
+                guard let brokerChannel else { break }
+                brokerChannel.write(frame, promise: nil)
+                if inReadBatch { brokerUnflushed = true } else { brokerChannel.flush() }
             case .startKeepAlive(let milliseconds):
                 keepAliveInterval = milliseconds
                 armKeepAlive(context: context)
@@ -303,12 +331,22 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func connectBroker(_ connect: MQTTFrame, context: ChannelHandlerContext) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let maximumPacketSize = maximumPacketSize
-        let deliver: @Sendable (MQTTFrame?) -> Void = { frame in
+        let deliver: @Sendable (BrokerLegHandler.Event) -> Void = { event in
             let (handler, context) = bound.value
+            if case .readComplete = event {
+                handler.flushBatch(context: context)
+                return
+            }
             // Once the session's end is written (an administrative close included), nothing
             // the broker leg does is relayed: the device hears one reason.
             guard var machine = handler.machine, !handler.ended else { return }
-            let actions = frame.map { machine.receivedFromBroker($0) } ?? machine.brokerClosed()
+            let actions: [MQTTSessionStateMachine.Action]
+            if case .frame(let frame) = event {
+                handler.inReadBatch = true
+                actions = machine.receivedFromBroker(frame)
+            } else {
+                actions = machine.brokerClosed()
+            }
             handler.machine = machine
             handler.perform(actions, context: context)
         }
@@ -338,31 +376,43 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 channel.writeAndFlush(connect, promise: nil)
             case .failure(let error):
                 handler.logger.warning("the MQTT broker is unreachable", metadata: ["broker": "\(handler.broker)", "error": "\(error)"])
-                deliver(nil)
+                deliver(.closed)
             }
         }
     }
 }
 
-/// The broker's side of a session: hands every frame, and the end, to the device's handler.
+/// The broker's side of a session: hands every frame, the end of each read batch, and the end of
+/// the connection to the device's handler.
 final class BrokerLegHandler: ChannelInboundHandler {
     typealias InboundIn = MQTTFrame
 
-    let deliver: @Sendable (MQTTFrame?) -> Void
+    enum Event {
+        case frame(MQTTFrame)
+        case readComplete
+        case closed
+    }
+
+    let deliver: @Sendable (Event) -> Void
     private var closed = false
 
-    init(deliver: @escaping @Sendable (MQTTFrame?) -> Void) {
+    init(deliver: @escaping @Sendable (Event) -> Void) {
         self.deliver = deliver
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        deliver(unwrapInboundIn(data))
+        deliver(.frame(unwrapInboundIn(data)))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        deliver(.readComplete)
+        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         if !closed {
             closed = true
-            deliver(nil)
+            deliver(.closed)
         }
         context.fireChannelInactive()
     }

@@ -66,6 +66,16 @@ public final class UpdateCatalog: Sendable {
             .max { $0.manifest.manifestVersion < $1.manifest.manifestVersion }
     }
 
+    /// The offer a device is given for `release`: the same document on `GET /v1/updates` and on
+    /// its MQTT topic `devices/{id}/updates`.
+    static func document(for release: PublishedRelease, signerPEM: String) -> UpdateOffer {
+        let manifest = release.manifest
+        return UpdateOffer(
+            version: manifest.version, manifestVersion: manifest.manifestVersion,
+            manifest: Data(release.manifestBytes).base64EncodedString(), signature: Data(release.signature).base64EncodedString(),
+            certificate: signerPEM, artifact: GatewayServer.updatesPath + "/" + manifest.artifact.sha256, size: manifest.artifact.size)
+    }
+
     /// The stored artifact `sha256`, when a published release for `model` names it.
     public func artifact(sha256: String, model: String) throws -> (path: String, size: Int64)? {
         guard
@@ -160,12 +170,7 @@ extension GatewayServer {
             }
             try await gateway.registrar.recordUpdate(
                 UpdateReport(device: device.id, version: release.manifest.version, state: .offered), at: gateway.now())
-            let manifest = release.manifest
-            return JSONResponse.make(
-                UpdateOffer(
-                    version: manifest.version, manifestVersion: manifest.manifestVersion,
-                    manifest: Data(release.manifestBytes).base64EncodedString(), signature: Data(release.signature).base64EncodedString(),
-                    certificate: signer, artifact: updatesPath + "/" + manifest.artifact.sha256, size: manifest.artifact.size))
+            return JSONResponse.make(UpdateCatalog.document(for: release, signerPEM: signer))
         }
 
         v1.get("updates/:sha256") { request, context -> Response in

@@ -197,6 +197,68 @@ import X509
         #expect(Self.current(secondSlots) == slotBefore)
     }
 
+    /// The MQTT path: `serve` announces the signed offer, retained, on the device's updates
+    /// topic; `fleetward-agent mqtt run --slots` takes it through the gateway; a device cannot
+    /// plant an offer of its own; halting the release clears the retained offer.
+    @Test func anOfferAnnouncedOverMQTTIsTakenByTheAgentAndHaltingClearsIt() throws {
+        let fixture = try ESTFixture(mqtt: true)
+        try fixture.allow(["upd-mq,\(Self.secret),,sensor,"])
+        let device = try Self.enrolledDevice(fixture, "upd-mq")
+        let slots = fixture.directory.file("slots-mq")
+        let sub = try Tool("mosquitto_sub")
+        let socket = fixture.data + "/mqtt/broker.sock"
+        /// The retained offer on the device's updates topic, as a backend on the broker reads it.
+        func retained() throws -> String {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: sub.executable)
+            process.arguments = ["--unix", socket, "-t", "devices/upd-mq/updates", "-C", "1", "--retained-only"]
+            process.standardOutput = Pipe()
+            process.standardError = Pipe()
+            try process.run()
+            return MQTTFrontDoorTests.output(process, seconds: 1.5)
+        }
+
+        let running = try AgentTests.Background(
+            device, ["mqtt", "run"] + device.options + ["--interval", "5", "--duration", "90", "--slots", slots, "--model", "sensor"])
+        defer { running.stop() }
+        #expect(running.wait(for: "connected over MQTT as upd-mq", seconds: 20), "\(running.log())")
+
+        let image = try Self.firmware(fixture, "fw-mq.img", bytes: 300_000)
+        _ = try Self.publish(fixture, image, ["--version", "2.0.0", "--model", "sensor"])
+        #expect(running.wait(for: "installed update 2.0.0 on slot-b", seconds: 30), "\(running.log())")
+        #expect(Self.current(slots) == "slot-b")
+        #expect(FileManager.default.contentsEqual(atPath: slots + "/slot-b", andPath: image))
+        #expect(try Self.status(fixture, "2.0.0")["installed"] == 1)
+
+        // What the broker keeps is the signed offer, the same document the gateway answers.
+        let offer = try retained()
+        let decoded = try? JSONDecoder().decode(UpdateOffer.self, from: Data(offer.utf8))
+        #expect(decoded?.version == "2.0.0" && decoded?.size == 300_000, "\(offer)")
+        #expect(decoded.map { (try? DeviceOptionsForTests.updater(device).verify($0)) != nil } == false,
+            "an offer already taken is refused as a replay")
+
+        // A device cannot plant an offer: its policy denies publishing there.
+        let planted = try device.agent.run(
+            ["mqtt", "publish"] + device.options + ["--topic", "devices/upd-mq/updates", "--message", "{}", "--retain"])
+        Self.expectError(planted, exit: 4, containing: "not authorized")
+        #expect(try retained().contains("2.0.0"), "the announced offer stays")
+
+        // Halted: the retained offer is cleared (nothing else is offered on the channel).
+        #expect(try fixture.cli.run(["release", "halt", "--data", fixture.data, "2.0.0"]).succeeded)
+        var cleared = false
+        let deadline = Date().addingTimeInterval(15)
+        while !cleared, Date() < deadline {
+            cleared = try !retained().contains("2.0.0")
+            if !cleared { Thread.sleep(forTimeInterval: 0.2) }
+        }
+        #expect(
+            cleared,
+            """
+            the halted release's offer was not cleared; announced: \((try? String(contentsOfFile: fixture.data + "/mqtt/announced", encoding: .utf8)) ?? "-"); \
+            serve: \(((try? String(contentsOfFile: fixture.server.stderrPath, encoding: .utf8)) ?? "").suffix(2000)); agent: \(running.log().suffix(1500))
+            """)
+    }
+
     @Test func tamperedArtifactsAndManifestsAreRefusedAndNothingIsWritten() throws {
         let fixture = try ESTFixture()
         try fixture.allow(["tamper-1,\(Self.secret),,sensor,"])
@@ -401,6 +463,10 @@ import X509
 
 /// The device kit's agent over a test device's files (for checks below the command line).
 enum DeviceOptionsForTests {
+    static func updater(_ device: AgentTests.Device, slots: String = "/nonexistent") throws -> Updater {
+        Updater(agent: try agent(device), slots: SlotStore(directory: slots), model: "sensor")
+    }
+
     static func agent(_ device: AgentTests.Device) throws -> DeviceAgent {
         let config = try ProvisioningConfig.load(path: device.config)
         return DeviceAgent(
