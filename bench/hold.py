@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
-"""Holds many idle mutual-TLS connections to the Fleetward gateway or to mosquitto, for bench/connections.sh.
+"""Holds many idle mutual-TLS connections to the Fleetward gateway, its MQTT front door or mosquitto,
+for bench/connections.sh and bench/mqtt_fleet.sh.
 
-  hold.py hold   --target gateway|mosquitto --port P --ca CA.pem --certs DIR --count N --pid SERVER_PID
-  hold.py cutoff --port P --ca CA.pem --certs DIR --count N --api URL --token T --suspend K
+  hold.py hold   --target gateway|mosquitto|mqtt --port P --ca CA.pem --certs DIR --count N --pid PID[,PID…]
+  hold.py cutoff [--target gateway|mqtt] --port P --ca CA.pem --certs DIR --count N --api URL --token T
+                 --suspend K [--action suspend|revoke]
+
+Targets: gateway (GET /v1/whoami), mosquitto (MQTT CONNECT, client id <device>-<n>, several per
+device), mqtt (MQTT CONNECT with the device ID as client id: one session per device, as the front
+door requires).
   hold.py requests --port P --ca CA.pem --certs DIR --count C --seconds S
 
 Each connection completes the TLS 1.3 handshake with a device certificate from DIR (files
@@ -29,12 +35,15 @@ import time
 import urllib.request
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+def rss_kib(pids):
+    """The resident memory of one process, or the sum over a comma-separated list."""
+    total = 0
+    for pid in str(pids).split(","):
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
 
 
 class Held:
@@ -85,8 +94,9 @@ async def open_one(args, contexts, devices, index, gate, check_device=True):
     async with gate:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", args.port, ssl=contexts[device], server_hostname="127.0.0.1"), 60)
-        if args.target == "mosquitto":
-            writer.write(mqtt_connect(f"{device}-{index}"))
+        if args.target in ("mosquitto", "mqtt"):
+            # mqtt: one session per device, the device ID as client id (the front door's rule).
+            writer.write(mqtt_connect(device if args.target == "mqtt" else f"{device}-{index}"))
             await writer.drain()
             connack = await asyncio.wait_for(reader.readexactly(4), 60)
             if connack[0] != 0x20 or connack[3] != 0:
@@ -111,7 +121,7 @@ async def open_many(args, contexts, devices, start, stop, gate, check_device=Tru
 
 
 def load_contexts(args):
-    devices = sorted(name[:-4] for name in os.listdir(args.certs) if name.endswith(".pem"))
+    devices = sorted(name[:-4] for name in os.listdir(args.certs) if name.endswith(".pem") and name.startswith(args.prefix))
     contexts = {}
     for device in devices:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.ca)
@@ -157,7 +167,7 @@ async def cutoff(args):
 
     def suspend(device):
         request = urllib.request.Request(
-            f"{args.api}/api/v1/devices/{device}/suspend", method="POST", data=b"{}",
+            f"{args.api}/api/v1/devices/{device}/{args.action}", method="POST", data=b"{}",
             headers={"Authorization": f"Bearer {args.token}", "Content-Type": "application/json"})
         sent[device] = time.monotonic()
         with urllib.request.urlopen(request, timeout=30) as answer:
@@ -218,17 +228,19 @@ async def requests(args):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["hold", "cutoff", "requests"])
-    parser.add_argument("--target", choices=["gateway", "mosquitto"], default="gateway")
+    parser.add_argument("--target", choices=["gateway", "mosquitto", "mqtt"], default="gateway")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ca", required=True)
     parser.add_argument("--certs", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--parallel", type=int, default=64)
-    parser.add_argument("--pid", type=int, default=os.getpid())
+    parser.add_argument("--pid", default=str(os.getpid()), help="a PID, or several separated by commas (memory summed)")
     parser.add_argument("--pause", type=float, default=10)
     parser.add_argument("--api")
     parser.add_argument("--token")
-    parser.add_argument("--suspend", type=int, default=10)
+    parser.add_argument("--suspend", type=int, default=10, help="how many devices cutoff suspends or revokes")
+    parser.add_argument("--prefix", default="", help="only the devices whose ID starts with this")
+    parser.add_argument("--action", choices=["suspend", "revoke"], default="suspend")
     parser.add_argument("--seconds", type=float, default=8)
     args = parser.parse_args()
     asyncio.run({"hold": hold, "cutoff": cutoff, "requests": requests}[args.mode](args))

@@ -69,3 +69,29 @@ http {
 }
 CONF
 }
+
+# Writes WORK/mosquitto.conf: Debian's mosquitto serving MQTT over mutual TLS 1.3 itself on
+# 127.0.0.1:PORT with the gateway's certificate and key (decrypted into WORK/mosquitto.key) and
+# the root and issuing CA as client CAs, `require_certificate true`, `use_identity_as_username
+# true`, no persistence, no log, TCP_NODELAY, no connection limit.
+bench_mosquitto_tls() { # data-dir work-dir port
+  local data=$1 work=$2 port=$3
+  openssl pkey -in "$data/tls/gateway.key" -passin env:FLEETWARD_PASSPHRASE -out "$work/mosquitto.key"
+  cat "$data/ca/root.pem" "$data/ca/issuing.pem" >"$work/clients.pem"
+  cat >"$work/mosquitto.conf" <<CONF
+user root
+per_listener_settings false
+allow_anonymous false
+persistence false
+log_dest none
+set_tcp_nodelay true
+max_connections -1
+listener $port 127.0.0.1
+certfile $data/tls/gateway.pem
+keyfile $work/mosquitto.key
+cafile $work/clients.pem
+require_certificate true
+use_identity_as_username true
+tls_version tlsv1.3
+CONF
+}

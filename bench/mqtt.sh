@@ -86,23 +86,7 @@ bench_enroll "$dir" "$est" bench-1 bench-secret-0000000001
 
 # mosquitto serving mutual TLS itself, with the same certificate, key and client CAs.
 mq_port=$(free_port)
-openssl pkey -in "$dir/data/tls/gateway.key" -passin env:FLEETWARD_PASSPHRASE -out "$dir/mosquitto.key"
-cat "$dir/data/ca/root.pem" "$dir/data/ca/issuing.pem" >"$dir/clients.pem"
-cat >"$dir/mosquitto.conf" <<CONF
-user root
-per_listener_settings false
-allow_anonymous false
-persistence false
-log_dest none
-set_tcp_nodelay true
-listener $mq_port 127.0.0.1
-certfile $dir/data/tls/gateway.pem
-keyfile $dir/mosquitto.key
-cafile $dir/clients.pem
-require_certificate true
-use_identity_as_username true
-tls_version tlsv1.3
-CONF
+bench_mosquitto_tls "$dir/data" "$dir" "$mq_port"
 taskset -c 0 "$mosquitto" -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
 mq=$!; bench_pids+=("$mq")
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$mq_port") 2>/dev/null && break; sleep 0.05; done

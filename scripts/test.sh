@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
 # postgresql, the sqlite3 shell, curl, nginx and mosquitto (run as the tests' own processes, never the system services),
-# mosquitto-clients and python3-paho-mqtt, the util-linux/bsdutils tools for terminal tests, and
+# mosquitto-clients and python3-paho-mqtt, rabbitmq-server (its MQTT plugin, a private node per test), the util-linux/bsdutils tools for terminal tests, and
 # openapi-spec-validator and schemathesis from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
 # `swift test`, fuzzes every parser briefly (scripts/fuzz.sh), and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
@@ -22,6 +22,8 @@ command -v curl >/dev/null 2>&1 || packages+=(curl)
 command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 /usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 \
   || packages+=(python3-paho-mqtt)
+# RabbitMQ's MQTT plugin: a second broker behind the front door (a private node per test).
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || packages+=(rabbitmq-server)
 python3 -c 'import pip' >/dev/null 2>&1 || packages+=(python3-pip)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "Installing ${packages[*]} with apt-get…" >&2

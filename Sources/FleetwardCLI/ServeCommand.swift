@@ -87,6 +87,13 @@ struct ServeCommand: AsyncParsableCommand {
     var mqttBroker: String?
 
     @Option(
+        name: .customLong("mqtt-broker-password-file"),
+        help: ArgumentHelp(
+            "A file holding the password sent to the broker with each device's session (the user name stays the device ID); for brokers that want one, such as RabbitMQ.",
+            valueName: "file"))
+    var mqttBrokerPasswordFile: String?
+
+    @Option(
         name: .customLong("api-idle-timeout"),
         help: ArgumentHelp(
             "Seconds a management API connection may sit silent, before its first request or between requests (default 60).",
@@ -175,6 +182,17 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.gatewayAddress = gatewayAddress
         configuration.mqttAddress = mqttAddress
         configuration.mqttBroker = brokerEndpoint
+        if let file = mqttBrokerPasswordFile {
+            guard let bytes = FileManager.default.contents(atPath: file) else {
+                throw ValidationError("cannot read the broker password file \(file)")
+            }
+            // One line; the newline an editor adds is not part of it.
+            let password = Array(bytes.prefix { $0 != 0x0A && $0 != 0x0D })
+            guard !password.isEmpty, password.count <= 1024 else {
+                throw ValidationError("the broker password file \(file) is empty or over 1024 bytes")
+            }
+            configuration.mqttBrokerPassword = password
+        }
         configuration.gatewayTLS12 = gatewayTLS12
         configuration.upstream = upstreamService
         configuration.deviceLifetime = lifetime

@@ -102,16 +102,17 @@ public final class MQTTDeviceClient: Sendable {
     /// A session straight to a broker on TCP, without TLS: a backend beside the broker (the
     /// server's update announcer), never a device.
     public static func connect(
-        brokerHost host: String, port: Int, clientID: String, version: MQTTVersion = .v5, timeout: Duration = .seconds(15)
+        brokerHost host: String, port: Int, clientID: String, username: String? = nil, password: [UInt8]? = nil,
+        version: MQTTVersion = .v5, timeout: Duration = .seconds(15)
     ) async throws -> MQTTDeviceClient {
         let endpoint = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
-        return try await connectPlain(endpoint: endpoint, clientID: clientID, version: version, timeout: timeout) {
-            $0.connect(host: host, port: port)
-        }
+        return try await connectPlain(
+            endpoint: endpoint, clientID: clientID, username: username, password: password, version: version, timeout: timeout
+        ) { $0.connect(host: host, port: port) }
     }
 
     private static func connectPlain(
-        endpoint: String, clientID: String, version: MQTTVersion, timeout: Duration,
+        endpoint: String, clientID: String, username: String? = nil, password: [UInt8]? = nil, version: MQTTVersion, timeout: Duration,
         connect: (ClientBootstrap) -> EventLoopFuture<any Channel>
     ) async throws -> MQTTDeviceClient {
         let (messages, continuation) = AsyncStream.makeStream(of: MQTTMessage.self, bufferingPolicy: .bufferingNewest(10_000))
@@ -134,19 +135,22 @@ public final class MQTTDeviceClient: Sendable {
         }
         return try await establish(
             on: channel, endpoint: endpoint, messages: messages, clientID: clientID, version: version, keepAlive: 60, cleanStart: true,
-            sessionExpiry: 0, timeout: timeout, classify: { $0 })
+            sessionExpiry: 0, username: username, password: password, timeout: timeout, classify: { $0 })
     }
 
     private static func establish(
         on channel: any Channel, endpoint: String, messages: AsyncStream<MQTTMessage>, clientID: String, version: MQTTVersion,
-        keepAlive: UInt16, cleanStart: Bool, sessionExpiry: UInt32, timeout: Duration, classify: (any Error) -> any Error
+        keepAlive: UInt16, cleanStart: Bool, sessionExpiry: UInt32, username: String? = nil, password: [UInt8]? = nil, timeout: Duration,
+        classify: (any Error) -> any Error
     ) async throws -> MQTTDeviceClient {
         let handler = try await channel.eventLoop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: MQTTClientHandler.self), eventLoop: channel.eventLoop)
         }.get()
         var properties = MQTTProperties()
         if version == .v5, sessionExpiry > 0 { properties.set(0x11, .fourBytes(sessionExpiry)) }
-        let connect = MQTTConnect(version: version, clientID: clientID, cleanStart: cleanStart, keepAlive: keepAlive, properties: properties)
+        let connect = MQTTConnect(
+            version: version, clientID: clientID, cleanStart: cleanStart, keepAlive: keepAlive, properties: properties, username: username,
+            password: password)
         let answer: MQTTFrame
         do {
             answer = try await within(timeout, endpoint: endpoint, on: channel) {

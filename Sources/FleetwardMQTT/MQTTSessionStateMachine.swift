@@ -5,7 +5,8 @@
 ///
 /// What it enforces:
 /// - CONNECT first and once; the client identifier is the device ID (empty means "assign it");
-///   the user name becomes the device ID and the password is dropped; a will topic must be one the
+///   the user name becomes the device ID and the password is dropped (or replaced by the front
+///   door's own broker password); a will topic must be one the
 ///   device may publish to; enhanced authentication (v5 AUTH) is refused.
 /// - PUBLISH topics are names without wildcards, v5 topic aliases resolved before the check;
 ///   refused ones get PUBACK/PUBREC 0x87 (v5; QoS 0 is dropped) or end a 3.1.1 session.
@@ -36,6 +37,8 @@ public struct MQTTSessionStateMachine: Sendable {
     }
 
     public let deviceID: String
+    /// What the broker gets as password with every session (the front door's, never the device's).
+    let brokerPassword: [UInt8]?
     private(set) var state = State.awaitingConnect
     public private(set) var version = MQTTVersion.v5
     private var policy = CompiledTopicPolicy()
@@ -50,8 +53,10 @@ public struct MQTTSessionStateMachine: Sendable {
     /// Filters the broker granted, so a policy change can check them.
     public private(set) var subscriptions: Set<TopicFilter> = []
 
-    public init(deviceID: String) {
+    /// - Parameter brokerPassword: sent to the broker with the device ID as user name (nil: none).
+    public init(deviceID: String, brokerPassword: [UInt8]? = nil) {
         self.deviceID = deviceID
+        self.brokerPassword = brokerPassword
     }
 
     public var isOpen: Bool {
@@ -120,7 +125,7 @@ public struct MQTTSessionStateMachine: Sendable {
         let assigned = connect.clientID.isEmpty
         connect.clientID = deviceID
         connect.username = deviceID
-        connect.password = nil
+        connect.password = brokerPassword
         // The broker is not allowed topic aliases toward the device, so every topic it sends is
         // spelled out and checked.
         connect.properties.remove(MQTTProperties.topicAliasMaximum)

@@ -9,6 +9,15 @@ public struct TopicFilter: Sendable, Hashable, CustomStringConvertible {
 
     public let levels: [Level]
     public let description: String
+    /// The levels as bytes, for matching topic names without splitting them (a topic is compared
+    /// byte for byte, §4.7.3).
+    private let byteLevels: [ByteLevel]
+
+    private enum ByteLevel: Sendable, Hashable {
+        case literal([UInt8])
+        case single
+        case rest
+    }
 
     /// Parses a filter; nil when it is not one (a `#` not last or not alone in its level, a `+`
     /// sharing a level, empty, or holding U+0000).
@@ -29,7 +38,17 @@ public struct TopicFilter: Sendable, Hashable, CustomStringConvertible {
         }
         self.levels = levels
         description = text
+        byteLevels = levels.map { level in
+            switch level {
+            case .literal(let text): .literal(Array(text.utf8))
+            case .single: .single
+            case .rest: .rest
+            }
+        }
     }
+
+    public static func == (lhs: TopicFilter, rhs: TopicFilter) -> Bool { lhs.description == rhs.description }
+    public func hash(into hasher: inout Hasher) { hasher.combine(description) }
 
     /// Whether `text` is a valid topic name for PUBLISH: non-empty, no wildcard, no U+0000.
     public static func isValidTopicName(_ text: String) -> Bool {
@@ -39,20 +58,33 @@ public struct TopicFilter: Sendable, Hashable, CustomStringConvertible {
     /// Whether the topic name `topic` matches this filter. Topics starting with `$` are not
     /// matched by a filter starting with a wildcard (§4.7.2).
     public func matches(_ topic: String) -> Bool {
-        let names = topic.split(separator: "/", omittingEmptySubsequences: false)
-        if topic.hasPrefix("$"), let first = levels.first, first != .literal(names[0]) { return false }
-        var index = 0
-        for level in levels {
+        var topic = topic
+        return topic.withUTF8 { matches(name: $0) }
+    }
+
+    /// Level by level over the name's bytes, allocating nothing (this runs for every message).
+    private func matches(name: UnsafeBufferPointer<UInt8>) -> Bool {
+        let slash = UInt8(ascii: "/")
+        let dollar = name.first == UInt8(ascii: "$")
+        // The start of the name's next level; past `name.count` once every level was taken.
+        var position = 0
+        for (index, level) in byteLevels.enumerated() {
+            if case .rest = level { return !(index == 0 && dollar) }
+            guard position <= name.count else { return false }
+            var end = position
+            while end < name.count, name[end] != slash { end += 1 }
             switch level {
-            case .rest: return true
             case .single:
-                guard index < names.count else { return false }
-            case .literal(let text):
-                guard index < names.count, names[index] == text else { return false }
+                if index == 0, dollar { return false }
+            case .literal(let bytes):
+                guard end - position == bytes.count else { return false }
+                for offset in 0..<bytes.count where name[position + offset] != bytes[offset] { return false }
+            case .rest:
+                return true
             }
-            index += 1
+            position = end + 1
         }
-        return index == names.count
+        return position == name.count + 1
     }
 
     /// Whether every topic `other` can match, this filter matches too (a subscription to `other`
@@ -72,7 +104,7 @@ public struct TopicFilter: Sendable, Hashable, CustomStringConvertible {
             switch (level, other.levels[index]) {
             case (.single, .rest): return false
             case (.single, _): break
-            case (.literal(let mine), .literal(let theirs)): guard mine == theirs else { return false }
+            case (.literal(let mine), .literal(let theirs)): guard mine.utf8.elementsEqual(theirs.utf8) else { return false }
             case (.literal, _): return false
             case (.rest, _): return true
             }
@@ -87,7 +119,7 @@ public struct TopicFilter: Sendable, Hashable, CustomStringConvertible {
         while index < levels.count, index < other.levels.count {
             switch (levels[index], other.levels[index]) {
             case (.rest, _), (_, .rest): return true
-            case (.literal(let a), .literal(let b)): if a != b { return false }
+            case (.literal(let a), .literal(let b)): if !a.utf8.elementsEqual(b.utf8) { return false }
             default: break
             }
             index += 1

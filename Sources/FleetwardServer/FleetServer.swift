@@ -34,6 +34,8 @@ public struct ServerConfiguration: Sendable {
     public var mqttAddress: ListenAddress?
     /// The broker MQTT sessions go to; nil with an address: the supervised `mosquitto`.
     public var mqttBroker: MQTTBrokerEndpoint?
+    /// Sent with every session to the broker (user name: the device ID); nil sends none.
+    public var mqttBrokerPassword: [UInt8]?
     /// The largest MQTT packet accepted.
     public var mqttMaximumPacketSize = MQTTFrontDoor.defaultMaximumPacketSize
     /// Timeouts and connection caps of the management API.
@@ -182,13 +184,14 @@ public struct FleetServer: Sendable {
         }
         let frontDoor = try MQTTFrontDoor.application(
             gateway, address: address, broker: broker, policies: RegistryMQTTPolicies(store: store), certificateChainPEM: serverChain,
-            privateKeyPKCS8: serverKey, maximumPacketSize: configuration.mqttMaximumPacketSize, limits: configuration.gatewayLimits,
-            logger: configuration.logger
+            privateKeyPKCS8: serverKey, maximumPacketSize: configuration.mqttMaximumPacketSize,
+            brokerPassword: configuration.mqttBrokerPassword, limits: configuration.gatewayLimits, logger: configuration.logger
         ) { await onListening(.mqtt, $0) }
         services.append(BrokerGate(broker: broker, logger: configuration.logger, listener: frontDoor))
         services.append(
             UpdateAnnouncer(
-                catalog: updates, store: store, broker: broker, statePath: configuration.directory.path + "/mqtt/announced",
+                catalog: updates, store: store, broker: broker, brokerPassword: configuration.mqttBrokerPassword,
+                statePath: configuration.directory.path + "/mqtt/announced",
                 now: gateway.now, logger: configuration.logger))
         return services
     }

@@ -75,7 +75,7 @@ public enum MQTTFrontDoor {
     public static func application(
         _ gateway: Gateway, address: ListenAddress, broker: MQTTBrokerEndpoint, policies: any MQTTPolicySource,
         certificateChainPEM: [UInt8], privateKeyPKCS8: [UInt8], maximumPacketSize: Int = defaultMaximumPacketSize,
-        limits: ListenerLimits = .gateway, logger: Logger, onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
+        brokerPassword: [UInt8]? = nil, limits: ListenerLimits = .gateway, logger: Logger, onListening: @escaping @Sendable (ListenAddress) async -> Void = { _ in }
     ) throws -> some Service {
         let sessions = MQTTSessions()
         gateway.onMQTTPolicyChange { scope in sessions.policyChanged(scope) }
@@ -88,11 +88,10 @@ public enum MQTTFrontDoor {
             verify: { presented, channel, promise in gateway.verify(presented, channel: channel, promise: promise) }
         ) { pipeline, _ in
             try pipeline.addHandler(ByteToMessageHandler(MQTTFrameDecoder(maximumPacketSize: maximumPacketSize)))
-            try pipeline.addHandler(MessageToByteHandler(MQTTFrameEncoder()))
             try pipeline.addHandler(
                 MQTTSessionHandler(
-                    gateway: gateway, sessions: sessions, broker: broker, policies: policies, maximumPacketSize: maximumPacketSize,
-                    logger: logger))
+                    gateway: gateway, sessions: sessions, broker: broker, brokerPassword: brokerPassword, policies: policies,
+                    maximumPacketSize: maximumPacketSize, logger: logger))
         }
     }
 }
@@ -127,14 +126,19 @@ final class MQTTSessions: Sendable {
 
 /// One device's MQTT session: carries out ``MQTTSessionStateMachine``'s actions on the device's
 /// connection and the broker connection it opens (on the same event loop).
+///
+/// Frames for either leg are encoded into that leg's one output buffer and written as bytes at
+/// the end of the read batch that caused them: one write (and one TLS record toward the device)
+/// for many frames, and no frame travels through the pipelines as a boxed value.
 final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = MQTTFrame
-    typealias OutboundIn = MQTTFrame
-    typealias OutboundOut = MQTTFrame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     let gateway: Gateway
     let sessions: MQTTSessions
     let broker: MQTTBrokerEndpoint
+    let brokerPassword: [UInt8]?
     let policies: any MQTTPolicySource
     let maximumPacketSize: Int
     let logger: Logger
@@ -148,16 +152,18 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// cause is written at once and flushed once at the batch's end (one TLS record and one
     /// syscall for many frames), not flushed frame by frame.
     private var inReadBatch = false
-    private var deviceUnflushed = false
-    private var brokerUnflushed = false
+    /// What is encoded for each leg and not written yet.
+    private var deviceOut = ByteBuffer()
+    private var brokerOut = ByteBuffer()
 
     init(
-        gateway: Gateway, sessions: MQTTSessions, broker: MQTTBrokerEndpoint, policies: any MQTTPolicySource, maximumPacketSize: Int,
-        logger: Logger
+        gateway: Gateway, sessions: MQTTSessions, broker: MQTTBrokerEndpoint, brokerPassword: [UInt8]?, policies: any MQTTPolicySource,
+        maximumPacketSize: Int, logger: Logger
     ) {
         self.gateway = gateway
         self.sessions = sessions
         self.broker = broker
+        self.brokerPassword = brokerPassword
         self.policies = policies
         self.maximumPacketSize = maximumPacketSize
         self.logger = logger
@@ -170,7 +176,7 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 context.close(promise: nil)
                 return
             }
-            machine = MQTTSessionStateMachine(deviceID: identity.device)
+            machine = MQTTSessionStateMachine(deviceID: identity.device, brokerPassword: brokerPassword)
         }
         armKeepAlive(context: context)
         inReadBatch = true
@@ -182,17 +188,27 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
     }
 
-    /// Ends a read batch: flushes what it wrote to either leg.
+    /// Ends a read batch: writes what it encoded for either leg.
     private func flushBatch(context: ChannelHandlerContext) {
         inReadBatch = false
-        if deviceUnflushed {
-            deviceUnflushed = false
-            context.flush()
+        flushDevice(context: context, promise: nil)
+        flushBroker()
+    }
+
+    private func flushDevice(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        guard deviceOut.readableBytes > 0 else {
+            promise?.succeed()
+            return
         }
-        if brokerUnflushed {
-            brokerUnflushed = false
-            brokerChannel?.flush()
-        }
+        context.writeAndFlush(wrapOutboundOut(deviceOut), promise: promise)
+        // Written at once when the socket takes it, so the storage is ours again for the next batch.
+        deviceOut.clear()
+    }
+
+    private func flushBroker() {
+        guard brokerOut.readableBytes > 0, let brokerChannel else { return }
+        brokerChannel.writeAndFlush(brokerOut, promise: nil)
+        brokerOut.clear()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -209,9 +225,17 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         sessions.remove(ObjectIdentifier(context.channel))
         keepAlive?.cancel()
+        closeBrokerLeg()
+        context.fireChannelInactive()
+    }
+
+    /// Closes the broker leg after what this read batch encoded for it (a device's last messages
+    /// and its DISCONNECT) was written.
+    private func closeBrokerLeg() {
+        flushBroker()
+        brokerOut.clear()
         brokerChannel?.close(promise: nil)
         brokerChannel = nil
-        context.fireChannelInactive()
     }
 
     /// The gateway (a revocation, suspension, theft, a new owner) or the process closes the
@@ -219,8 +243,8 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         if !ended, let machine, machine.version == .v5, machine.isOpen {
             ended = true
-            context.write(wrapOutboundOut(MQTTDisconnect.frame(.administrativeAction, reason: "administrative action", version: .v5)), promise: nil)
-            context.flush()
+            MQTTDisconnect.frame(.administrativeAction, reason: "administrative action", version: .v5).write(to: &deviceOut)
+            flushDevice(context: context, promise: nil)
         }
         brokerChannel?.close(promise: nil)
         context.close(mode: mode, promise: promise)
@@ -247,12 +271,12 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             case .connectBroker(let connect):
                 connectBroker(connect, context: context)
             case .sendToDevice(let frame):
-                context.write(wrapOutboundOut(frame), promise: nil)
-                if inReadBatch { deviceUnflushed = true } else { context.flush() }
+                frame.write(to: &deviceOut)
+                if !inReadBatch { flushDevice(context: context, promise: nil) }
             case .sendToBroker(let frame):
-                guard let brokerChannel else { break }
-                brokerChannel.write(frame, promise: nil)
-                if inReadBatch { brokerUnflushed = true } else { brokerChannel.flush() }
+                guard brokerChannel != nil else { break }
+                frame.write(to: &brokerOut)
+                if !inReadBatch { flushBroker() }
             case .startKeepAlive(let milliseconds):
                 keepAliveInterval = milliseconds
                 armKeepAlive(context: context)
@@ -261,11 +285,13 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 keepAlive?.cancel()
                 let device = machine?.deviceID ?? "?"
                 logger.notice("MQTT session ended", metadata: ["device": "\(device)", "reason": "\(reason)"])
-                brokerChannel?.close(promise: nil)
-                brokerChannel = nil
+                closeBrokerLeg()
                 let channel = context.channel
                 if let frame {
-                    context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+                    frame.write(to: &deviceOut)
+                    let written = context.eventLoop.makePromise(of: Void.self)
+                    written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                    flushDevice(context: context, promise: written)
                 } else {
                     context.close(promise: nil)
                 }
@@ -355,31 +381,44 @@ final class MQTTSessionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTFrameDecoder(maximumPacketSize: maximumPacketSize)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTFrameEncoder()))
                     try channel.pipeline.syncOperations.addHandler(BrokerLegHandler(deliver: deliver))
                 }
             }
-        let connecting: EventLoopFuture<any Channel>
-        switch broker {
-        case .tcp(let host, let port): connecting = bootstrap.connect(host: host, port: port)
-        case .unix(let path): connecting = bootstrap.connect(unixDomainSocketPath: path)
-        }
-        connecting.whenComplete { result in
-            let (handler, context) = bound.value
-            switch result {
-            case .success(let channel):
-                guard context.channel.isActive, !handler.ended else {
-                    channel.close(promise: nil)
-                    return
+        let broker = broker
+        let boundBootstrap = NIOLoopBound(bootstrap, eventLoop: context.eventLoop)
+        @Sendable func attempt(_ number: Int) {
+            let bootstrap = boundBootstrap.value
+            let connecting: EventLoopFuture<any Channel>
+            switch broker {
+            case .tcp(let host, let port): connecting = bootstrap.connect(host: host, port: port)
+            case .unix(let path): connecting = bootstrap.connect(unixDomainSocketPath: path)
+            }
+            connecting.whenComplete { result in
+                let (handler, context) = bound.value
+                switch result {
+                case .success(let channel):
+                    guard context.channel.isActive, !handler.ended else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    handler.brokerChannel = channel
+                    channel.writeAndFlush(connect.encoded, promise: nil)
+                case .failure(let error as IOError) where error.errnoCode == EAGAIN && number < Self.brokerConnectAttempts:
+                    // A unix socket whose listen queue is full refuses at once (TCP would have
+                    // retried the SYN): many devices arriving together try again shortly.
+                    guard context.channel.isActive, !handler.ended else { return }
+                    context.eventLoop.scheduleTask(in: .milliseconds(Int64(min(50, 5 * number)))) { attempt(number + 1) }
+                case .failure(let error):
+                    handler.logger.warning("the MQTT broker is unreachable", metadata: ["broker": "\(handler.broker)", "error": "\(error)"])
+                    deliver(.closed)
                 }
-                handler.brokerChannel = channel
-                channel.writeAndFlush(connect, promise: nil)
-            case .failure(let error):
-                handler.logger.warning("the MQTT broker is unreachable", metadata: ["broker": "\(handler.broker)", "error": "\(error)"])
-                deliver(.closed)
             }
         }
+        attempt(1)
     }
+
+    /// How often a broker connection refused for a full listen queue is tried (about 2 s in all).
+    static let brokerConnectAttempts = 50
 }
 
 /// The broker's side of a session: hands every frame, the end of each read batch, and the end of

@@ -26,6 +26,8 @@ struct UpdateAnnouncer: Service {
     let catalog: UpdateCatalog
     let store: any RegistryStore
     let broker: MQTTBrokerEndpoint
+    /// With a broker password, the announcer signs in as `fleetward-updates` with it.
+    let brokerPassword: [UInt8]?
     let statePath: String
     let now: @Sendable () -> Date
     let logger: Logger
@@ -111,8 +113,13 @@ struct UpdateAnnouncer: Service {
     func connect() async throws -> MQTTDeviceClient {
         let clientID = Self.clientIDPrefix + String(UInt64.random(in: 0...UInt64.max), radix: 16)
         switch broker {
-        case .unix(let path): return try await MQTTDeviceClient.connect(unixSocket: path, clientID: clientID)
-        case .tcp(let host, let port): return try await MQTTDeviceClient.connect(brokerHost: host, port: port, clientID: clientID)
+        // MQTT 3.1.1: every broker speaks it (RabbitMQ before 3.13 speaks nothing newer), and a
+        // retained QoS 1 publish needs nothing from 5.0.
+        case .unix(let path): return try await MQTTDeviceClient.connect(unixSocket: path, clientID: clientID, version: .v3_1_1)
+        case .tcp(let host, let port):
+            return try await MQTTDeviceClient.connect(
+                brokerHost: host, port: port, clientID: clientID, username: brokerPassword == nil ? nil : "fleetward-updates",
+                password: brokerPassword, version: .v3_1_1)
         }
     }
 

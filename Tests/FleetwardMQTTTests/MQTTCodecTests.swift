@@ -100,6 +100,17 @@ import Testing
         #expect(filter("+/+").matches("/finance"))
         #expect(!filter("#").matches("$SYS/broker"))
         #expect(filter("$SYS/#").matches("$SYS/broker"))
+        #expect(!filter("+/broker").matches("$SYS/broker"))
+        #expect(!filter("sport/+").matches("sport"))
+        #expect(filter("sport/+").matches("sport/"))
+        #expect(!filter("sport/tennis").matches("sport/tennis/"))
+        #expect(!filter("sport/tennis").matches("sport/tenni"))
+        #expect(!filter("sport/tenni").matches("sport/tennis"))
+        #expect(filter("+").matches("") == true && !filter("+").matches("a/b"))
+        // Byte for byte (§4.7.3): a decomposed é is another topic than the precomposed one.
+        #expect(filter("devices/caf\u{E9}/#").matches("devices/caf\u{E9}/t"))
+        #expect(!filter("devices/caf\u{E9}/#").matches("devices/cafe\u{301}/t"))
+        #expect(!filter("devices/caf\u{E9}/#").covers(filter("devices/cafe\u{301}/#")))
     }
 
     @Test func coveringAndOverlap() {
