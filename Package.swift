@@ -64,6 +64,16 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // PKCS#11 (the standard header, vendored from p11-kit) and the few calls Fleetward makes
+        // through a module loaded with dlopen.
+        .target(name: "CPKCS11", linkerSettings: [.linkedLibrary("dl")]),
+        // Keys inside a PKCS#11 token (an HSM, SoftHSM2, tpm2-pkcs11, a secure element):
+        // generated there, non-extractable, signing there.
+        .target(
+            name: "FleetwardPKCS11",
+            dependencies: ["CPKCS11", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSettings
+        ),
         // Devices, lifecycle, tokens, audit chain, the RegistryStore protocol. No I/O.
         .target(
             name: "FleetwardRegistry",
@@ -231,6 +241,14 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FleetwardPKCS11Tests",
+            dependencies: [
+                "FleetwardPKCS11", "FleetwardTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings
         ),

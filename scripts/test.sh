@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
 # postgresql, the sqlite3 shell, curl, nginx and mosquitto (run as the tests' own processes, never the system services),
-# mosquitto-clients and python3-paho-mqtt, rabbitmq-server (its MQTT plugin, a private node per test), the util-linux/bsdutils tools for terminal tests, and
+# mosquitto-clients and python3-paho-mqtt, rabbitmq-server (its MQTT plugin, a private node per test), softhsm2 and opensc, the util-linux/bsdutils tools for terminal tests, and
 # openapi-spec-validator and schemathesis from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
 # `swift test`, fuzzes every parser briefly (scripts/fuzz.sh), and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
@@ -24,6 +24,9 @@ command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
   || packages+=(python3-paho-mqtt)
 # RabbitMQ's MQTT plugin: a second broker behind the front door (a private node per test).
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || packages+=(rabbitmq-server)
+# SoftHSM2 (a PKCS#11 token for keys in hardware) and OpenSC's pkcs11-tool to check it from outside.
+command -v softhsm2-util >/dev/null 2>&1 || packages+=(softhsm2)
+command -v pkcs11-tool >/dev/null 2>&1 || packages+=(opensc)
 python3 -c 'import pip' >/dev/null 2>&1 || packages+=(python3-pip)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "Installing ${packages[*]} with apt-get…" >&2
@@ -41,9 +44,16 @@ done
 
 log=$(mktemp)
 cluster=""
+# SoftHSM2's tokens for the PKCS#11 tests, in a private directory: its configuration is read from
+# SOFTHSM2_CONF when a test process first loads the module, so it is set here, before any thread.
+softhsm=$(mktemp -d /tmp/fleetward-softhsm.XXXXXX)
+mkdir -p "$softhsm/tokens"
+printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$softhsm" >"$softhsm/softhsm2.conf"
+export SOFTHSM2_CONF=$softhsm/softhsm2.conf
 cleanup() {
   if [ -n "$cluster" ]; then scripts/postgres-cluster.sh stop "$cluster"; fi
   rm -f "$log"
+  rm -rf "$softhsm"
 }
 trap cleanup EXIT
 eval "$(scripts/postgres-cluster.sh start)"
