@@ -58,7 +58,7 @@ let package = Package(
         .target(
             name: "FleetwardKeyCustody",
             dependencies: [
-                "FleetwardPKI",
+                "FleetwardPKI", "FleetwardPKCS11",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
@@ -117,6 +117,7 @@ let package = Package(
                 "FleetwardRegistrySQLite",
                 "FleetwardRegistryPostgres",
                 "FleetwardMQTT",
+                "FleetwardPKCS11",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -176,6 +177,7 @@ let package = Package(
             dependencies: [
                 "FleetwardPKI",
                 "FleetwardKeyCustody",
+                "FleetwardPKCS11",
                 "FleetwardAuthority",
                 "FleetwardRegistry",
                 "FleetwardServer",

@@ -21,6 +21,9 @@ public struct AuthorityConfiguration: Codable, Sendable, Equatable {
     /// issued certificates carry `BASE/crl/<ca>.crl` and `BASE/ocsp`. Absent in directories made
     /// before it existed; then certificates carry neither.
     public var revocationBaseURL: String?
+    /// The PKCS#11 token (an RFC 7512 URI, never a PIN) that holds the issuing, factory and
+    /// release-signing keys; nil: they are encrypted files like the root's.
+    public var keyStore: String?
 
     public init(
         organization: String = "Fleetward",

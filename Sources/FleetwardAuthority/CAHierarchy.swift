@@ -1,6 +1,7 @@
 public import Foundation
 public import FleetwardPKI
 public import FleetwardKeyCustody
+import FleetwardPKCS11
 public import X509
 
 /// The certificates of a Fleetward CA hierarchy as stored in a data directory (no keys).
@@ -107,12 +108,15 @@ public struct CAHierarchy: Sendable {
             }
         }
 
-        let custodian = EncryptedFileKeyCustodian(
-            directory: directory.path, passphrase: passphrase, iterations: configuration.kdfIterations
-        )
+        let custodian = try Self.custodian(for: configuration, in: directory, passphrase: passphrase)
         var rng = SystemRandomNumberGenerator()
         let organization = configuration.organization
 
+        if configuration.keyStore != nil {
+            guard configuration.issuingKeyType == .p256, configuration.factoryKeyType == .p256 else {
+                throw AuthorityError(.invalidConfiguration, "keys in a token are P-256: --issuing-key-type and --factory-key-type must be P-256")
+            }
+        }
         progress("Generating the root CA key (\(configuration.rootKeyType.rawValue)) and encrypting it")
         let rootKey = try custodian.generateKey(named: DataDirectory.keyName(of: .root), type: configuration.rootKeyType)
         let rootCertificate = try CACertificateFactory.makeRoot(
@@ -124,7 +128,10 @@ public struct CAHierarchy: Sendable {
         var issuingKey: SigningKey?
         for role in [CARole.issuing, .factory] {
             let type = configuration.keyType(of: role)
-            progress("Generating the \(role) CA key (\(type.rawValue)) and encrypting it")
+            progress(
+                configuration.keyStore == nil
+                    ? "Generating the \(role) CA key (\(type.rawValue)) and encrypting it"
+                    : "Generating the \(role) CA key (\(type.rawValue)) inside the token")
             let key = try custodian.generateKey(named: DataDirectory.keyName(of: role), type: type)
             let certificate = try CACertificateFactory.makeIntermediate(
                 role: role, key: key, organization: organization, days: configuration.intermediateDays,
@@ -177,6 +184,45 @@ public struct CAHierarchy: Sendable {
         let json = try AuthorityConfiguration.encoder().encode(configuration)
         try AtomicFile.write(Array(json) + [0x0A], to: directory.configurationPath, permissions: 0o644)
         return configuration
+    }
+
+    /// Where this directory's keys are kept: encrypted files, or, with a key store, the issuing,
+    /// factory and release-signing keys in that PKCS#11 token (its PIN from
+    /// `FLEETWARD_PKCS11_PIN` or the URI's pin-source file).
+    public static func custodian(
+        for configuration: AuthorityConfiguration, in directory: DataDirectory, passphrase: Passphrase,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> any KeyCustodian {
+        let files = EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase, iterations: configuration.kdfIterations)
+        guard let store = configuration.keyStore else { return files }
+        do {
+            let uri = try PKCS11URI(parsing: store)
+            let token = try PKCS11Token(uri: uri, pin: try pin(for: uri, environment: environment))
+            return TokenKeyCustodian(
+                token: token, tokenKeys: [DataDirectory.keyName(of: .issuing), DataDirectory.keyName(of: .factory), ReleaseRepository.signingKeyName],
+                files: files)
+        } catch let error as PKCS11Error {
+            throw AuthorityError(.invalidConfiguration, error.message)
+        }
+    }
+
+    /// This directory's custodian (see ``custodian(for:in:passphrase:environment:)``).
+    public func custodian(passphrase: Passphrase) throws -> any KeyCustodian {
+        try Self.custodian(for: configuration, in: directory, passphrase: passphrase)
+    }
+
+    /// The token's PIN: `FLEETWARD_PKCS11_PIN`, else the URI's pin-source file (first line).
+    static func pin(for uri: PKCS11URI, environment: [String: String]) throws -> String {
+        if let pin = environment["FLEETWARD_PKCS11_PIN"], !pin.isEmpty { return pin }
+        if let source = uri.pinSource {
+            guard let data = FileManager.default.contents(atPath: source) else {
+                throw PKCS11Error(.wrongPIN, "cannot read the token's pin-source file \(source)")
+            }
+            let pin = String(decoding: data.prefix { $0 != 0x0A && $0 != 0x0D }, as: UTF8.self)
+            guard !pin.isEmpty else { throw PKCS11Error(.wrongPIN, "the pin-source file \(source) is empty") }
+            return pin
+        }
+        throw PKCS11Error(.wrongPIN, "the token '\(uri.token)' needs its PIN: set FLEETWARD_PKCS11_PIN or add pin-source=FILE to the URI")
     }
 
     /// Opens the key of the CA with `role` and returns an issuer for it.

@@ -41,7 +41,7 @@ public struct ReleaseRepository: Sendable {
     /// The release signing key and certificate, made on first use: a P-256 key encrypted under the
     /// passphrase, certified by the root with the `codesign` profile (never the issuing CA's key).
     /// Returns whether it was made now.
-    public func signer(authority: CertificateAuthority, custodian: EncryptedFileKeyCustodian, now: Date = Date()) throws
+    public func signer(authority: CertificateAuthority, custodian: any KeyCustodian, now: Date = Date()) throws
         -> (key: SigningKey, certificate: Certificate, made: Bool)
     {
         if let pem = try? AtomicFile.read(signingCertificatePath, limit: 1 << 16) {

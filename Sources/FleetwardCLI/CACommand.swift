@@ -86,7 +86,7 @@ struct CACommand: ParsableCommand {
             let directory = dataOptions.directory
             let hierarchy = try CAHierarchy.load(from: directory)
             let passphrase = try PassphraseSource.read(purpose: "for the CA keys", confirm: false)
-            let custodian = EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase)
+            let custodian = try hierarchy.custodian(passphrase: passphrase)
             let issuer = try hierarchy.makeIssuer(for: .root, custodian: custodian)
             let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
             let entries = try await store.revokedCertificates(profiles: [CertificateProfile.codesign.rawValue])

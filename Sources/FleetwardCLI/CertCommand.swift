@@ -67,7 +67,7 @@ struct CertCommand: ParsableCommand {
             let hierarchy = try CAHierarchy.load(from: directory)
             let passphrase = try PassphraseSource.read(purpose: "for the CA keys", confirm: false)
             let authority = CertificateAuthority(
-                hierarchy: hierarchy, custodian: EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase)
+                hierarchy: hierarchy, custodian: try hierarchy.custodian(passphrase: passphrase)
             )
             let issued = try authority.issue(request, profile: profile, identity: identity, issuerRole: issuerRole, days: days)
             try await record(issued, of: request, passphrase: passphrase)

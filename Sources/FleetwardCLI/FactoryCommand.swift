@@ -38,7 +38,7 @@ struct FactoryCommand: AsyncParsableCommand {
             let store = try await RegistryAccess.openStore(directory, databaseURL: dataOptions.databaseURL)
             let passphrase = try PassphraseSource.read(purpose: "for the CA keys", confirm: false)
             let authority = CertificateAuthority(
-                hierarchy: hierarchy, custodian: EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase))
+                hierarchy: hierarchy, custodian: try hierarchy.custodian(passphrase: passphrase))
             var batch = FactoryBatch(csrDirectory: csrDirectory, outDirectory: outDirectory)
             batch.model = model
             batch.days = days

@@ -14,11 +14,14 @@ struct HierarchyReport: Encodable {
     var dataDirectory: String
     var organization: String
     var certificates: [Entry]
+    /// Where the issuing, factory and release-signing keys live: "files" or the token's URI.
+    var keyStore: String
 
     init(hierarchy: CAHierarchy) throws {
         let directory = hierarchy.directory
         dataDirectory = directory.path
         organization = hierarchy.configuration.organization
+        keyStore = hierarchy.configuration.keyStore ?? "files"
         certificates = try [CARole.root, .issuing, .factory].map { role in
             let member = hierarchy.member(role)
             return Entry(
@@ -48,6 +51,9 @@ struct HierarchyReport: Encodable {
                     + "  \(c.publicKey)  until \(CertificateSummary.dateOnly(c.notAfter))  \(name)"
             )
             lines.append("  " + String(repeating: " ", count: width) + "  sha256 \(c.sha256Fingerprint)  \(entry.path)")
+        }
+        if keyStore != "files" {
+            lines.append("  keys: issuing, factory and release signing in \(keyStore) (non-extractable); root and gateway in encrypted files")
         }
         return lines.joined(separator: "\n")
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FleetwardAuthority
 import FleetwardKeyCustody
+import FleetwardPKCS11
 import FleetwardPKI
 import Foundation
 
@@ -53,6 +54,18 @@ struct InitCommand: ParsableCommand {
             valueName: "url"))
     var revocationURL = "http://127.0.0.1:8080"
 
+    @Option(
+        name: .customLong("key-store"),
+        help: ArgumentHelp(
+            "Keep the issuing, factory and release-signing keys in this PKCS#11 token (an RFC 7512 URI: pkcs11:token=LABEL[?module-path=…&pin-source=FILE]); the PIN comes from FLEETWARD_PKCS11_PIN or pin-source. Default: encrypted files.",
+            valueName: "uri"))
+    var keyStore: String?
+
+    @Option(
+        name: .customLong("pkcs11-module"),
+        help: ArgumentHelp("The PKCS#11 module for --key-store when its URI has no module-path.", valueName: "path"))
+    var pkcs11Module: String?
+
     @Flag(help: "Replace an existing CA in the data directory (its keys are lost).")
     var force = false
 
@@ -97,6 +110,14 @@ struct InitCommand: ParsableCommand {
             revocationBaseURL: revocationURL.lowercased() == "none" ? nil : revocationURL
         )
         if !hosts.isEmpty { configuration.hosts = hosts }
+        if let keyStore {
+            var uri = try PKCS11URI(parsing: keyStore)
+            if uri.modulePath == nil { uri.modulePath = pkcs11Module }
+            guard uri.modulePath != nil else { throw ValidationError("--key-store needs a PKCS#11 module: --pkcs11-module PATH or module-path= in the URI") }
+            configuration.keyStore = uri.description
+        } else if pkcs11Module != nil {
+            throw ValidationError("--pkcs11-module goes with --key-store")
+        }
         return configuration
     }
 }

@@ -20,7 +20,7 @@ struct ReleaseCommand: AsyncParsableCommand {
         let directory = dataOptions.directory
         let hierarchy = try CAHierarchy.load(from: directory)
         let passphrase = try PassphraseSource.read(purpose: "for the CA keys", confirm: false)
-        let custodian = EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase)
+        let custodian = try hierarchy.custodian(passphrase: passphrase)
         let authority = CertificateAuthority(hierarchy: hierarchy, custodian: custodian)
         let repository = ReleaseRepository(directory: directory)
         let (key, certificate, made) = try repository.signer(authority: authority, custodian: custodian)

@@ -214,7 +214,7 @@ struct AuditCommand: AsyncParsableCommand {
             guard hasher.auditSealer.isSealed(entry) else {
                 throw RegistryError(.auditBroken, "the last audit entry does not carry the registry key's MAC; run 'fleetward audit verify'")
             }
-            let custodian = EncryptedFileKeyCustodian(directory: directory.path, passphrase: passphrase)
+            let custodian = try hierarchy.custodian(passphrase: passphrase)
             let issuing = hierarchy.member(.issuing)
             let checkpoint = try AuditCheckpoint.make(
                 head: entry, key: try custodian.loadKey(named: DataDirectory.keyName(of: .issuing)), signer: issuing.certificate,

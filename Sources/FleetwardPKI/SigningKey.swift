@@ -1,4 +1,4 @@
-import Crypto
+public import Crypto
 import Foundation
 public import X509
 import SwiftASN1
@@ -18,13 +18,24 @@ public enum KeyType: String, Sendable, CaseIterable, Codable {
     }
 }
 
-/// A CA's private signing key (ECDSA P-256 or P-384).
+/// A P-256 key whose private half lives elsewhere (an HSM, a TPM, a secure element) and signs
+/// there: only the public half is known here.
+public protocol ExternalP256Signer: Sendable {
+    var publicKey: P256.Signing.PublicKey { get }
+    /// Where the key lives, for people (a PKCS#11 URI and label; never a PIN).
+    var location: String { get }
+    /// ECDSA with SHA-256 over `message`.
+    func signature(for message: [UInt8]) throws -> P256.Signing.ECDSASignature
+}
+
+/// A CA's private signing key (ECDSA P-256 or P-384), in memory or in a token.
 ///
 /// Prints only its kind, never key material.
 public struct SigningKey: Sendable, CustomStringConvertible {
     enum Backing: Sendable {
         case p256(P256.Signing.PrivateKey)
         case p384(P384.Signing.PrivateKey)
+        case external(any ExternalP256Signer)
     }
 
     let backing: Backing
@@ -35,6 +46,17 @@ public struct SigningKey: Sendable, CustomStringConvertible {
         case .p256: backing = .p256(P256.Signing.PrivateKey())
         case .p384: backing = .p384(P384.Signing.PrivateKey())
         }
+    }
+
+    /// A key that signs where it lives (a token); it has no PKCS#8 form.
+    public init(external signer: any ExternalP256Signer) {
+        backing = .external(signer)
+    }
+
+    /// Where the private key lives: nil in memory (from an encrypted file), else the token's words.
+    public var location: String? {
+        if case .external(let signer) = backing { return signer.location }
+        return nil
     }
 
     /// Reads an unencrypted PKCS#8 PrivateKeyInfo (only ever held in memory).
@@ -64,6 +86,7 @@ public struct SigningKey: Sendable, CustomStringConvertible {
             switch backing {
             case .p256(let key): derived = Array(key.publicKey.x963Representation)
             case .p384(let key): derived = Array(key.publicKey.x963Representation)
+            case .external(let signer): derived = Array(signer.publicKey.x963Representation)
             }
             guard stored == derived else {
                 throw PKIError(.malformedInput, "the private key's stored public key does not match it; the key file is damaged")
@@ -99,24 +122,35 @@ public struct SigningKey: Sendable, CustomStringConvertible {
     /// The key's type.
     public var type: KeyType {
         switch backing {
-        case .p256: .p256
+        case .p256, .external: .p256
         case .p384: .p384
         }
     }
 
     /// The unencrypted PKCS#8 PrivateKeyInfo. Only ever encrypt it before it leaves memory.
+    /// - Throws: ``PKIError`` `unsupportedKey` for a key in a token, which never leaves it.
     public var pkcs8DER: [UInt8] {
-        switch backing {
-        case .p256(let key): Array(key.derRepresentation)
-        case .p384(let key): Array(key.derRepresentation)
+        get throws {
+            switch backing {
+            case .p256(let key): return Array(key.derRepresentation)
+            case .p384(let key): return Array(key.derRepresentation)
+            case .external(let signer):
+                throw PKIError(.unsupportedKey, "the key in \(signer.location) cannot leave its token")
+            }
         }
     }
 
-    /// The key in swift-certificates' form, for building CA certificates.
+    /// The key in swift-certificates' form, for signing CA certificates (the root's key, which
+    /// stays a file key).
+    /// - Throws: ``PKIError`` `unsupportedKey` for a key in a token.
     public var certificatePrivateKey: Certificate.PrivateKey {
-        switch backing {
-        case .p256(let key): Certificate.PrivateKey(key)
-        case .p384(let key): Certificate.PrivateKey(key)
+        get throws {
+            switch backing {
+            case .p256(let key): return Certificate.PrivateKey(key)
+            case .p384(let key): return Certificate.PrivateKey(key)
+            case .external(let signer):
+                throw PKIError(.unsupportedKey, "the key in \(signer.location) signs only what Fleetward encodes itself, not CA certificates")
+            }
         }
     }
 
@@ -125,13 +159,14 @@ public struct SigningKey: Sendable, CustomStringConvertible {
         switch backing {
         case .p256(let key): Certificate.PublicKey(key.publicKey)
         case .p384(let key): Certificate.PublicKey(key.publicKey)
+        case .external(let signer): Certificate.PublicKey(signer.publicKey)
         }
     }
 
     /// ecdsa-with-SHA256 for P-256, ecdsa-with-SHA384 for P-384 (RFC 5758 §3.2).
     public var signatureAlgorithm: Certificate.SignatureAlgorithm {
         switch backing {
-        case .p256: .ecdsaWithSHA256
+        case .p256, .external: .ecdsaWithSHA256
         case .p384: .ecdsaWithSHA384
         }
     }
@@ -140,7 +175,7 @@ public struct SigningKey: Sendable, CustomStringConvertible {
     var signatureAlgorithmDER: [UInt8] {
         switch backing {
         // 1.2.840.10045.4.3.2
-        case .p256: [0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02]
+        case .p256, .external: [0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02]
         // 1.2.840.10045.4.3.3
         case .p384: [0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x03]
         }
@@ -152,6 +187,7 @@ public struct SigningKey: Sendable, CustomStringConvertible {
             switch backing {
             case .p256(let key): return Array(try key.signature(for: bytes).derRepresentation)
             case .p384(let key): return Array(try key.signature(for: bytes).derRepresentation)
+            case .external(let signer): return Array(try signer.signature(for: Array(bytes)).derRepresentation)
             }
         } catch {
             throw PKIError(.signingFailed, "the CA key failed to sign", underlying: error)
@@ -162,6 +198,7 @@ public struct SigningKey: Sendable, CustomStringConvertible {
         switch backing {
         case .p256: "P256.PrivateKey"
         case .p384: "P384.PrivateKey"
+        case .external(let signer): "P256.PrivateKey in \(signer.location)"
         }
     }
 }
@@ -173,6 +210,7 @@ extension SigningKey {
         switch backing {
         case .p256(let key): Array(try key.signature(for: message).derRepresentation)
         case .p384(let key): Array(try key.signature(for: message).derRepresentation)
+        case .external(let signer): Array(try signer.signature(for: message).derRepresentation)
         }
     }
 }

@@ -76,7 +76,7 @@ public struct FleetServer: Sendable {
 
     public let configuration: ServerConfiguration
     public let authority: CertificateAuthority
-    public let custodian: EncryptedFileKeyCustodian
+    public let custodian: any KeyCustodian
     public let store: any RegistryStore
     public let registrar: Registrar
     public let hasher: SecretHasher
@@ -97,7 +97,7 @@ public struct FleetServer: Sendable {
     public static func make(_ configuration: ServerConfiguration) async throws -> FleetServer {
         let directory = configuration.directory
         let hierarchy = try CAHierarchy.load(from: directory)
-        let custodian = EncryptedFileKeyCustodian(directory: directory.path, passphrase: configuration.passphrase)
+        let custodian = try hierarchy.custodian(passphrase: configuration.passphrase)
         let authority = CertificateAuthority(hierarchy: hierarchy, custodian: custodian)
         _ = try authority.issuer(for: .issuing)
         _ = try authority.issuer(for: .factory)
@@ -107,7 +107,7 @@ public struct FleetServer: Sendable {
     }
 
     private init(
-        configuration: ServerConfiguration, authority: CertificateAuthority, custodian: EncryptedFileKeyCustodian, store: any RegistryStore,
+        configuration: ServerConfiguration, authority: CertificateAuthority, custodian: any KeyCustodian, store: any RegistryStore,
         hasher: SecretHasher
     ) {
         self.configuration = configuration

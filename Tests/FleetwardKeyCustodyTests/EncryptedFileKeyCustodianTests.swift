@@ -47,7 +47,7 @@ import X509
     @Test func refusesAnUnencryptedKey() throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let plain = PEM.encode(SigningKey(generating: .p256).pkcs8DER, label: "PRIVATE KEY")
+        let plain = PEM.encode(try SigningKey(generating: .p256).pkcs8DER, label: "PRIVATE KEY")
         try AtomicFile.write(Array(plain.utf8), to: dir.file("ca.key"), permissions: 0o600)
         let error = #expect(throws: KeyCustodyError.self) { try custodian(dir).loadKey(named: "ca") }
         #expect(error?.code == .malformedKey)

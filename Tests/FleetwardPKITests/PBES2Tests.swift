@@ -23,7 +23,7 @@ import X509
         let key = SigningKey(generating: .p256)
         var rng = SystemRandomNumberGenerator()
         let encrypted = try PBES2.encrypt(pkcs8: key.pkcs8DER, passphrase: passphrase, iterations: 1000, using: &rng)
-        let plain = key.pkcs8DER
+        let plain = try key.pkcs8DER
         let privateScalar = Array(plain.suffix(from: plain.count - 100).prefix(32))
         #expect(!encrypted.containsSubsequence(privateScalar))
     }
@@ -66,7 +66,7 @@ import X509
                 // key's own consistency check (stored vs derived public key) must refuse it, or it
                 // must at least not be the original key.
                 let plain = try PBES2.decrypt(flipped, passphrase: passphrase)
-                #expect(plain != original.pkcs8DER, "flip at \(index) went unnoticed")
+                #expect(try plain != original.pkcs8DER, "flip at \(index) went unnoticed")
                 if let reopened = try? SigningKey(pkcs8DER: plain) {
                     #expect(reopened.publicKey != original.publicKey, "flip at \(index) yielded the original key")
                 } else {

@@ -1,0 +1,82 @@
+import FleetwardTestSupport
+import Foundation
+import Testing
+
+/// `fleetward init --key-store pkcs11:…`: the issuing, factory and release-signing keys made inside
+/// a SoftHSM2 token, never extractable, and everything those keys sign checked by openssl.
+@Suite(.tags(.slow)) struct HardwareKeyTests {
+    static let module = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+        .first { FileManager.default.fileExists(atPath: $0) }
+
+    @Test func theCAKeysLiveInTheTokenAndWhatTheySignVerifies() throws {
+        guard let module = Self.module else { throw Tool.Missing(description: "SoftHSM2 is not installed (scripts/test.sh installs softhsm2)") }
+        let directory = try TemporaryDirectory(prefix: "fleetward-hsm")
+        defer { directory.remove() }
+        try FileManager.default.createDirectory(atPath: directory.file("tokens"), withIntermediateDirectories: true)
+        try directory.write("softhsm2.conf", "directories.tokendir = \(directory.file("tokens"))\nobjectstore.backend = file\nlog.level = ERROR\n")
+        let pin = "fleet-pin-\(UInt32.random(in: 0...UInt32.max))"
+        let hsm = ["SOFTHSM2_CONF": directory.file("softhsm2.conf")]
+        let made = try Tool("softhsm2-util").run(
+            ["--init-token", "--free", "--label", "fleet-ca", "--pin", pin, "--so-pin", "fleet-so-8642"], environment: hsm)
+        try #require(made.succeeded, "\(made)")
+        let fleetward = try FleetwardBinary.tool()
+        let openssl = try Tool.openssl()
+        let data = directory.file("data")
+        let environment = hsm.merging(["FLEETWARD_PASSPHRASE": CLI.passphrase, "FLEETWARD_PKCS11_PIN": pin]) { $1 }
+
+        let initialized = try fleetward.run(
+            ["init", "--data", data, "--kdf-iterations", "10000", "--key-store", "pkcs11:token=fleet-ca", "--pkcs11-module", module],
+            environment: environment, timeout: 120)
+        try #require(initialized.succeeded, "\(initialized)")
+        #expect(initialized.stdout.contains("in pkcs11:token=fleet-ca"), "\(initialized.stdout)")
+        // No key file for what the token holds; the root and the servers' key stay files.
+        #expect(!FileManager.default.fileExists(atPath: data + "/ca/issuing.key"))
+        #expect(!FileManager.default.fileExists(atPath: data + "/ca/factory.key"))
+        #expect(FileManager.default.fileExists(atPath: data + "/ca/root.key"))
+        let shown = try fleetward.run(["ca", "show", "--data", data], environment: environment)
+        #expect(shown.succeeded && shown.stdout.contains("keys: issuing, factory and release signing in pkcs11:token=fleet-ca"), "\(shown)")
+
+        // OpenSC sees both keys, sensitive and never extractable.
+        let listed = try Tool("pkcs11-tool").run(
+            ["--module", module, "--token-label", "fleet-ca", "--login", "--pin", pin, "--list-objects"], environment: hsm)
+        #expect(listed.succeeded, "\(listed)")
+        // One block per object, each starting with its kind ("Private Key Object; EC", …).
+        let blocks = listed.stdout.components(separatedBy: "\n").reduce(into: [String]()) { blocks, line in
+            if line.contains(" Object;") || blocks.isEmpty { blocks.append(line) } else { blocks[blocks.count - 1] += "\n" + line }
+        }
+        for label in ["fleetward/ca/issuing", "fleetward/ca/factory"] {
+            let block = blocks.first { $0.hasPrefix("Private Key Object") && $0.contains("label:      \(label)\n") } ?? ""
+            #expect(block.contains("never extractable") && block.contains("sensitive"), "\(label): \(listed.stdout)")
+        }
+
+        // The servers' certificate was signed in the token at init; a device certificate is now.
+        let chain = ["-CAfile", data + "/ca/root.pem", "-untrusted", data + "/ca/issuing.pem"]
+        let gateway = try openssl.run(["verify"] + chain + [data + "/tls/gateway.pem"])
+        #expect(gateway.succeeded && gateway.stdout.contains("OK"), "\(gateway)")
+        let csr = try openssl.run([
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", directory.file("dev.key"), "-subj", "/",
+            "-out", directory.file("dev.csr"),
+        ])
+        try #require(csr.succeeded, "\(csr)")
+        let issued = try fleetward.run(
+            ["cert", "issue", "--data", data, "--profile", "device", "--id", "SN-HSM-1", "--csr", directory.file("dev.csr"), "--out", directory.file("dev.pem")],
+            environment: environment, timeout: 120)
+        #expect(issued.succeeded, "\(issued)")
+        let device = try openssl.run(["verify"] + chain + [directory.file("dev.pem")])
+        #expect(device.succeeded && device.stdout.contains("OK"), "\(device)")
+
+        // A wrong PIN, or none: one clear line, never the PIN, nothing issued.
+        var wrong = environment
+        wrong["FLEETWARD_PKCS11_PIN"] = "not-the-pin-9753"
+        let refused = try fleetward.run(
+            ["cert", "issue", "--data", data, "--profile", "device", "--id", "SN-HSM-2", "--csr", directory.file("dev.csr"), "--out", directory.file("dev2.pem")],
+            environment: wrong, timeout: 120)
+        #expect(!refused.succeeded && refused.stderr.contains("PIN for token 'fleet-ca' is wrong"), "\(refused)")
+        #expect(!refused.stderr.contains("not-the-pin-9753") && refused.stderrLines.count == 1, "\(refused)")
+        #expect(!FileManager.default.fileExists(atPath: directory.file("dev2.pem")))
+        let noPIN = try fleetward.run(
+            ["cert", "issue", "--data", data, "--profile", "device", "--id", "SN-HSM-3", "--csr", directory.file("dev.csr")],
+            environment: hsm.merging(["FLEETWARD_PASSPHRASE": CLI.passphrase]) { $1 }, removingEnvironment: ["FLEETWARD_PKCS11_PIN"], timeout: 120)
+        #expect(!noPIN.succeeded && noPIN.stderr.contains("FLEETWARD_PKCS11_PIN"), "\(noPIN)")
+    }
+}
