@@ -213,7 +213,7 @@ let package = Package(
         .executableTarget(
             name: "FleetwardBench",
             dependencies: [
-                "FleetwardPKI",
+                "FleetwardPKI", "FleetwardKeyCustody", "FleetwardPKCS11",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),

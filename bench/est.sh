@@ -6,7 +6,8 @@
 # Beside it in the same run: Debian's cfssl (`cfssl serve`, P-256 CA, /api/v1/cfssl/sign over plain
 # HTTP, no authentication, no database), driven the same way. Rates are also given per core of
 # server CPU (from /proc/PID/stat). Medians of 3 runs each.
-# Usage: [FLEETWARD_BIN=…] bench/est.sh [seconds-per-run] [connections]
+# EST_KEY_STORE=softhsm keeps the issuing key in a SoftHSM2 token (init --key-store).
+# Usage: [FLEETWARD_BIN=…] [EST_KEY_STORE=softhsm] bench/est.sh [seconds-per-run] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -47,11 +48,26 @@ run_wrk() { # url script -> prints "rate p99_ms non2xx"
   echo "$rate ${p99:-?} ${bad:-0}"
 }
 
+# EST_KEY_STORE=softhsm: the issuing key in a SoftHSM2 token (init --key-store), one per run.
+key_store=()
+if [ "${EST_KEY_STORE:-}" = softhsm ]; then
+  module=$(ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so 2>/dev/null | head -1)
+  [ -n "$module" ] || { echo "bench/est.sh: EST_KEY_STORE=softhsm needs softhsm2" >&2; exit 1; }
+  mkdir -p "$work/tokens"
+  printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$work" >"$work/softhsm2.conf"
+  export SOFTHSM2_CONF=$work/softhsm2.conf FLEETWARD_PKCS11_PIN=bench-pin-1234
+  echo "issuing key: in SoftHSM2 tokens (init --key-store)"
+fi
+
 fw_rates=(); fw_core=(); fw_p99=(); first=1
 for run in 1 2 3; do
   echo "Fleetward EST run ${run}/3…" >&2
   data="$work/data$run"
-  "$fleetward" init --data "$data" --kdf-iterations 100000 >/dev/null 2>&1
+  if [ "${EST_KEY_STORE:-}" = softhsm ]; then
+    softhsm2-util --init-token --free --label "est-bench-$run" --pin "$FLEETWARD_PKCS11_PIN" --so-pin bench-so-5678 >/dev/null
+    key_store=(--key-store "pkcs11:token=est-bench-$run" --pkcs11-module "$module")
+  fi
+  "$fleetward" init --data "$data" --kdf-iterations 100000 "${key_store[@]}" >/dev/null 2>&1
   "$fleetward" devices import --data "$data" "$work/allow.csv" --json >/dev/null
   taskset -c 0 "$fleetward" serve --data "$data" --api-listen 127.0.0.1:0 --est-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 --mqtt-listen off >"$work/serve$run.out" 2>"$work/serve$run.err" &
   pid=$!; bench_pids+=("$pid")

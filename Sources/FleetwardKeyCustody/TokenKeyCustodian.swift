@@ -20,6 +20,9 @@ public struct TokenKeyCustodian: KeyCustodian {
 
     public static func label(_ name: String) -> String { "fleetward/" + name }
 
+    /// `key` as the PKI layer signs with it.
+    public static func signingKey(_ key: PKCS11Key) -> SigningKey { SigningKey(external: TokenSigner(key: key)) }
+
     public func generateKey(named name: String, type: KeyType) throws -> SigningKey {
         guard tokenKeys.contains(name) else { return try files.generateKey(named: name, type: type) }
         guard type == .p256 else {
