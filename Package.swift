@@ -161,6 +161,7 @@ let package = Package(
                 "FleetwardPKI",
                 "FleetwardKeyCustody",
                 "FleetwardMQTT",
+                "FleetwardPKCS11",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -203,6 +204,7 @@ let package = Package(
                 "FleetwardDevice",
                 "FleetwardPKI",
                 "FleetwardMQTT",
+                "FleetwardPKCS11",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -249,7 +251,7 @@ let package = Package(
         .testTarget(
             name: "FleetwardPKCS11Tests",
             dependencies: [
-                "FleetwardPKCS11", "FleetwardTestSupport",
+                "FleetwardPKCS11", "FleetwardTestSupport", "FleetwardDevice", "FleetwardPKI",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings
@@ -315,6 +317,7 @@ let package = Package(
                 "FleetwardCLI", "FleetwardAgentCLI", "FleetwardTestSupport", "FleetwardPKI", "FleetwardDevice", "FleetwardServer",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings
         ),

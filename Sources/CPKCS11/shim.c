@@ -142,4 +142,56 @@ CK_RV fw_p11_sign_ecdsa(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, CK_OB
     return rv;
 }
 
+CK_RV fw_p11_ecdh(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key, const unsigned char *point,
+                  size_t point_length, unsigned char *secret, unsigned long *secret_length) {
+    CK_ECDH1_DERIVE_PARAMS parameters;
+    memset(&parameters, 0, sizeof parameters);
+    parameters.kdf = CKD_NULL;
+    parameters.pPublicData = (CK_BYTE_PTR)point;
+    parameters.ulPublicDataLen = point_length;
+    CK_MECHANISM mechanism = {CKM_ECDH1_DERIVE, &parameters, sizeof parameters};
+    CK_OBJECT_CLASS secret_class = CKO_SECRET_KEY;
+    CK_KEY_TYPE secret_type = CKK_GENERIC_SECRET;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG length = 32;
+    CK_ATTRIBUTE template[] = {
+        {CKA_CLASS, &secret_class, sizeof secret_class},
+        {CKA_KEY_TYPE, &secret_type, sizeof secret_type},
+        {CKA_TOKEN, &no, sizeof no},
+        {CKA_SENSITIVE, &no, sizeof no},
+        {CKA_EXTRACTABLE, &yes, sizeof yes},
+        {CKA_VALUE_LEN, &length, sizeof length},
+    };
+    CK_OBJECT_HANDLE derived = 0;
+    CK_RV rv = f->C_DeriveKey(session, &mechanism, key, template, sizeof template / sizeof *template, &derived);
+    if (rv != CKR_OK) return rv;
+    CK_ATTRIBUTE value = {CKA_VALUE, secret, *secret_length};
+    rv = f->C_GetAttributeValue(session, derived, &value, 1);
+    *secret_length = value.ulValueLen;
+    f->C_DestroyObject(session, derived);
+    return rv;
+}
+
+CK_RV fw_p11_set_label(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, const char *label) {
+    CK_ATTRIBUTE attribute = {CKA_LABEL, (void *)label, strlen(label)};
+    return f->C_SetAttributeValue(session, object, &attribute, 1);
+}
+
+CK_RV fw_p11_find_all(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, CK_OBJECT_CLASS object_class, CK_OBJECT_HANDLE *objects,
+                      unsigned long capacity, unsigned long *count) {
+    CK_ATTRIBUTE template[] = {{CKA_CLASS, &object_class, sizeof object_class}};
+    *count = 0;
+    CK_RV rv = f->C_FindObjectsInit(session, template, 1);
+    if (rv != CKR_OK) return rv;
+    CK_ULONG found = 0;
+    rv = f->C_FindObjects(session, objects, capacity, &found);
+    CK_RV final = f->C_FindObjectsFinal(session);
+    *count = found;
+    return rv != CKR_OK ? rv : final;
+}
+
+CK_RV fw_p11_destroy(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object) {
+    return f->C_DestroyObject(session, object);
+}
+
 CK_RV fw_p11_close_session(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session) { return f->C_CloseSession(session); }

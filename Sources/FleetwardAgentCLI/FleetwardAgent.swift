@@ -1,5 +1,6 @@
 import ArgumentParser
 import FleetwardDevice
+import FleetwardPKCS11
 import FleetwardPKI
 import Foundation
 
@@ -94,6 +95,34 @@ struct DeviceOptions: ParsableArguments {
         help: ArgumentHelp("The device-unique key that seals the credentials, on its own partition.", valueName: "file"))
     var uniqueKey = "/var/lib/fleetward-secret/device.key"
 
+    @Option(
+        name: .customLong("key-store"),
+        help: ArgumentHelp(
+            "Where the device's keys are made and used: 'sealed' (files sealed under the device-unique key) or a PKCS#11 token, "
+                + "pkcs11:token=LABEL[?module-path=…&pin-source=FILE] (a secure element, a TPM through tpm2-pkcs11); "
+                + "the PIN comes from FLEETWARD_PKCS11_PIN or pin-source.",
+            valueName: "store"))
+    var keyStore = "sealed"
+
+    @Option(
+        name: .customLong("pkcs11-module"),
+        help: ArgumentHelp("The PKCS#11 module for --key-store (when the URI has no module-path).", valueName: "path"))
+    var pkcs11Module: String?
+
+    /// The token custody --key-store names, nil for sealed files.
+    func custody() throws -> (any KeyCustody)? {
+        guard keyStore != "sealed" else { return nil }
+        guard keyStore.hasPrefix("pkcs11:") else {
+            throw ValidationError("--key-store is 'sealed' or a pkcs11: URI, not '\(keyStore)'")
+        }
+        do {
+            let uri = try PKCS11URI(parsing: keyStore)
+            return TokenKeyCustody(token: try PKCS11Token(uri: uri, modulePath: pkcs11Module, pin: try uri.pin()))
+        } catch let error as PKCS11Error {
+            throw DeviceError(.sealedStore, error.message)
+        }
+    }
+
     /// The agent for this device; `create` makes the device-unique key when it is missing (first provisioning).
     func agent(create: Bool = false) throws -> DeviceAgent {
         let config = try ProvisioningConfig.load(path: config)
@@ -107,13 +136,13 @@ struct DeviceOptions: ParsableArguments {
             )
         }
         let key = try DeviceUniqueKey.load(path: uniqueKey, createIfMissing: create)
-        return DeviceAgent(config: config, store: CredentialStore(directory: credentials, uniqueKey: key))
+        return DeviceAgent(config: config, store: CredentialStore(directory: credentials, uniqueKey: key, custody: try custody()))
     }
 
     /// The options every device command shares, which may also come before the subcommand:
     /// `fleetward-agent --config P --credentials C enroll …` is `fleetward-agent enroll --config P
     /// --credentials C …` (so one shell variable can hold the agent and its device).
-    static let sharedNames: Set<String> = ["--config", "--credentials", "--unique-key"]
+    static let sharedNames: Set<String> = ["--config", "--credentials", "--unique-key", "--key-store", "--pkcs11-module"]
 
     /// `arguments` with leading shared options moved after the subcommand path (`update apply`).
     static func movedAfterSubcommand(_ arguments: [String]) -> [String] {

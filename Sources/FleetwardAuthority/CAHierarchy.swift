@@ -197,7 +197,7 @@ public struct CAHierarchy: Sendable {
         guard let store = configuration.keyStore else { return files }
         do {
             let uri = try PKCS11URI(parsing: store)
-            let token = try PKCS11Token(uri: uri, pin: try pin(for: uri, environment: environment))
+            let token = try PKCS11Token(uri: uri, pin: try uri.pin(environment: environment))
             return TokenKeyCustodian(
                 token: token, tokenKeys: [DataDirectory.keyName(of: .issuing), DataDirectory.keyName(of: .factory), ReleaseRepository.signingKeyName],
                 files: files)
@@ -209,20 +209,6 @@ public struct CAHierarchy: Sendable {
     /// This directory's custodian (see ``custodian(for:in:passphrase:environment:)``).
     public func custodian(passphrase: Passphrase) throws -> any KeyCustodian {
         try Self.custodian(for: configuration, in: directory, passphrase: passphrase)
-    }
-
-    /// The token's PIN: `FLEETWARD_PKCS11_PIN`, else the URI's pin-source file (first line).
-    static func pin(for uri: PKCS11URI, environment: [String: String]) throws -> String {
-        if let pin = environment["FLEETWARD_PKCS11_PIN"], !pin.isEmpty { return pin }
-        if let source = uri.pinSource {
-            guard let data = FileManager.default.contents(atPath: source) else {
-                throw PKCS11Error(.wrongPIN, "cannot read the token's pin-source file \(source)")
-            }
-            let pin = String(decoding: data.prefix { $0 != 0x0A && $0 != 0x0D }, as: UTF8.self)
-            guard !pin.isEmpty else { throw PKCS11Error(.wrongPIN, "the pin-source file \(source) is empty") }
-            return pin
-        }
-        throw PKCS11Error(.wrongPIN, "the token '\(uri.token)' needs its PIN: set FLEETWARD_PKCS11_PIN or add pin-source=FILE to the URI")
     }
 
     /// Opens the key of the CA with `role` and returns an issuer for it.

@@ -1,7 +1,7 @@
 public import FleetwardKeyCustody
 public import FleetwardPKI
 public import Foundation
-import Crypto
+public import Crypto
 public import X509
 import SwiftASN1
 
@@ -35,6 +35,10 @@ public struct ReleaseRepository: Sendable {
     /// The release signing certificate (PEM), for devices and for `openssl`.
     public var signingCertificatePath: String { root + "/signing.pem" }
     public var haltedPath: String { root + "/halted.json" }
+    /// The content keys of encrypted images, each sealed (AES-256-GCM) under ``contentKeySealPath``.
+    public var contentKeysDirectory: String { root + "/keys" }
+    /// The key that seals content keys: 256 bits, itself sealed under the passphrase (PBES2), 0600.
+    public var contentKeySealPath: String { root + "/content-keys.key" }
 
     // MARK: The signing key
 
@@ -68,9 +72,15 @@ public struct ReleaseRepository: Sendable {
 
     /// Stores `file` content-addressed (streamed, hashed as it is copied; `progress` gets bytes
     /// done and total) and writes its manifest, signed, with the next manifest version.
+    ///
+    /// With `encryptUnder` (the content-key seal, ``openContentKeySeal(passphrase:create:)``) the
+    /// image is encrypted with a new random content key first (``ImageEncryption``): only the
+    /// ciphertext is stored and served, the manifest says how to decrypt it, and the content key is
+    /// kept sealed under the seal (`keys/<ciphertext sha256>.sealed`) for the gateway to wrap to
+    /// each device that asks.
     public func publish(
         file: String, version: String, models: [String], channel: String, rollout: Int, lifetime: TimeInterval, downgrade: Bool = false,
-        key: SigningKey,
+        key: SigningKey, encryptUnder seal: SymmetricKey? = nil,
         now: Date = Date(), progress: (Int64, Int64) -> Void = { _, _ in }
     ) throws -> PublishedRelease {
         try Self.check(version: version, models: models, channel: channel, rollout: rollout, lifetime: lifetime)
@@ -80,12 +90,93 @@ public struct ReleaseRepository: Sendable {
         }
         try AtomicFile.makeDirectory(artifactsDirectory)
         try AtomicFile.makeDirectory(manifestsDirectory)
-        let artifact = try storeArtifact(file, progress: progress)
+        var encryption: ReleaseManifest.Encryption?
+        let artifact: ReleaseManifest.Artifact
+        if let seal {
+            let contentKey = SymmetricKey(size: .bits256)
+            let encrypted = try encryptArtifact(file, key: contentKey, progress: progress)
+            artifact = encrypted.artifact
+            encryption = encrypted.encryption
+            try AtomicFile.makeDirectory(contentKeysDirectory)
+            let sealed = try Self.sealContentKey(contentKey, artifact: artifact.sha256, under: seal)
+            try AtomicFile.write(sealed, to: contentKeyPath(artifact.sha256), permissions: 0o600)
+        } else {
+            artifact = try storeArtifact(file, progress: progress)
+        }
         let manifest = ReleaseManifest(
             manifestVersion: (existing.map(\.manifest.manifestVersion).max() ?? 0) + 1, version: version, models: models,
             channel: channel, rollout: rollout, artifact: artifact, issued: now, expires: now.addingTimeInterval(lifetime),
-            downgrade: downgrade ? true : nil)
+            downgrade: downgrade ? true : nil, encryption: encryption)
         return try write(manifest, key: key)
+    }
+
+    // MARK: Encrypted images
+
+    /// The seal of content keys, made on first use when `create`.
+    public func openContentKeySeal(passphrase: Passphrase, create: Bool) throws -> SymmetricKey {
+        if create {
+            try AtomicFile.makeDirectory(root)
+            return try SealedSecretKey.openOrCreate(at: contentKeySealPath, passphrase: passphrase)
+        }
+        return try SealedSecretKey.open(at: contentKeySealPath, passphrase: passphrase)
+    }
+
+    func contentKeyPath(_ sha256: String) -> String { contentKeysDirectory + "/" + sha256 + ".sealed" }
+
+    /// The content key of the encrypted image `sha256`, opened with `seal`.
+    ///
+    /// - Throws: ``AuthorityError`` when it is missing or does not open (another seal, or altered).
+    public func contentKey(of sha256: String, seal: SymmetricKey) throws -> SymmetricKey {
+        let sealed: [UInt8]
+        do {
+            sealed = try AtomicFile.read(contentKeyPath(sha256), limit: 4096)
+        } catch {
+            throw AuthorityError(.invalidConfiguration, "the content key of image \(sha256) is missing (\(contentKeyPath(sha256)))")
+        }
+        do {
+            let box = try AES.GCM.SealedBox(combined: sealed)
+            return SymmetricKey(data: try AES.GCM.open(box, using: seal, authenticating: Array(sha256.utf8)))
+        } catch {
+            throw AuthorityError(.invalidConfiguration, "the content key of image \(sha256) does not open with \(contentKeySealPath)")
+        }
+    }
+
+    static func sealContentKey(_ key: SymmetricKey, artifact sha256: String, under seal: SymmetricKey) throws -> [UInt8] {
+        let plain = key.withUnsafeBytes { Array($0) }
+        guard let combined = try AES.GCM.seal(plain, using: seal, authenticating: Array(sha256.utf8)).combined else {
+            throw AuthorityError(.invalidConfiguration, "cannot seal the content key")
+        }
+        return Array(combined)
+    }
+
+    /// Encrypts `file` into the artifact store (streamed), stored under the ciphertext's SHA-256.
+    func encryptArtifact(_ file: String, key: SymmetricKey, progress: (Int64, Int64) -> Void) throws
+        -> (artifact: ReleaseManifest.Artifact, encryption: ReleaseManifest.Encryption)
+    {
+        guard let input = FileHandle(forReadingAtPath: file) else {
+            throw AuthorityError(.invalidConfiguration, "cannot read \(file)")
+        }
+        defer { try? input.close() }
+        let total = Int64((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? NSNumber)?.int64Value ?? 0)
+        guard total > 0 else { throw AuthorityError(.invalidConfiguration, "\(file) is empty") }
+        let (temporary, output) = try incomingFile()
+        var kept = false
+        defer { if !kept { try? FileManager.default.removeItem(atPath: temporary) } }
+        let result: ImageEncryption.Result
+        do {
+            defer { try? output.close() }
+            result = try ImageEncryption.encrypt(input, into: output, key: key) { done in progress(done, total) }
+            try output.synchronize()
+        }
+        let path = artifactsDirectory + "/" + result.ciphertextSHA256
+        guard rename(temporary, path) == 0 else { throw AuthorityError(.invalidConfiguration, "cannot store the artifact at \(path)") }
+        kept = true
+        return (
+            ReleaseManifest.Artifact(sha256: result.ciphertextSHA256, size: result.ciphertextSize),
+            ReleaseManifest.Encryption(
+                chunkSize: ImageEncryption.defaultChunkSize,
+                plaintext: ReleaseManifest.Artifact(sha256: result.plaintextSHA256, size: result.plaintextSize))
+        )
     }
 
     /// Signs `manifest` and writes it (signature first, then the manifest, each atomically).
@@ -159,6 +250,15 @@ public struct ReleaseRepository: Sendable {
         return Set(try JSONDecoder().decode([String].self, from: Data(bytes)))
     }
 
+    /// A new file in the artifact store, named apart from every artifact, open for writing.
+    func incomingFile() throws -> (path: String, handle: FileHandle) {
+        let temporary = artifactsDirectory + "/.incoming-" + UUID().uuidString
+        guard FileManager.default.createFile(atPath: temporary, contents: nil, attributes: [.posixPermissions: 0o644]),
+            let output = FileHandle(forWritingAtPath: temporary)
+        else { throw AuthorityError(.invalidConfiguration, "cannot write into \(artifactsDirectory)") }
+        return (temporary, output)
+    }
+
     /// Copies `file` into the artifact store under its SHA-256, streaming (the file is never held whole).
     func storeArtifact(_ file: String, progress: (Int64, Int64) -> Void) throws -> ReleaseManifest.Artifact {
         guard let input = FileHandle(forReadingAtPath: file) else {
@@ -167,10 +267,7 @@ public struct ReleaseRepository: Sendable {
         defer { try? input.close() }
         let total = Int64((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? NSNumber)?.int64Value ?? 0)
         guard total > 0 else { throw AuthorityError(.invalidConfiguration, "\(file) is empty") }
-        let temporary = artifactsDirectory + "/.incoming-" + UUID().uuidString
-        guard FileManager.default.createFile(atPath: temporary, contents: nil, attributes: [.posixPermissions: 0o644]),
-            let output = FileHandle(forWritingAtPath: temporary)
-        else { throw AuthorityError(.invalidConfiguration, "cannot write into \(artifactsDirectory)") }
+        let (temporary, output) = try incomingFile()
         var kept = false
         defer { if !kept { try? FileManager.default.removeItem(atPath: temporary) } }
         var hasher = SHA256()

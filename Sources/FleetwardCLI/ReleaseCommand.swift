@@ -16,7 +16,7 @@ struct ReleaseCommand: AsyncParsableCommand {
         subcommands: [Publish.self, List.self, Promote.self, Halt.self, Status.self]
     )
 
-    static func signer(_ dataOptions: DataOptions) async throws -> (ReleaseRepository, SigningKey) {
+    static func signer(_ dataOptions: DataOptions) async throws -> (ReleaseRepository, SigningKey, Passphrase) {
         let directory = dataOptions.directory
         let hierarchy = try CAHierarchy.load(from: directory)
         let passphrase = try PassphraseSource.read(purpose: "for the CA keys", confirm: false)
@@ -41,7 +41,7 @@ struct ReleaseCommand: AsyncParsableCommand {
                 by: .console, at: now)
             Output.progress("Made the release signing key (codesign, under the root): \(repository.signingCertificatePath)")
         }
-        return (repository, key)
+        return (repository, key, passphrase)
     }
 
     struct Publish: AsyncParsableCommand {
@@ -72,16 +72,24 @@ struct ReleaseCommand: AsyncParsableCommand {
         @Flag(help: "Sign it as a downgrade: devices running a newer version take it (they refuse older releases otherwise).")
         var downgrade = false
 
+        @Flag(
+            help: """
+                Encrypt the image (AES-256-GCM in 64 KiB chunks, a new random key): only the ciphertext is stored and served; \
+                each device gets the key wrapped to its own certificate's key (HPKE) and decrypts into its inactive slot.
+                """)
+        var encrypt = false
+
         func run() async throws {
             let lifetime = try LifetimeParser.seconds(expires)
-            let (repository, key) = try await ReleaseCommand.signer(dataOptions)
+            let (repository, key, passphrase) = try await ReleaseCommand.signer(dataOptions)
+            let seal = encrypt ? try repository.openContentKeySeal(passphrase: passphrase, create: true) : nil
             let showProgress = !output.json && isatty(STDERR_FILENO) == 1
             let release = try repository.publish(
                 file: file, version: version, models: model, channel: channel, rollout: rollout, lifetime: lifetime, downgrade: downgrade,
-                key: key
+                key: key, encryptUnder: seal
             ) { done, total in
                 guard showProgress else { return }
-                FileHandle.standardError.write(Data("\r  storing \(done >> 20)/\(total >> 20) MiB…".utf8))
+                FileHandle.standardError.write(Data("\r  \(seal == nil ? "storing" : "encrypting") \(done >> 20)/\(total >> 20) MiB…".utf8))
             }
             if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
             if output.json {
@@ -91,7 +99,9 @@ struct ReleaseCommand: AsyncParsableCommand {
                     "Published \(release.manifest.version) as manifest \(release.manifest.manifestVersion) for "
                         + "\(release.manifest.models.joined(separator: ", ")) on \(release.manifest.channel) "
                         + "(\(release.manifest.rollout) %, until \(ISO8601DateFormatter().string(from: release.manifest.expires))): "
-                        + "artifact \(release.manifest.artifact.sha256), \(release.manifest.artifact.size) bytes\n"
+                        + "artifact \(release.manifest.artifact.sha256), \(release.manifest.artifact.size) bytes"
+                        + (release.manifest.encryption.map { " (encrypted; image \($0.plaintext.sha256), \($0.plaintext.size) bytes)" } ?? "")
+                        + "\n"
                         + "  manifest  \(release.manifestPath)\n  signature \(release.signaturePath)\n"
                         + "  signed by \(repository.signingCertificatePath)")
             }
@@ -141,7 +151,7 @@ struct ReleaseCommand: AsyncParsableCommand {
         var rollout: Int?
 
         func run() async throws {
-            let (repository, key) = try await ReleaseCommand.signer(dataOptions)
+            let (repository, key, _) = try await ReleaseCommand.signer(dataOptions)
             let release = try repository.promote(version: version, to: channel, rollout: rollout, key: key)
             if output.json { return try Output.printJSON(ReleaseReport(release)) }
             print(

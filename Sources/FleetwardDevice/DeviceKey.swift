@@ -14,6 +14,21 @@ public protocol DeviceSigningKey: Sendable {
     var reference: String { get }
     /// An ECDSA signature with SHA-256 over `message` (the custody hashes it).
     func signature(for message: some DataProtocol) throws -> P256.Signing.ECDSASignature
+    /// ECDH with `peer` (the shared x-coordinate, 32 bytes), for opening an encrypted image's key
+    /// wrapped to this key; the custody does it where the key lives.
+    func sharedSecret(with peer: P256.KeyAgreement.PublicKey) throws -> [UInt8]
+}
+
+extension DeviceSigningKey {
+    public func sharedSecret(with peer: P256.KeyAgreement.PublicKey) throws -> [UInt8] {
+        throw DeviceError(.invalidInput, "this device key cannot do key agreement (encrypted images need it)")
+    }
+}
+
+/// ECDH with a software P-256 key: the same scalar as the signing key.
+func softwareSharedSecret(_ key: P256.Signing.PrivateKey, with peer: P256.KeyAgreement.PublicKey) throws -> [UInt8] {
+    let agreement = try P256.KeyAgreement.PrivateKey(rawRepresentation: key.rawRepresentation)
+    return try agreement.sharedSecretFromKeyAgreement(with: peer).withUnsafeBytes { Array($0) }
 }
 
 /// Where device keys are made and kept. Implementations generate the key pair inside the custody
@@ -68,6 +83,8 @@ public final class EphemeralKeyCustody: KeyCustody {
 /// A P-256 key the caller holds in memory (simulated devices, tests) signs like a custody key.
 extension P256.Signing.PrivateKey: DeviceSigningKey {
     public var reference: String { KeyReference.make(publicKey) }
+
+    public func sharedSecret(with peer: P256.KeyAgreement.PublicKey) throws -> [UInt8] { try softwareSharedSecret(self, with: peer) }
 }
 
 /// A P-256 key held in this process's memory, behind the protocol only.
@@ -82,6 +99,8 @@ struct EphemeralKey: DeviceSigningKey {
     func signature(for message: some DataProtocol) throws -> P256.Signing.ECDSASignature {
         try privateKey.signature(for: message)
     }
+
+    func sharedSecret(with peer: P256.KeyAgreement.PublicKey) throws -> [UInt8] { try softwareSharedSecret(privateKey, with: peer) }
 }
 
 /// Key references: the hex SHA-256 of the public key's X9.63 form, truncated to 128 bits (a name

@@ -186,13 +186,15 @@ public struct DeviceCredential: Sendable, Codable, Equatable {
 /// device-unique key, which lives elsewhere.
 public struct CredentialStore: Sendable {
     public let directory: String
-    public let custody: SealedKeyCustody
+    /// Where the device's keys live: sealed files under `keys/` by default, or a token
+    /// (``TokenKeyCustody``: a secure element, a TPM, an HSM through PKCS#11).
+    public let custody: any KeyCustody
     private let uniqueKey: DeviceUniqueKey
 
-    public init(directory: String, uniqueKey: DeviceUniqueKey) {
+    public init(directory: String, uniqueKey: DeviceUniqueKey, custody: (any KeyCustody)? = nil) {
         self.directory = directory
         self.uniqueKey = uniqueKey
-        custody = SealedKeyCustody(directory: directory + "/keys", uniqueKey: uniqueKey)
+        self.custody = custody ?? SealedKeyCustody(directory: directory + "/keys", uniqueKey: uniqueKey)
     }
 
     public var credentialPath: String { directory + "/credential.sealed" }

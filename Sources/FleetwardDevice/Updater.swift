@@ -61,7 +61,14 @@ public struct SlotStore: Sendable {
 
     /// Copies `file` into `slot` (streamed into a file beside it, synced, renamed over it), with the
     /// release it is (`manifest`, kept as `<slot>.release.json`).
-    func install(_ file: String, into slot: String, manifest: [UInt8]) throws {
+    ///
+    /// With `decrypt` (an encrypted image: its content key and how it was encrypted) the file is
+    /// decrypted chunk by chunk on the way; a chunk that does not authenticate, or a result that is
+    /// not the signed image (size, SHA-256), leaves the slot as it was.
+    func install(
+        _ file: String, into slot: String, manifest: [UInt8],
+        decrypt: (key: SymmetricKey, encryption: ReleaseManifest.Encryption, size: Int64)? = nil
+    ) throws {
         // The old release note goes first: a slot never claims a release it does not hold.
         unlink(releasePath(of: slot))
         let target = path(of: slot)
@@ -71,20 +78,37 @@ public struct SlotStore: Sendable {
         defer { try? input.close() }
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw Self.error("create", temporary) }
+        func put(_ bytes: some ContiguousBytes) throws {
+            try bytes.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    let written = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                    if written < 0 {
+                        if errno == EINTR { continue }
+                        throw Self.error("write", temporary)
+                    }
+                    offset += written
+                }
+            }
+        }
         do {
             defer { close(fd) }
-            while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
-                try chunk.withUnsafeBytes { raw in
-                    var offset = 0
-                    while offset < raw.count {
-                        let written = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                        if written < 0 {
-                            if errno == EINTR { continue }
-                            throw Self.error("write", temporary)
-                        }
-                        offset += written
-                    }
+            if let decrypt {
+                let image: (sha256: String, size: Int64)
+                do {
+                    image = try ImageEncryption.decrypt(
+                        input, ciphertextSize: decrypt.size, key: decrypt.key, chunkSize: decrypt.encryption.chunkSize, write: put)
+                } catch let error as PKIError {
+                    unlink(temporary)
+                    throw DeviceError(.updateRejected, "update refused: \(error.message) (nothing installed)")
                 }
+                guard image.size == decrypt.encryption.plaintext.size, image.sha256 == decrypt.encryption.plaintext.sha256 else {
+                    unlink(temporary)
+                    throw DeviceError(
+                        .updateRejected, "update refused: the decrypted image is not the one the manifest signs (nothing installed)")
+                }
+            } else {
+                while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty { try put(chunk) }
             }
             guard fsync(fd) == 0 else { throw Self.error("sync", temporary) }
         }
@@ -358,6 +382,16 @@ public struct Updater: Sendable {
             return .upToDate
         }
         events(.offered(version: manifest.version, manifestVersion: manifest.manifestVersion, size: manifest.artifact.size))
+        // An encrypted image: its key first (no key for this device, nothing to download).
+        var decrypt: (key: SymmetricKey, encryption: ReleaseManifest.Encryption, size: Int64)?
+        if let encryption = manifest.encryption {
+            do {
+                decrypt = (try await contentKey(for: manifest, encryption: encryption, on: connection), encryption, manifest.artifact.size)
+            } catch let error as DeviceError where error.code == .updateRejected {
+                await report(connection, version: manifest.version, state: "failed", detail: error.message, events: events)
+                throw error
+            }
+        }
         await report(connection, version: manifest.version, state: "downloading", detail: nil, events: events)
         let file: String
         do {
@@ -371,7 +405,13 @@ public struct Updater: Sendable {
         let from = try slots.current()
         let to = from == "slot-a" ? "slot-b" : "slot-a"
         events(.installing(slot: to))
-        try slots.install(file, into: to, manifest: bytes)
+        do {
+            try slots.install(file, into: to, manifest: bytes, decrypt: decrypt)
+        } catch let error as DeviceError where error.code == .updateRejected {
+            unlink(file)
+            await report(connection, version: manifest.version, state: "failed", detail: error.message, events: events)
+            throw error
+        }
         try slots.setPending(.init(from: from, to: to, version: manifest.version, manifestVersion: manifest.manifestVersion))
         try slots.switchTo(to)
         events(.switched(slot: to))
@@ -389,6 +429,42 @@ public struct Updater: Sendable {
         try slots.setPending(nil)
         await report(connection, version: manifest.version, state: "installed", detail: nil, events: events)
         return .installed(version: manifest.version, slot: to)
+    }
+
+    /// The content key of an encrypted image: asked of the gateway (`GET /v1/updates/{sha256}/key`,
+    /// wrapped to this device's operational key) and unwrapped where that key lives.
+    ///
+    /// - Throws: ``DeviceError`` `.updateRejected` when the scheme is unknown or the wrap does not
+    ///   open (made for another device or image, or altered).
+    func contentKey(for manifest: ReleaseVerifier.Manifest, encryption: ReleaseManifest.Encryption, on connection: GatewayConnection)
+        async throws -> SymmetricKey
+    {
+        guard encryption.scheme == ImageEncryption.scheme, encryption.keyWrap == ImageEncryption.keyWrap,
+            (1...(1 << 24)).contains(encryption.chunkSize), encryption.plaintext.size > 0
+        else {
+            throw DeviceError(
+                .updateRejected,
+                "update refused: the image is encrypted as \(encryption.scheme) with \(encryption.keyWrap), which this agent cannot decrypt")
+        }
+        let sha256 = manifest.artifact.sha256
+        let response = try await connection.send(HTTP1Request(method: "GET", path: "/v1/updates/" + sha256 + "/key"))
+        guard response.status == 200 else {
+            throw DeviceError(
+                .refused, "the gateway gave no key for the encrypted image (\(response.status)): \(Self.reason(response))",
+                status: response.status)
+        }
+        guard let wrapped = try? JSONDecoder().decode(ImageEncryption.WrappedKey.self, from: Data(response.body)) else {
+            throw DeviceError(.malformedResponse, "the gateway's wrapped image key is unreadable")
+        }
+        let (credential, _, key) = try agent.operationalIdentity()
+        let recipient = try P256.KeyAgreement.PublicKey(x963Representation: key.publicKey.x963Representation)
+        do {
+            return try ImageEncryption.unwrap(
+                wrapped, recipient: recipient, info: ImageEncryption.wrapInfo(artifact: sha256, device: credential.deviceID),
+                agree: { try key.sharedSecret(with: $0) })
+        } catch let error as PKIError {
+            throw DeviceError(.updateRejected, "update refused: \(error.message)")
+        }
     }
 
     /// Downloads the artifact into `download/<sha256>.partial` in Range requests, continuing a

@@ -161,6 +161,72 @@ public final class PKCS11Token: Sendable {
         }
     }
 
+    /// ECDH in the token (CKM_ECDH1_DERIVE, no KDF): the shared x-coordinate with `peer`. The key
+    /// must have been made with `allowDerive`.
+    func sharedSecret(with peer: P256.KeyAgreement.PublicKey, key: CK_OBJECT_HANDLE) throws -> [UInt8] {
+        let point = Array(peer.x963Representation)
+        return try session.withLock { session in
+            var secret = [UInt8](repeating: 0, count: 64)
+            var length = UInt(secret.count)
+            let rv = fw_p11_ecdh(functions, session, key, point, point.count, &secret, &length)
+            guard rv == CK_RV(CKR_OK) else { throw PKCS11Error(rv, "C_DeriveKey (ECDH)", token: uri.token) }
+            guard length == 32 else { throw PKCS11Error(.tokenFailed, "token '\(uri.token)' derived \(length) bytes, not P-256's 32") }
+            return Array(secret.prefix(32))
+        }
+    }
+
+    /// Renames the key pair labelled `label` (both halves) to `newLabel`.
+    public func relabel(_ key: PKCS11Key, to newLabel: String) throws -> PKCS11Key {
+        try session.withLock { session in
+            var publicHandle = CK_OBJECT_HANDLE(0)
+            var found: Int32 = 0
+            var rv = fw_p11_find_object(functions, session, CK_OBJECT_CLASS(CKO_PUBLIC_KEY), key.label, &publicHandle, &found)
+            guard rv == CK_RV(CKR_OK) else { throw PKCS11Error(rv, "C_FindObjects", token: uri.token) }
+            if found != 0 {
+                rv = fw_p11_set_label(functions, session, publicHandle, newLabel)
+                guard rv == CK_RV(CKR_OK) else { throw PKCS11Error(rv, "C_SetAttributeValue", token: uri.token) }
+            }
+            rv = fw_p11_set_label(functions, session, key.handle, newLabel)
+            guard rv == CK_RV(CKR_OK) else { throw PKCS11Error(rv, "C_SetAttributeValue", token: uri.token) }
+        }
+        return PKCS11Key(token: self, label: newLabel, handle: key.handle, publicKey: key.publicKey)
+    }
+
+    /// Destroys the key pair labelled `label` (both halves); nothing when there is none.
+    public func destroyKey(label: String) throws {
+        try session.withLock { session in
+            for objectClass in [CKO_PRIVATE_KEY, CKO_PUBLIC_KEY] {
+                while true {
+                    var handle = CK_OBJECT_HANDLE(0)
+                    var found: Int32 = 0
+                    var rv = fw_p11_find_object(functions, session, CK_OBJECT_CLASS(objectClass), label, &handle, &found)
+                    guard rv == CK_RV(CKR_OK) else { throw PKCS11Error(rv, "C_FindObjects", token: uri.token) }
+                    guard found != 0 else { break }
+                    rv = fw_p11_destroy(functions, session, handle)
+                    guard rv == CK_RV(CKR_OK) else { throw PKCS11Error(rv, "C_DestroyObject", token: uri.token) }
+                }
+            }
+        }
+    }
+
+    /// The labels of the private keys the token holds (up to 4,096).
+    public func privateKeyLabels() throws -> [String] {
+        try session.withLock { session in
+            var handles = [CK_OBJECT_HANDLE](repeating: 0, count: 4096)
+            var count: UInt = 0
+            var rv = fw_p11_find_all(functions, session, CK_OBJECT_CLASS(CKO_PRIVATE_KEY), &handles, UInt(handles.count), &count)
+            guard rv == CK_RV(CKR_OK) else { throw PKCS11Error(rv, "C_FindObjects", token: uri.token) }
+            var labels: [String] = []
+            for handle in handles.prefix(Int(count)) {
+                var label = [UInt8](repeating: 0, count: 256)
+                var length = UInt(label.count)
+                rv = fw_p11_attribute(functions, session, handle, CK_ATTRIBUTE_TYPE(CKA_LABEL), &label, &length)
+                if rv == CK_RV(CKR_OK), length <= 256 { labels.append(String(decoding: label.prefix(Int(length)), as: UTF8.self)) }
+            }
+            return labels
+        }
+    }
+
     private func privateKeyHandle(_ label: String) throws -> CK_OBJECT_HANDLE? {
         try session.withLock { session in
             var handle = CK_OBJECT_HANDLE(0)
@@ -207,5 +273,10 @@ public struct PKCS11Key: Sendable {
         } catch {
             throw PKCS11Error(.tokenFailed, "token '\(token.uri.token)' returned a \(raw.count)-byte signature, not P-256's r || s")
         }
+    }
+
+    /// ECDH with `peer` in the token (the key must allow derivation): the shared x-coordinate.
+    public func sharedSecret(with peer: P256.KeyAgreement.PublicKey) throws -> [UInt8] {
+        try token.sharedSecret(with: peer, key: handle)
     }
 }

@@ -1,3 +1,5 @@
+public import Foundation
+
 /// A PKCS#11 URI (RFC 7512) as Fleetward takes it: `pkcs11:token=LABEL;object=LABEL` with query
 /// attributes `module-path=/path/to/module.so` and `pin-source=file:/path` (or a plain path).
 /// Path attributes are percent-decoded; `pin-value` is refused: a PIN never goes on a command line.
@@ -105,4 +107,21 @@ public struct PKCS11URI: Sendable, Equatable, CustomStringConvertible {
 
 extension String {
     fileprivate func leftPadded(to width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+}
+
+extension PKCS11URI {
+    /// The token's PIN: `FLEETWARD_PKCS11_PIN`, else the URI's pin-source file (first line). Never
+    /// on a command line, never in the URI itself.
+    public func pin(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        if let pin = environment["FLEETWARD_PKCS11_PIN"], !pin.isEmpty { return pin }
+        if let source = pinSource {
+            guard let data = FileManager.default.contents(atPath: source) else {
+                throw PKCS11Error(.wrongPIN, "cannot read the token's pin-source file \(source)")
+            }
+            let pin = String(decoding: data.prefix { $0 != 0x0A && $0 != 0x0D }, as: UTF8.self)
+            guard !pin.isEmpty else { throw PKCS11Error(.wrongPIN, "the pin-source file \(source) is empty") }
+            return pin
+        }
+        throw PKCS11Error(.wrongPIN, "the token '\(token)' needs its PIN: set FLEETWARD_PKCS11_PIN or add pin-source=FILE to the URI")
+    }
 }

@@ -15,6 +15,24 @@ public struct ReleaseManifest: Codable, Sendable, Equatable {
         }
     }
 
+    /// How an encrypted artifact is encrypted (``ImageEncryption``); absent: the artifact is the image.
+    public struct Encryption: Codable, Sendable, Equatable {
+        /// ``ImageEncryption/scheme``.
+        public var scheme: String
+        public var chunkSize: Int
+        /// How each device gets the content key: ``ImageEncryption/keyWrap``, to its certificate's key.
+        public var keyWrap: String
+        /// The image once decrypted.
+        public var plaintext: Artifact
+
+        public init(scheme: String = ImageEncryption.scheme, chunkSize: Int, keyWrap: String = ImageEncryption.keyWrap, plaintext: Artifact) {
+            self.scheme = scheme
+            self.chunkSize = chunkSize
+            self.keyWrap = keyWrap
+            self.plaintext = plaintext
+        }
+    }
+
     /// Grows by one with every manifest the fleet publishes (anti-rollback and anti-freeze counter).
     public var manifestVersion: UInt64
     /// The release's own version, as its makers name it.
@@ -29,12 +47,15 @@ public struct ReleaseManifest: Codable, Sendable, Equatable {
     /// Signed as a downgrade: devices running a higher version take it all the same (absent: they
     /// refuse any release older than the one they run).
     public var downgrade: Bool?
+    /// Set when ``artifact`` is the encrypted image (what the server stores and serves).
+    public var encryption: Encryption?
 
     public init(
         manifestVersion: UInt64, version: String, models: [String], channel: String, rollout: Int, artifact: Artifact, issued: Date,
-        expires: Date, downgrade: Bool? = nil
+        expires: Date, downgrade: Bool? = nil, encryption: Encryption? = nil
     ) {
         self.downgrade = downgrade
+        self.encryption = encryption
         self.manifestVersion = manifestVersion
         self.version = version
         self.models = models

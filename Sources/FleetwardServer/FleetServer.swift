@@ -133,7 +133,9 @@ public struct FleetServer: Sendable {
             registrar: registrar, issuing: authority.hierarchy.member(.issuing).certificate,
             factory: authority.hierarchy.member(.factory).certificate, securityEvents: securityEvents,
             telemetryQuota: TelemetryQuota(configuration.telemetry), logger: gatewayLogger)
-        updates = UpdateCatalog(repository: ReleaseRepository(directory: configuration.directory))
+        let releases = ReleaseRepository(directory: configuration.directory)
+        let passphrase = configuration.passphrase
+        updates = UpdateCatalog(repository: releases) { try releases.openContentKeySeal(passphrase: passphrase, create: false) }
     }
 
     /// The listeners and the gateway's registry watch, to run in one `ServiceGroup`;

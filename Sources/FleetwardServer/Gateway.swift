@@ -361,6 +361,18 @@ public final class Gateway: Sendable {
         state.withLock { $0.signingKeys[ObjectIdentifier(channel)] }
     }
 
+    /// The P-256 key of the certificate `channel` proved in its handshake (read once, then kept
+    /// while the connection lives); nil when it has none.
+    func certificateKey(of channel: any Channel) async -> P256.Signing.PublicKey? {
+        if let key = signingKey(of: channel) { return key }
+        guard let peer = try? await channel.nioSSL_peerCertificate().get(),
+            let certificate = try? Certificate(derEncoded: try peer.toDERBytes()),
+            let key = P256.Signing.PublicKey(certificate.publicKey)
+        else { return nil }
+        rememberSigningKey(key, for: channel)
+        return key
+    }
+
     /// Keeps the connection's key for its later messages; forgotten when the connection closes.
     func rememberSigningKey(_ publicKey: P256.Signing.PublicKey, for channel: any Channel) {
         let key = ObjectIdentifier(channel)

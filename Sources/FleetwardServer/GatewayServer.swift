@@ -262,14 +262,7 @@ enum TelemetrySignature {
         else {
             throw HTTPProblem(.badRequest, "\(SignedMessage.signatureHeader) must be a base64 DER ECDSA signature")
         }
-        var key = gateway.signingKey(of: channel)
-        if key == nil, let peer = try? await channel.nioSSL_peerCertificate().get(),
-            let certificate = try? Certificate(derEncoded: try peer.toDERBytes())
-        {
-            key = P256.Signing.PublicKey(certificate.publicKey)
-            if let key { gateway.rememberSigningKey(key, for: channel) }
-        }
-        guard let key else {
+        guard let key = await gateway.certificateKey(of: channel) else {
             throw HTTPProblem(.unauthorized, "this connection's certificate has no P-256 key to check the signature with")
         }
         let signed = SignedMessage.signedBytes(device: device, timestamp: timestamp, nonce: nonce, body: body)

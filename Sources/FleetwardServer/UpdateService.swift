@@ -4,7 +4,7 @@ import FleetwardKeyCustody
 import FleetwardPKI
 import FleetwardRegistry
 public import Foundation
-import Crypto
+public import Crypto
 import HTTPTypes
 import Hummingbird
 import NIOCore
@@ -25,8 +25,29 @@ public final class UpdateCatalog: Sendable {
 
     let repository: ReleaseRepository
     private let cache = Mutex<(stamp: [Date?], snapshot: Snapshot)?>(nil)
+    /// Opens the seal of content keys (encrypted images); nil: encrypted images are not served.
+    let openContentKeySeal: (@Sendable () throws -> SymmetricKey)?
+    /// Content keys opened so far, by the ciphertext's SHA-256.
+    private let contentKeys = Mutex<[String: SymmetricKey]>([:])
 
-    public init(repository: ReleaseRepository) { self.repository = repository }
+    public init(repository: ReleaseRepository, openContentKeySeal: (@Sendable () throws -> SymmetricKey)? = nil) {
+        self.repository = repository
+        self.openContentKeySeal = openContentKeySeal
+    }
+
+    /// The content key of the encrypted image `sha256` (opened once, then kept in memory).
+    func contentKey(of sha256: String) throws -> SymmetricKey {
+        if let key = contentKeys.withLock({ $0[sha256] }) { return key }
+        guard let openContentKeySeal else { throw HTTPProblem(.serviceUnavailable, "this gateway serves no encrypted images") }
+        let key: SymmetricKey
+        do {
+            key = try repository.contentKey(of: sha256, seal: try openContentKeySeal())
+        } catch {
+            throw HTTPProblem(.serviceUnavailable, "the key of encrypted image \(sha256) cannot be opened here")
+        }
+        contentKeys.withLock { $0[sha256] = key }
+        return key
+    }
 
     /// The current releases (re-read when a manifest, the halted list or the signer changed).
     public func snapshot() throws -> Snapshot {
@@ -77,13 +98,13 @@ public final class UpdateCatalog: Sendable {
     }
 
     /// The stored artifact `sha256`, when a published release for `model` names it.
-    public func artifact(sha256: String, model: String) throws -> (path: String, size: Int64)? {
+    public func artifact(sha256: String, model: String) throws -> (path: String, size: Int64, encrypted: Bool)? {
         guard
             let release = try snapshot().releases.last(where: {
                 $0.manifest.artifact.sha256 == sha256 && $0.manifest.models.contains(model)
             })
         else { return nil }
-        return (release.artifactPath, release.manifest.artifact.size)
+        return (release.artifactPath, release.manifest.artifact.size, release.manifest.encryption != nil)
     }
 }
 
@@ -143,6 +164,21 @@ extension GatewayServer {
             return device
         }
 
+        /// The connection's device and the artifact the path names (one of its model's releases).
+        @Sendable func requestedArtifact(_ context: GatewayRequestContext) async throws -> (
+            device: Device, sha256: String, artifact: (path: String, size: Int64, encrypted: Bool)
+        ) {
+            let device = try await activeDevice(context)
+            let sha256 = context.parameters.get("sha256") ?? ""
+            guard sha256.utf8.count == 64, sha256.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+                throw HTTPProblem(.notFound, "an artifact is named by its lower-case hex SHA-256")
+            }
+            guard let artifact = try catalog.artifact(sha256: sha256, model: device.model) else {
+                throw HTTPProblem(.notFound, "no release for model \(device.model) has artifact \(sha256)")
+            }
+            return (device, sha256, artifact)
+        }
+
         v1.get("updates") { request, context -> Response in
             let device = try await activeDevice(context)
             let channel = request.uri.queryParameters["channel"].map(String.init) ?? "stable"
@@ -174,14 +210,7 @@ extension GatewayServer {
         }
 
         v1.get("updates/:sha256") { request, context -> Response in
-            let device = try await activeDevice(context)
-            let sha256 = context.parameters.get("sha256") ?? ""
-            guard sha256.utf8.count == 64, sha256.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
-                throw HTTPProblem(.notFound, "an artifact is named by its lower-case hex SHA-256")
-            }
-            guard let artifact = try catalog.artifact(sha256: sha256, model: device.model) else {
-                throw HTTPProblem(.notFound, "no release for model \(device.model) has artifact \(sha256)")
-            }
+            let (device, sha256, artifact) = try await requestedArtifact(context)
             var headers: HTTPFields = [
                 .contentType: "application/octet-stream", .acceptRanges: "bytes", .eTag: "\"\(sha256)\"",
             ]
@@ -203,6 +232,21 @@ extension GatewayServer {
             let body = try await files.loadFile(
                 path: artifact.path, range: Int(range.lowerBound)...Int(range.upperBound), context: context, chunkLength: 256 * 1024)
             return Response(status: status, headers: headers, body: body)
+        }
+
+        // The content key of an encrypted image, wrapped (HPKE) to the key of the certificate this
+        // connection proved, for this device and image only; the key never leaves in the clear.
+        v1.get("updates/:sha256/key") { _, context -> Response in
+            let (device, sha256, artifact) = try await requestedArtifact(context)
+            guard artifact.encrypted else { throw HTTPProblem(.notFound, "artifact \(sha256) is not encrypted: it has no key") }
+            guard let publicKey = await gateway.certificateKey(of: context.channel) else {
+                throw HTTPProblem(.unauthorized, "this connection's certificate has no P-256 key to wrap the image key to")
+            }
+            let recipient = try P256.KeyAgreement.PublicKey(x963Representation: publicKey.x963Representation)
+            let wrapped = try ImageEncryption.wrap(
+                try catalog.contentKey(of: sha256), to: recipient,
+                info: ImageEncryption.wrapInfo(artifact: sha256, device: device.id.rawValue))
+            return JSONResponse.make(wrapped)
         }
 
         v1.post("updates/status") { request, context -> Response in

@@ -1,3 +1,4 @@
+import Crypto
 import FleetwardDevice
 import FleetwardPKI
 import FleetwardServer
@@ -430,6 +431,87 @@ import X509
         #expect(recovered.stdout.contains("up to date"), "\(recovered)")
         #expect(!FileManager.default.fileExists(atPath: slots + "/pending.json"))
         #expect(try Self.status(fixture, "1.0.0")["installed"] == 1)
+    }
+
+    /// `release publish --encrypt`: only ciphertext is stored and served; each device gets the key
+    /// wrapped to its own certificate's key and decrypts into its inactive slot; a wrap taken from
+    /// another device, or a content key the server cannot open, installs nothing.
+    @Test func anEncryptedImageIsServedAsCiphertextAndOnlyTheAskingDeviceCanDecryptIt() async throws {
+        let fixture = try ESTFixture()
+        try fixture.allow(["crypt-1,\(Self.secret),,sensor,", "crypt-2,\(Self.secret),,sensor,"])
+        let first = try Self.enrolledDevice(fixture, "crypt-1")
+        let second = try Self.enrolledDevice(fixture, "crypt-2")
+        let image = try Self.firmware(fixture, "secret-fw.img", bytes: 3 << 20 + 777)
+        let published = try Self.publish(fixture, image, ["--version", "1.0.0", "--model", "sensor", "--encrypt"])
+        let manifest = try #require(published["manifest"] as? [String: Any])
+        let artifact = try #require(manifest["artifact"] as? [String: Any])
+        let encryption = try #require(manifest["encryption"] as? [String: Any], "\(published)")
+        let sha256 = try #require(artifact["sha256"] as? String)
+        let imageBytes = try Data(contentsOf: URL(fileURLWithPath: image))
+        let imageSHA = SHA256.hash(data: imageBytes).map { String(format: "%02x", $0) }.joined()
+        #expect((encryption["plaintext"] as? [String: Any])?["sha256"] as? String == imageSHA)
+        #expect(encryption["scheme"] as? String == "aes-256-gcm-stream-v1" && encryption["keyWrap"] as? String == "hpke-p256-sha256-aes256gcm")
+        // The server holds ciphertext only (no run of the image in it), and the content key sealed, 0600.
+        let stored = try Data(contentsOf: URL(fileURLWithPath: fixture.data + "/releases/artifacts/" + sha256))
+        #expect(stored.count == 3 << 20 + 777 + 16 * 49 && stored.range(of: imageBytes.subdata(in: 4096..<4160)) == nil)
+        #expect(!FileManager.default.fileExists(atPath: fixture.data + "/releases/artifacts/" + imageSHA))
+        let sealedKey = fixture.data + "/releases/keys/\(sha256).sealed"
+        #expect((try FileManager.default.attributesOfItem(atPath: sealedKey)[.posixPermissions] as? Int) == 0o600)
+        // The signed manifest says it is encrypted, and openssl checks the signature over it.
+        _ = try fixture.cli.openssl([
+            "x509", "-in", fixture.data + "/releases/signing.pem", "-pubkey", "-noout", "-out", fixture.directory.file("release-signing.pub"),
+        ])
+        let verified = try fixture.cli.openssl([
+            "dgst", "-sha256", "-verify", fixture.directory.file("release-signing.pub"), "-signature",
+            fixture.data + "/releases/manifests/1.sig", fixture.data + "/releases/manifests/1.json",
+        ])
+        #expect(verified.succeeded && verified.stdout.contains("Verified OK"), "\(verified)")
+
+        // Each device decrypts it into its inactive slot.
+        let firstSlots = fixture.directory.file("slots-1")
+        let applied = try Self.update(first, "apply", slots: firstSlots)
+        #expect(applied.succeeded && applied.stdout.contains("installed 1.0.0 on slot-b"), "\(applied)")
+        #expect(FileManager.default.contentsEqual(atPath: firstSlots + "/slot-b", andPath: image))
+
+        // The first device's wrap does not open with the second device's key, nor as the second device.
+        let connection = try await DeviceOptionsForTests.agent(first).connect()
+        let response = try await connection.send(HTTP1Request(method: "GET", path: "/v1/updates/\(sha256)/key"))
+        await connection.close()
+        #expect(response.status == 200)
+        let wrapped = try JSONDecoder().decode(ImageEncryption.WrappedKey.self, from: Data(response.body))
+        let secondKey = try DeviceOptionsForTests.agent(second).operationalIdentity().key
+        let secondPublic = try P256.KeyAgreement.PublicKey(x963Representation: secondKey.publicKey.x963Representation)
+        #expect(throws: PKIError.self) {
+            try ImageEncryption.unwrap(
+                wrapped, recipient: secondPublic, info: ImageEncryption.wrapInfo(artifact: sha256, device: "crypt-2"),
+                agree: { try secondKey.sharedSecret(with: $0) })
+        }
+        let firstKey = try DeviceOptionsForTests.agent(first).operationalIdentity().key
+        let firstPublic = try P256.KeyAgreement.PublicKey(x963Representation: firstKey.publicKey.x963Representation)
+        #expect(throws: PKIError.self) {
+            try ImageEncryption.unwrap(
+                wrapped, recipient: firstPublic, info: ImageEncryption.wrapInfo(artifact: sha256, device: "crypt-2"),
+                agree: { try firstKey.sharedSecret(with: $0) })
+        }
+        _ = try ImageEncryption.unwrap(
+            wrapped, recipient: firstPublic, info: ImageEncryption.wrapInfo(artifact: sha256, device: "crypt-1"),
+            agree: { try firstKey.sharedSecret(with: $0) })
+
+        // A content key the server cannot open (altered on disk before anyone asked): the gateway
+        // gives no key, the device downloads and installs nothing.
+        let image2 = try Self.firmware(fixture, "secret-fw-2.img", bytes: 70_000)
+        let published2 = try Self.publish(fixture, image2, ["--version", "2.0.0", "--model", "sensor", "--encrypt"])
+        let sha2 = try #require(((published2["manifest"] as? [String: Any])?["artifact"] as? [String: Any])?["sha256"] as? String)
+        let sealedKey2 = fixture.data + "/releases/keys/\(sha2).sealed"
+        var altered = try Data(contentsOf: URL(fileURLWithPath: sealedKey2))
+        altered[altered.startIndex + 20] ^= 0x01
+        try Self.replace(sealedKey2, with: altered)
+        let secondSlots = fixture.directory.file("slots-2")
+        let refused = try Self.update(second, "apply", slots: secondSlots)
+        Self.expectError(refused, exit: 4, containing: "no key for the encrypted image (503)")
+        #expect(Self.current(secondSlots) == "slot-a")
+        #expect(!FileManager.default.fileExists(atPath: secondSlots + "/slot-b"))
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: secondSlots + "/download")) ?? []).isEmpty)
     }
 
     @Test func resumingADownloadContinuesFromThePartialFileAndAFlippedPartialIsDiscarded() throws {

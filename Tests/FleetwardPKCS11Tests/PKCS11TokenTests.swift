@@ -1,5 +1,7 @@
 import Crypto
+import FleetwardDevice
 import FleetwardPKCS11
+import FleetwardPKI
 import FleetwardTestSupport
 import Foundation
 import Testing
@@ -13,7 +15,7 @@ import Testing
         static let module = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
             .first { FileManager.default.fileExists(atPath: $0) }
         static let pin = "fleet-pin-2468"
-        static let labels = ["fw-sign", "fw-reopen", "fw-wrong-pin"]
+        static let labels = ["fw-sign", "fw-reopen", "fw-wrong-pin", "fw-device"]
         static let shared: Result<SoftHSM, any Error> = Result { try SoftHSM() }
 
         let directory: String
@@ -122,6 +124,40 @@ import Testing
             try PKCS11Token(uri: PKCS11URI(token: "fw-sign", modulePath: "/lib/x86_64-linux-gnu/libc.so.6"), pin: SoftHSM.pin)
         }
         #expect(notAModule?.message.contains("not a PKCS#11 module") == true, "\(String(describing: notAModule))")
+    }
+
+    /// The device side: a secure element's keys through the same module. The key signs and does
+    /// ECDH in the token (for encrypted images: an HPKE wrap by swift-crypto opens through it).
+    @Test func aDeviceKeyInTheTokenSignsAgreesAndIsFoundAndDestroyedByReference() throws {
+        let hsm = try Self.softHSM()
+        let custody = TokenKeyCustody(token: try PKCS11Token(uri: hsm.uri("fw-device"), pin: SoftHSM.pin))
+        let key = try custody.generateKey(purpose: .operational)
+        let message = Array("a CSR's CertificationRequestInfo".utf8)
+        #expect(key.publicKey.isValidSignature(try key.signature(for: message), for: message))
+        #expect(try custody.references() == [key.reference])
+        let reopened = try TokenKeyCustody(token: try PKCS11Token(uri: hsm.uri("fw-device"), pin: SoftHSM.pin)).key(reference: key.reference)
+        #expect(reopened.publicKey.x963Representation == key.publicKey.x963Representation)
+
+        // ECDH in the token gives what the peer computes in software.
+        let peer = P256.KeyAgreement.PrivateKey()
+        let devicePublic = try P256.KeyAgreement.PublicKey(x963Representation: key.publicKey.x963Representation)
+        let expected = try peer.sharedSecretFromKeyAgreement(with: devicePublic).withUnsafeBytes { Array($0) }
+        #expect(try key.sharedSecret(with: peer.publicKey) == expected)
+        let contentKey = SymmetricKey(size: .bits256)
+        let info = ImageEncryption.wrapInfo(artifact: String(repeating: "0f", count: 32), device: "se-1")
+        let wrapped = try ImageEncryption.wrap(contentKey, to: devicePublic, info: info)
+        #expect(try ImageEncryption.unwrap(wrapped, recipient: devicePublic, info: info) { try reopened.sharedSecret(with: $0) } == contentKey)
+
+        // OpenSC lists it: never extractable, under its reference.
+        let listed = try Tool("pkcs11-tool").run(
+            ["--module", hsm.modulePath, "--token-label", hsm.label("fw-device"), "--login", "--pin", SoftHSM.pin, "--list-objects"],
+            environment: ["SOFTHSM2_CONF": hsm.configuration])
+        let privateSection = listed.stdout.components(separatedBy: "Private Key Object").dropFirst().first ?? ""
+        #expect(privateSection.contains("fleetward/device/" + key.reference) && privateSection.contains("never extractable"), "\(listed)")
+
+        try custody.destroyKey(reference: key.reference)
+        #expect(try custody.references().isEmpty)
+        #expect(throws: DeviceError.self) { try custody.key(reference: key.reference) }
     }
 
     @Test func uris() throws {

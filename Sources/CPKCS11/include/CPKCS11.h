@@ -39,6 +39,21 @@ CK_RV fw_p11_bool_attribute(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, C
 CK_RV fw_p11_sign_ecdsa(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key, const unsigned char *digest,
                         size_t digest_length, unsigned char *signature, unsigned long *signature_length);
 
+/* ECDH (CKM_ECDH1_DERIVE, no KDF) of the private `key` with the peer's uncompressed point: `secret`
+ * gets the shared x-coordinate (32 bytes for P-256) from a session-only generic secret that is
+ * destroyed at once. */
+CK_RV fw_p11_ecdh(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key, const unsigned char *point,
+                  size_t point_length, unsigned char *secret, unsigned long *secret_length);
+
+/* Sets CKA_LABEL of `object`. */
+CK_RV fw_p11_set_label(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object, const char *label);
+
+/* Up to `capacity` objects of `object_class` (any label). */
+CK_RV fw_p11_find_all(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, CK_OBJECT_CLASS object_class, CK_OBJECT_HANDLE *objects,
+                      unsigned long capacity, unsigned long *count);
+
+CK_RV fw_p11_destroy(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object);
+
 CK_RV fw_p11_close_session(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session);
 
 #endif
