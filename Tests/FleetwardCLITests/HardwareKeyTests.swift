@@ -79,4 +79,68 @@ import Testing
             environment: hsm.merging(["FLEETWARD_PASSPHRASE": CLI.passphrase]) { $1 }, removingEnvironment: ["FLEETWARD_PKCS11_PIN"], timeout: 120)
         #expect(!noPIN.succeeded && noPIN.stderr.contains("FLEETWARD_PKCS11_PIN"), "\(noPIN)")
     }
+
+    /// The device side: `fleetward-agent --key-store pkcs11:…` makes its keys in a token (SoftHSM2
+    /// standing in for the secure element); the CSR, every TLS handshake, signed telemetry and the
+    /// unwrap of an encrypted image's key run there, and no key is ever in a file the agent writes.
+    @Test func aDeviceWhoseKeyIsInATokenEnrollsSendsRenewsAndDecryptsAnEncryptedImage() throws {
+        guard let module = Self.module else { throw Tool.Missing(description: "SoftHSM2 is not installed (scripts/test.sh installs softhsm2)") }
+        let fixture = try ESTFixture()
+        let directory = fixture.directory
+        try FileManager.default.createDirectory(atPath: directory.file("se-tokens"), withIntermediateDirectories: true)
+        try directory.write("se.conf", "directories.tokendir = \(directory.file("se-tokens"))\nobjectstore.backend = file\nlog.level = ERROR\n")
+        let pin = "se-pin-\(UInt32.random(in: 0...UInt32.max))"
+        let hsm = ["SOFTHSM2_CONF": directory.file("se.conf")]
+        let made = try Tool("softhsm2-util").run(
+            ["--init-token", "--free", "--label", "device-se", "--pin", pin, "--so-pin", "se-so-97531"], environment: hsm)
+        try #require(made.succeeded, "\(made)")
+        let environment = hsm.merging(["FLEETWARD_PKCS11_PIN": pin]) { $1 }
+        try fixture.allow(["se-1,\(UpdateTests.secret),,sensor,"])
+        let device = try AgentTests.device(fixture, "se-1")
+        let store = ["--key-store", "pkcs11:token=device-se", "--pkcs11-module", module]
+        func agent(_ command: [String], _ arguments: [String] = [], timeout: Double = 120) throws -> Tool.Result {
+            try device.agent.run(command + device.options + store + arguments, environment: environment, timeout: timeout)
+        }
+        func tokenKeys() throws -> [String] {
+            let listed = try Tool("pkcs11-tool").run(
+                ["--module", module, "--token-label", "device-se", "--login", "--pin", pin, "--list-objects", "--type", "privkey"],
+                environment: hsm)
+            #expect(listed.succeeded, "\(listed)")
+            return listed.stdout.components(separatedBy: "Private Key Object").dropFirst().map { $0 }
+        }
+
+        let enrolled = try agent(["enroll"], ["--id", "se-1", "--secret", UpdateTests.secret])
+        try #require(enrolled.succeeded, "\(enrolled)")
+        let keys = try tokenKeys()
+        #expect(keys.count == 1 && keys[0].contains("never extractable") && keys[0].contains("fleetward/device/"), "\(keys)")
+        let sent = try agent(["send"], [#"{"temperature": 21.5}"#])
+        #expect(sent.succeeded, "\(sent)")
+        let before = try #require(AgentTests.json(try agent(["status"], ["--json"]))["serial"] as? String)
+        let renewed = try agent(["renew"])
+        #expect(renewed.succeeded, "\(renewed)")
+        let after = try #require(AgentTests.json(try agent(["status"], ["--json"]))["serial"] as? String)
+        #expect(after != before)
+        // The renewal's new key replaced the old one in the token.
+        let renewedKeys = try tokenKeys()
+        #expect(renewedKeys.count == 1 && renewedKeys != keys, "\(renewedKeys)")
+        #expect(try agent(["send"], [#"{"temperature": 21.7}"#]).succeeded)
+
+        // Without the token's PIN the device cannot act, and says so in one line without a PIN.
+        let noPIN = try device.agent.run(["send"] + device.options + store + [#"{"a": 1}"#], environment: hsm, removingEnvironment: ["FLEETWARD_PKCS11_PIN"])
+        #expect(noPIN.status == 6 && noPIN.stderr.contains("FLEETWARD_PKCS11_PIN") && noPIN.stderrLines.count == 1, "\(noPIN)")
+
+        // An encrypted image: the key is unwrapped by ECDH inside the token.
+        let image = try UpdateTests.firmware(fixture, "se-fw.img", bytes: 1 << 20 + 5)
+        _ = try UpdateTests.publish(fixture, image, ["--version", "1.0.0", "--model", "sensor", "--encrypt"])
+        let slots = directory.file("se-slots")
+        let applied = try agent(["update", "apply"], ["--slots", slots, "--model", "sensor"])
+        #expect(applied.succeeded && applied.stdout.contains("installed 1.0.0 on slot-b"), "\(applied)")
+        #expect(FileManager.default.contentsEqual(atPath: slots + "/slot-b", andPath: image))
+
+        // No key file anywhere the agent writes: the credential directory holds the sealed
+        // credential (certificate, update state) and nothing under keys/.
+        let written = AgentTests.files(device.credentials).keys.map { String($0) }
+        #expect(written.allSatisfy { !$0.hasPrefix("keys/") && !$0.hasSuffix(".key") }, "\(written)")
+        #expect(written.contains { $0.hasSuffix("credential.sealed") }, "\(written)")
+    }
 }
