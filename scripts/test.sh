@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
 # postgresql, the sqlite3 shell, curl, nginx and mosquitto (run as the tests' own processes, never the system services),
-# mosquitto-clients and python3-paho-mqtt, rabbitmq-server (its MQTT plugin, a private node per test), softhsm2 and opensc, the util-linux/bsdutils tools for terminal tests, and
+# mosquitto-clients and python3-paho-mqtt, rabbitmq-server (its MQTT plugin, a private node per test), softhsm2, opensc and libengine-pkcs11-openssl, the util-linux/bsdutils tools for terminal tests, and
 # openapi-spec-validator and schemathesis from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
 # `swift test`, fuzzes every parser briefly (scripts/fuzz.sh), and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
@@ -27,6 +27,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || packages+=(mosquitto-clients)
 # SoftHSM2 (a PKCS#11 token for keys in hardware) and OpenSC's pkcs11-tool to check it from outside.
 command -v softhsm2-util >/dev/null 2>&1 || packages+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || packages+=(opensc)
+# openssl's pkcs11 engine: openssl signs with the token's keys as a cross-check.
+ls /usr/lib/*/engines-3/pkcs11.so >/dev/null 2>&1 || packages+=(libengine-pkcs11-openssl)
 python3 -c 'import pip' >/dev/null 2>&1 || packages+=(python3-pip)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "Installing ${packages[*]} with apt-get…" >&2

@@ -49,6 +49,33 @@ import Testing
             #expect(block.contains("never extractable") && block.contains("sensitive"), "\(label): \(listed.stdout)")
         }
 
+        // openssl's own pkcs11 engine (libp11) signs with the token's issuing key, and the
+        // signature verifies under the issuing CA certificate Fleetward made: the same key.
+        if let engine = ["/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so", "/usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so"]
+            .first(where: { FileManager.default.fileExists(atPath: $0) })
+        {
+            try directory.write(
+                "openssl.cnf",
+                "openssl_conf = init\n[init]\nengines = engines\n[engines]\npkcs11 = pkcs11\n[pkcs11]\nengine_id = pkcs11\n"
+                    + "dynamic_path = \(engine)\nMODULE_PATH = \(module)\ninit = 0\n")
+            try directory.write("message", "a TBSCertificate, say")
+            let engineEnvironment = hsm.merging(["OPENSSL_CONF": directory.file("openssl.cnf")]) { $1 }
+            let signed = try openssl.run(
+                [
+                    "dgst", "-sha256", "-engine", "pkcs11", "-keyform", "engine", "-sign",
+                    "pkcs11:token=fleet-ca;object=fleetward/ca/issuing;type=private;pin-value=\(pin)", "-out", directory.file("engine.sig"),
+                    directory.file("message"),
+                ], environment: engineEnvironment)
+            #expect(signed.succeeded, "\(signed)")
+            _ = try openssl.run(["x509", "-in", data + "/ca/issuing.pem", "-pubkey", "-noout", "-out", directory.file("issuing.pub")])
+            let checked = try openssl.run([
+                "dgst", "-sha256", "-verify", directory.file("issuing.pub"), "-signature", directory.file("engine.sig"), directory.file("message"),
+            ])
+            #expect(checked.succeeded && checked.stdout.contains("Verified OK"), "\(checked)")
+        } else {
+            Issue.record("openssl's pkcs11 engine is not installed (scripts/test.sh installs libengine-pkcs11-openssl)")
+        }
+
         // The servers' certificate was signed in the token at init; a device certificate is now.
         let chain = ["-CAfile", data + "/ca/root.pem", "-untrusted", data + "/ca/issuing.pem"]
         let gateway = try openssl.run(["verify"] + chain + [data + "/tls/gateway.pem"])
