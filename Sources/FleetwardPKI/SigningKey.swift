@@ -190,7 +190,7 @@ public struct SigningKey: Sendable, CustomStringConvertible {
             case .external(let signer): return Array(try signer.signature(for: Array(bytes)).derRepresentation)
             }
         } catch {
-            throw PKIError(.signingFailed, "the CA key failed to sign", underlying: error)
+            throw PKIError(.signingFailed, "the CA key failed to sign: \(error)", underlying: error)
         }
     }
 

@@ -54,6 +54,12 @@ public struct HTTPProblem: Error, Sendable, CustomStringConvertible {
             case .unavailable: return HTTPProblem(.serviceUnavailable, authority.message)
             default: return HTTPProblem(.internalServerError, "internal error")
             }
+        case let pki as PKIError where pki.code == .signingFailed:
+            // The CA's key (in a token: gone, locked or failing) could not sign: nothing was
+            // issued or recorded; the detail (token and its return value, never the PIN) is logged.
+            return HTTPProblem(
+                .serviceUnavailable, "the CA cannot sign now (its key is unavailable); nothing was issued; try again later",
+                headers: [.retryAfter: "30"])
         case let pki as PKIError:
             return HTTPProblem(.badRequest, pki.description)
         case is KeyCustodyError:

@@ -170,4 +170,78 @@ import Testing
         #expect(written.allSatisfy { !$0.hasPrefix("keys/") && !$0.hasSuffix(".key") }, "\(written)")
         #expect(written.contains { $0.hasSuffix("credential.sealed") }, "\(written)")
     }
+
+    /// A token that goes away while `serve` runs (its files removed, as a pulled HSM): enrollment
+    /// is refused with 503 and Retry-After, the log names the token's failure, and the registry is
+    /// untouched (the device still allowed, no certificate, no audit entry).
+    @Test func aTokenGoneMidRunRefusesEnrollmentAndChangesNothing() throws {
+        guard let module = Self.module else { throw Tool.Missing(description: "SoftHSM2 is not installed (scripts/test.sh installs softhsm2)") }
+        let directory = try TemporaryDirectory(prefix: "fleetward-hsm-gone")
+        defer { directory.remove() }
+        try FileManager.default.createDirectory(atPath: directory.file("tokens"), withIntermediateDirectories: true)
+        try directory.write("softhsm2.conf", "directories.tokendir = \(directory.file("tokens"))\nobjectstore.backend = file\nlog.level = ERROR\n")
+        let pin = "gone-pin-\(UInt32.random(in: 0...UInt32.max))"
+        let hsm = ["SOFTHSM2_CONF": directory.file("softhsm2.conf")]
+        try #require(
+            try Tool("softhsm2-util").run(["--init-token", "--free", "--label", "ca-gone", "--pin", pin, "--so-pin", "so-86420"], environment: hsm)
+                .succeeded)
+        let fleetward = try FleetwardBinary.tool()
+        let environment = hsm.merging(["FLEETWARD_PASSPHRASE": CLI.passphrase, "FLEETWARD_PKCS11_PIN": pin]) { $1 }
+        let data = directory.file("data")
+        try #require(
+            try fleetward.run(
+                ["init", "--data", data, "--kdf-iterations", "10000", "--key-store", "pkcs11:token=ca-gone", "--pkcs11-module", module],
+                environment: environment, timeout: 120
+            ).succeeded)
+        try directory.write("allow.csv", "id,secret,key_sha256,model,metadata\ngone-1,secret-gone-0000000001,,m,\ngone-2,secret-gone-0000000002,,m,\n")
+        try #require(try fleetward.run(["devices", "import", "--data", data, directory.file("allow.csv")], environment: environment).succeeded)
+        let server = try RunningServer(
+            executable: fleetward.executable,
+            arguments: [
+                "serve", "--data", data, "--api-listen", "127.0.0.1:0", "--est-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
+                "--mqtt-listen", "off",
+            ], environment: environment, logDirectory: directory.path, expectedListeners: 3)
+        defer { server.stop() }
+        let est = try #require(server.listeners["EST"]) + "/.well-known/est/simpleenroll"
+        let curl = try Tool("curl")
+        let openssl = try Tool.openssl()
+        func enroll(_ id: String, _ secret: String) throws -> (status: String, body: String, headers: String) {
+            let csr = try openssl.run([
+                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", directory.file("\(id).key"),
+                "-subj", "/", "-outform", "DER", "-out", directory.file("\(id).der"),
+            ])
+            try #require(csr.succeeded)
+            try directory.write("\(id).b64", Data(try directory.read("\(id).der")).base64EncodedString(options: .lineLength64Characters))
+            let sent = try curl.run([
+                "-s", "-S", "--max-time", "30", "--cacert", data + "/ca/root.pem", "-u", "\(id):\(secret)", "-H", "Content-Type: application/pkcs10",
+                "--data-binary", "@" + directory.file("\(id).b64"), "-D", directory.file("headers"), "-o", directory.file("answer"), "-w", "%{http_code}",
+                est,
+            ])
+            return (
+                sent.stdout, String(decoding: (try? directory.read("answer")) ?? [], as: UTF8.self),
+                String(decoding: (try? directory.read("headers")) ?? [], as: UTF8.self)
+            )
+        }
+        #expect(try enroll("gone-1", "secret-gone-0000000001").status == "200")
+        let admin = try fleetward.run(["token", "create", "--data", data, "--role", "admin"], environment: environment).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let auditBefore = try fleetward.run(["audit", "verify", "--data", data, "--json"], environment: environment)
+
+        // The token's files go (a pulled HSM): the key can no longer sign.
+        try FileManager.default.moveItem(atPath: directory.file("tokens"), toPath: directory.file("tokens-away"))
+        let refused = try enroll("gone-2", "secret-gone-0000000002")
+        #expect(refused.status == "503", "\(refused)")
+        #expect(refused.body.contains("the CA cannot sign now") && refused.headers.lowercased().contains("retry-after: 30"), "\(refused)")
+        #expect(!refused.body.contains(pin))
+        let shown = try fleetward.run(["devices", "show", "--data", data, "gone-2", "--json"], environment: environment)
+        #expect(shown.stdout.contains("\"allowed\""), "\(shown)")
+        let certificates = try curl.run([
+            "-s", "-H", "Authorization: Bearer \(admin)", try #require(server.listeners["management API"]) + "/api/v1/devices/gone-2/certificates",
+        ])
+        #expect(certificates.stdout.contains("\"certificates\"") && !certificates.stdout.contains("\"serial\""), "\(certificates)")
+        let auditAfter = try fleetward.run(["audit", "verify", "--data", data, "--json"], environment: environment)
+        #expect(auditAfter.stdout == auditBefore.stdout, "no audit entry for a refusal that changed nothing")
+        let log = String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: server.stderrPath))) ?? Data(), as: UTF8.self)
+        #expect(log.contains("token 'ca-gone'") && !log.contains(pin), "the log names the token's failure, never the PIN")
+    }
 }
