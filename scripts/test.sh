@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
 # postgresql, the sqlite3 shell, curl, nginx and mosquitto (run as the tests' own processes, never the system services),
-# mosquitto-clients and python3-paho-mqtt, rabbitmq-server (its MQTT plugin, a private node per test), softhsm2, opensc and libengine-pkcs11-openssl, the util-linux/bsdutils tools for terminal tests, and
+# mosquitto-clients and python3-paho-mqtt, rabbitmq-server (its MQTT plugin, a private node per test), softhsm2, opensc and libengine-pkcs11-openssl, swtpm with tpm2-pkcs11 and tpm2-abrmd, the util-linux/bsdutils tools for terminal tests, and
 # openapi-spec-validator and schemathesis from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
 # `swift test`, fuzzes every parser briefly (scripts/fuzz.sh), and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
@@ -29,6 +29,13 @@ command -v softhsm2-util >/dev/null 2>&1 || packages+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || packages+=(opensc)
 # openssl's pkcs11 engine: openssl signs with the token's keys as a cross-check.
 ls /usr/lib/*/engines-3/pkcs11.so >/dev/null 2>&1 || packages+=(libengine-pkcs11-openssl)
+# A TPM through PKCS#11: tpm2-pkcs11 over swtpm, behind tpm2-abrmd on a private D-Bus session bus.
+command -v swtpm >/dev/null 2>&1 || packages+=(swtpm swtpm-tools)
+ls /usr/lib/*/pkcs11/libtpm2_pkcs11.so >/dev/null 2>&1 || packages+=(libtpm2-pkcs11-1)
+command -v tpm2_ptool >/dev/null 2>&1 || packages+=(libtpm2-pkcs11-tools tpm2-tools)
+command -v tpm2-abrmd >/dev/null 2>&1 || packages+=(tpm2-abrmd)
+ls /usr/lib/*/libtss2-tcti-tabrmd.so.0 >/dev/null 2>&1 || packages+=(libtss2-tcti-tabrmd0)
+command -v dbus-daemon >/dev/null 2>&1 || packages+=(dbus)
 python3 -c 'import pip' >/dev/null 2>&1 || packages+=(python3-pip)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "Installing ${packages[*]} with apt-get…" >&2

@@ -464,6 +464,9 @@ public struct Updater: Sendable {
                 agree: { try key.sharedSecret(with: $0) })
         } catch let error as PKIError {
             throw DeviceError(.updateRejected, "update refused: \(error.message)")
+        } catch {
+            // The key's custody cannot do ECDH (a token without C_DeriveKey): nothing to decrypt with.
+            throw DeviceError(.updateRejected, "update refused: this device's key cannot unwrap the image key (\(error))")
         }
     }
 
