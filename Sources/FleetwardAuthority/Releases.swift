@@ -153,12 +153,8 @@ public struct ReleaseRepository: Sendable {
     func encryptArtifact(_ file: String, key: SymmetricKey, progress: (Int64, Int64) -> Void) throws
         -> (artifact: ReleaseManifest.Artifact, encryption: ReleaseManifest.Encryption)
     {
-        guard let input = FileHandle(forReadingAtPath: file) else {
-            throw AuthorityError(.invalidConfiguration, "cannot read \(file)")
-        }
+        let (input, total) = try Self.openImage(file)
         defer { try? input.close() }
-        let total = Int64((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? NSNumber)?.int64Value ?? 0)
-        guard total > 0 else { throw AuthorityError(.invalidConfiguration, "\(file) is empty") }
         let (temporary, output) = try incomingFile()
         var kept = false
         defer { if !kept { try? FileManager.default.removeItem(atPath: temporary) } }
@@ -250,6 +246,19 @@ public struct ReleaseRepository: Sendable {
         return Set(try JSONDecoder().decode([String].self, from: Data(bytes)))
     }
 
+    /// The image `file`, open for reading, and its size (an empty or unreadable file is refused).
+    static func openImage(_ file: String) throws -> (FileHandle, Int64) {
+        guard let input = FileHandle(forReadingAtPath: file) else {
+            throw AuthorityError(.invalidConfiguration, "cannot read \(file)")
+        }
+        let total = Int64((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? NSNumber)?.int64Value ?? 0)
+        guard total > 0 else {
+            try? input.close()
+            throw AuthorityError(.invalidConfiguration, "\(file) is empty")
+        }
+        return (input, total)
+    }
+
     /// A new file in the artifact store, named apart from every artifact, open for writing.
     func incomingFile() throws -> (path: String, handle: FileHandle) {
         let temporary = artifactsDirectory + "/.incoming-" + UUID().uuidString
@@ -261,12 +270,8 @@ public struct ReleaseRepository: Sendable {
 
     /// Copies `file` into the artifact store under its SHA-256, streaming (the file is never held whole).
     func storeArtifact(_ file: String, progress: (Int64, Int64) -> Void) throws -> ReleaseManifest.Artifact {
-        guard let input = FileHandle(forReadingAtPath: file) else {
-            throw AuthorityError(.invalidConfiguration, "cannot read \(file)")
-        }
+        let (input, total) = try Self.openImage(file)
         defer { try? input.close() }
-        let total = Int64((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? NSNumber)?.int64Value ?? 0)
-        guard total > 0 else { throw AuthorityError(.invalidConfiguration, "\(file) is empty") }
         let (temporary, output) = try incomingFile()
         var kept = false
         defer { if !kept { try? FileManager.default.removeItem(atPath: temporary) } }

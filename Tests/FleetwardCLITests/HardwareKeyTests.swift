@@ -112,7 +112,7 @@ import Testing
     /// unwrap of an encrypted image's key run there, and no key is ever in a file the agent writes.
     @Test func aDeviceWhoseKeyIsInATokenEnrollsSendsRenewsAndDecryptsAnEncryptedImage() throws {
         guard let module = Self.module else { throw Tool.Missing(description: "SoftHSM2 is not installed (scripts/test.sh installs softhsm2)") }
-        let fixture = try ESTFixture()
+        let fixture = try ESTFixture(mqtt: true)
         let directory = fixture.directory
         try FileManager.default.createDirectory(atPath: directory.file("se-tokens"), withIntermediateDirectories: true)
         try directory.write("se.conf", "directories.tokendir = \(directory.file("se-tokens"))\nobjectstore.backend = file\nlog.level = ERROR\n")
@@ -151,6 +151,9 @@ import Testing
         let renewedKeys = try tokenKeys()
         #expect(renewedKeys.count == 1 && renewedKeys != keys, "\(renewedKeys)")
         #expect(try agent(["send"], [#"{"temperature": 21.7}"#]).succeeded)
+        // The MQTT front door's mTLS handshake, signed in the token too.
+        let published = try agent(["mqtt", "publish"], ["--message", #"{"t":22}"#])
+        #expect(published.succeeded && published.stdout.contains("devices/se-1/telemetry"), "\(published)")
 
         // Without the token's PIN the device cannot act, and says so in one line without a PIN.
         let noPIN = try device.agent.run(["send"] + device.options + store + [#"{"a": 1}"#], environment: hsm, removingEnvironment: ["FLEETWARD_PKCS11_PIN"])
