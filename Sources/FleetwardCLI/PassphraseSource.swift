@@ -1,8 +1,6 @@
 import FleetwardKeyCustody
+import FleetwardPKCS11
 import Foundation
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// Where the passphrase comes from: `FLEETWARD_PASSPHRASE`, else a prompt on the terminal with echo off.
 enum PassphraseSource {
@@ -29,30 +27,9 @@ enum PassphraseSource {
     }
 
     private static func prompt(_ text: String) throws -> Passphrase {
-        let fd = open("/dev/tty", O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else {
+        guard let typed = TerminalPrompt.readSecret(text) else {
             throw Unavailable(description: "no passphrase: set FLEETWARD_PASSPHRASE or run on a terminal")
         }
-        defer { close(fd) }
-        var original = termios()
-        let hasTerminal = tcgetattr(fd, &original) == 0
-        if hasTerminal {
-            var silent = original
-            silent.c_lflag &= ~tcflag_t(ECHO)
-            silent.c_lflag |= tcflag_t(ECHONL)
-            // TCSANOW, not TCSAFLUSH: flushing would drop a passphrase typed or pasted ahead of the prompt.
-            tcsetattr(fd, TCSANOW, &silent)
-        }
-        defer { if hasTerminal { tcsetattr(fd, TCSANOW, &original) } }
-        _ = text.withCString { Glibc.write(fd, $0, strlen($0)) }
-        var line: [UInt8] = []
-        var byte: UInt8 = 0
-        while line.count < 4096 {
-            let count = Glibc.read(fd, &byte, 1)
-            if count < 0, errno == EINTR { continue }
-            if count <= 0 || byte == 0x0A { break }
-            line.append(byte)
-        }
-        return Passphrase(String(decoding: line, as: UTF8.self))
+        return Passphrase(String(decoding: typed, as: UTF8.self))
     }
 }

@@ -110,8 +110,8 @@ extension String {
 }
 
 extension PKCS11URI {
-    /// The token's PIN: `FLEETWARD_PKCS11_PIN`, else the URI's pin-source file (first line). Never
-    /// on a command line, never in the URI itself.
+    /// The token's PIN: `FLEETWARD_PKCS11_PIN`, else the URI's pin-source file (first line), else
+    /// typed at a prompt on the terminal (echo off). Never on a command line, never in the URI itself.
     public func pin(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
         if let pin = environment["FLEETWARD_PKCS11_PIN"], !pin.isEmpty { return pin }
         if let source = pinSource {
@@ -122,6 +122,10 @@ extension PKCS11URI {
             guard !pin.isEmpty else { throw PKCS11Error(.wrongPIN, "the pin-source file \(source) is empty") }
             return pin
         }
-        throw PKCS11Error(.wrongPIN, "the token '\(token)' needs its PIN: set FLEETWARD_PKCS11_PIN or add pin-source=FILE to the URI")
+        if let typed = TerminalPrompt.readSecret("PIN for token '\(token)': "), !typed.isEmpty {
+            return String(decoding: typed, as: UTF8.self)
+        }
+        throw PKCS11Error(
+            .wrongPIN, "the token '\(token)' needs its PIN: set FLEETWARD_PKCS11_PIN, add pin-source=FILE to the URI, or run on a terminal")
     }
 }
