@@ -108,35 +108,11 @@ import Testing
         #expect(!noPIN.succeeded && noPIN.stderr.contains("FLEETWARD_PKCS11_PIN"), "\(noPIN)")
 
         // On a terminal the PIN is asked for, echo off (a pseudo-terminal from Python's pty).
-        let typist = """
-            import os, pty, sys, time
-            pid, fd = pty.fork()
-            if pid == 0:
-                os.execv(sys.argv[1], sys.argv[1:-1])
-            seen = b""
-            def read_until(marker, limit=30):
-                global seen
-                deadline = time.time() + limit
-                while marker not in seen and time.time() < deadline:
-                    try:
-                        chunk = os.read(fd, 4096)
-                    except OSError:
-                        break
-                    if not chunk:
-                        break
-                    seen += chunk
-            read_until(b"PIN for token 'fleet-ca': ")
-            os.write(fd, sys.argv[-1].encode() + b"\\n")
-            read_until(b"\\0", 60)
-            sys.stdout.write(seen.decode(errors="replace"))
-            sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
-            """
-        let prompted = try Tool("python3").run(
-            [
-                "-c", typist, fleetward.executable, "cert", "issue", "--data", data, "--profile", "device", "--id", "SN-HSM-4", "--csr",
-                directory.file("dev.csr"), "--out", directory.file("dev4.pem"), pin,
-            ], environment: hsm.merging(["FLEETWARD_PASSPHRASE": CLI.passphrase]) { $1 }, removingEnvironment: ["FLEETWARD_PKCS11_PIN"],
-            timeout: 120)
+        let prompted = try PseudoTerminal.run(
+            fleetward.executable,
+            ["cert", "issue", "--data", data, "--profile", "device", "--id", "SN-HSM-4", "--csr", directory.file("dev.csr"), "--out", directory.file("dev4.pem")],
+            answers: [("PIN for token 'fleet-ca': ", pin)], environment: hsm.merging(["FLEETWARD_PASSPHRASE": CLI.passphrase]) { $1 },
+            removingEnvironment: ["FLEETWARD_PKCS11_PIN"], timeout: 120)
         #expect(prompted.succeeded && prompted.stdout.contains("PIN for token 'fleet-ca': "), "\(prompted)")
         #expect(!prompted.stdout.contains(pin), "the PIN was echoed")
         #expect(try openssl.run(["verify"] + chain + [directory.file("dev4.pem")]).succeeded)

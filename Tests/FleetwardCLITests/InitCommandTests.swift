@@ -161,36 +161,10 @@ import Testing
         let cli = try CLI()
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        // A pseudo-terminal (Python's pty): each answer is typed once its prompt has been shown,
-        // as a person would, after the prompt has turned echo off.
-        let typist = """
-            import os, pty, sys, time
-            pid, fd = pty.fork()
-            if pid == 0:
-                os.execv(sys.argv[1], sys.argv[1:])
-            seen = b""
-            def read_until(marker, limit=30):
-                global seen
-                deadline = time.time() + limit
-                while marker not in seen and time.time() < deadline:
-                    try:
-                        chunk = os.read(fd, 4096)
-                    except OSError:
-                        break
-                    if not chunk:
-                        break
-                    seen += chunk
-            for prompt in (b"Passphrase for the new CA keys: ", b"Repeat the passphrase: "):
-                read_until(prompt)
-                os.write(fd, b"typed secret 123\\n")
-            read_until(b"\\0", 60)
-            sys.stdout.write(seen.decode(errors="replace"))
-            sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
-            """
-        let result = try Tool("python3").run(
-            ["-c", typist, cli.fleetward.executable, "init", "--data", dir.file("data"), "--kdf-iterations", "2000"],
-            removingEnvironment: ["FLEETWARD_PASSPHRASE"], timeout: 60
-        )
+        let result = try PseudoTerminal.run(
+            cli.fleetward.executable, ["init", "--data", dir.file("data"), "--kdf-iterations", "2000"],
+            answers: [("Passphrase for the new CA keys: ", "typed secret 123"), ("Repeat the passphrase: ", "typed secret 123")],
+            removingEnvironment: ["FLEETWARD_PASSPHRASE"])
         #expect(result.succeeded, "\(result)")
         #expect(result.stdout.contains("Passphrase for the new CA keys: "))
         #expect(result.stdout.contains("Repeat the passphrase: "))
