@@ -45,13 +45,14 @@ public struct PKCS11Error: Error, Sendable, CustomStringConvertible {
 
 /// One token in a PKCS#11 module (SoftHSM2, an HSM, tpm2-pkcs11, a secure element's module),
 /// logged in as the user. Keys are made inside it and never leave it: it signs digests with
-/// CKM_ECDSA and hands back the public half. Calls on one session are serialised.
+/// CKM_ECDSA, derives ECDH secrets with CKM_ECDH1_DERIVE and hands back the public half.
+/// Concurrent calls run on a pool of sessions (``SessionPool``), one call per session at a time.
 public final class PKCS11Token: Sendable {
     public let uri: PKCS11URI
     /// The module's function table: read-only once loaded, and the module was initialised for
     /// calls from any thread (CKF_OS_LOCKING_OK).
     nonisolated(unsafe) private let functions: UnsafeMutablePointer<CK_FUNCTION_LIST>
-    private let session: Mutex<CK_SESSION_HANDLE>
+    private let session: SessionPool
 
     /// The module `uri.modulePath` (or `modulePath`), the token labelled `uri.token`, a session
     /// logged in with `pin`.
@@ -76,11 +77,22 @@ public final class PKCS11Token: Sendable {
             bytes.withMemoryRebound(to: CChar.self) { fw_p11_open_session(list, slot, $0.baseAddress, $0.count, &opened) }
         }
         guard rv == CK_RV(CKR_OK) else { throw PKCS11Error(rv, "C_Login", token: uri.token) }
-        session = Mutex(opened)
+        // More sessions are opened as concurrent calls need them: the login holds for all of the
+        // application's sessions with the token (PKCS#11 §5.6).
+        let token = uri.token
+        session = SessionPool(first: opened, limit: Self.sessionLimit) {
+            var more = CK_SESSION_HANDLE(0)
+            let rv = fw_p11_open_session(list, slot, nil, 0, &more)
+            guard rv == CK_RV(CKR_OK) else { throw PKCS11Error(rv, "C_OpenSession", token: token) }
+            return more
+        }
     }
 
+    /// Sessions per token: two per core (a signature in the token blocks its thread), at most 16.
+    static var sessionLimit: Int { min(16, max(2, 2 * ProcessInfo.processInfo.activeProcessorCount)) }
+
     deinit {
-        _ = fw_p11_close_session(functions, session.withLock { $0 })
+        for handle in session.drain() { _ = fw_p11_close_session(functions, handle) }
     }
 
     /// A loaded module's function table; `@unchecked`: it is read-only once loaded.
@@ -113,7 +125,7 @@ public final class PKCS11Token: Sendable {
     public func generateP256Key(label: String, allowDerive: Bool = false) throws -> PKCS11Key {
         if try privateKeyHandle(label) != nil { throw PKCS11Error(.tokenFailed, "token '\(uri.token)' already holds a key labelled '\(label)'") }
         let id = Array(SHA256.hash(data: Array(label.utf8)).prefix(16))
-        return try session.withLock { session in
+        return try session.withSession { session in
             var publicHandle = CK_OBJECT_HANDLE(0)
             var privateHandle = CK_OBJECT_HANDLE(0)
             let rv = fw_p11_generate_p256(functions, session, label, id, id.count, allowDerive ? 1 : 0, &publicHandle, &privateHandle)
@@ -126,7 +138,7 @@ public final class PKCS11Token: Sendable {
     /// The key labelled `label`, nil when the token holds none.
     public func key(label: String) throws -> PKCS11Key? {
         guard let privateHandle = try privateKeyHandle(label) else { return nil }
-        return try session.withLock { session in
+        return try session.withSession { session in
             var publicHandle = CK_OBJECT_HANDLE(0)
             var found: Int32 = 0
             let rv = fw_p11_find_object(functions, session, CK_OBJECT_CLASS(CKO_PUBLIC_KEY), label, &publicHandle, &found)
@@ -140,7 +152,7 @@ public final class PKCS11Token: Sendable {
 
     /// Whether the private key's CKA_EXTRACTABLE and CKA_SENSITIVE say it cannot leave.
     public func isNonExtractable(_ key: PKCS11Key) throws -> Bool {
-        try session.withLock { session in
+        try session.withSession { session in
             var extractable: Int32 = 1
             var sensitive: Int32 = 0
             var rv = fw_p11_bool_attribute(functions, session, key.handle, CK_ATTRIBUTE_TYPE(CKA_EXTRACTABLE), &extractable)
@@ -152,7 +164,7 @@ public final class PKCS11Token: Sendable {
     }
 
     func sign(digest: [UInt8], with key: CK_OBJECT_HANDLE) throws -> [UInt8] {
-        try session.withLock { session in
+        try session.withSession { session in
             var signature = [UInt8](repeating: 0, count: 132)
             var length = UInt(signature.count)
             let rv = fw_p11_sign_ecdsa(functions, session, key, digest, digest.count, &signature, &length)
@@ -165,7 +177,7 @@ public final class PKCS11Token: Sendable {
     /// must have been made with `allowDerive`.
     func sharedSecret(with peer: P256.KeyAgreement.PublicKey, key: CK_OBJECT_HANDLE) throws -> [UInt8] {
         let point = Array(peer.x963Representation)
-        return try session.withLock { session in
+        return try session.withSession { session in
             var secret = [UInt8](repeating: 0, count: 64)
             var length = UInt(secret.count)
             let rv = fw_p11_ecdh(functions, session, key, point, point.count, &secret, &length)
@@ -177,7 +189,7 @@ public final class PKCS11Token: Sendable {
 
     /// Renames the key pair labelled `label` (both halves) to `newLabel`.
     public func relabel(_ key: PKCS11Key, to newLabel: String) throws -> PKCS11Key {
-        try session.withLock { session in
+        try session.withSession { session in
             var publicHandle = CK_OBJECT_HANDLE(0)
             var found: Int32 = 0
             var rv = fw_p11_find_object(functions, session, CK_OBJECT_CLASS(CKO_PUBLIC_KEY), key.label, &publicHandle, &found)
@@ -194,7 +206,7 @@ public final class PKCS11Token: Sendable {
 
     /// Destroys the key pair labelled `label` (both halves); nothing when there is none.
     public func destroyKey(label: String) throws {
-        try session.withLock { session in
+        try session.withSession { session in
             for objectClass in [CKO_PRIVATE_KEY, CKO_PUBLIC_KEY] {
                 while true {
                     var handle = CK_OBJECT_HANDLE(0)
@@ -211,7 +223,7 @@ public final class PKCS11Token: Sendable {
 
     /// The labels of the private keys the token holds (up to 4,096).
     public func privateKeyLabels() throws -> [String] {
-        try session.withLock { session in
+        try session.withSession { session in
             var handles = [CK_OBJECT_HANDLE](repeating: 0, count: 4096)
             var count: UInt = 0
             var rv = fw_p11_find_all(functions, session, CK_OBJECT_CLASS(CKO_PRIVATE_KEY), &handles, UInt(handles.count), &count)
@@ -228,7 +240,7 @@ public final class PKCS11Token: Sendable {
     }
 
     private func privateKeyHandle(_ label: String) throws -> CK_OBJECT_HANDLE? {
-        try session.withLock { session in
+        try session.withSession { session in
             var handle = CK_OBJECT_HANDLE(0)
             var found: Int32 = 0
             let rv = fw_p11_find_object(functions, session, CK_OBJECT_CLASS(CKO_PRIVATE_KEY), label, &handle, &found)
@@ -278,5 +290,68 @@ public struct PKCS11Key: Sendable {
     /// ECDH with `peer` in the token (the key must allow derivation): the shared x-coordinate.
     public func sharedSecret(with peer: P256.KeyAgreement.PublicKey) throws -> [UInt8] {
         try token.sharedSecret(with: peer, key: handle)
+    }
+}
+
+/// A token's sessions: calls take an idle one, or open another up to `limit`, or wait for one to
+/// come back; each session serves one call at a time (PKCS#11 sessions are not for concurrent use).
+final class SessionPool: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var idle: [CK_SESSION_HANDLE]
+    private var count = 1
+    private let limit: Int
+    private let open: () throws -> CK_SESSION_HANDLE
+
+    init(first: CK_SESSION_HANDLE, limit: Int, open: @escaping () throws -> CK_SESSION_HANDLE) {
+        idle = [first]
+        self.limit = max(1, limit)
+        self.open = open
+    }
+
+    func withSession<T>(_ body: (CK_SESSION_HANDLE) throws -> T) throws -> T {
+        let session = try take()
+        defer {
+            condition.lock()
+            idle.append(session)
+            condition.signal()
+            condition.unlock()
+        }
+        return try body(session)
+    }
+
+    private func take() throws -> CK_SESSION_HANDLE {
+        condition.lock()
+        if let session = idle.popLast() {
+            condition.unlock()
+            return session
+        }
+        if count < limit {
+            count += 1
+            condition.unlock()
+            do {
+                return try open()
+            } catch {
+                // The token allows no more sessions (or failed): wait for one of those it has.
+                condition.lock()
+                count -= 1
+                guard count > 0 else {
+                    condition.unlock()
+                    throw error
+                }
+            }
+        }
+        while idle.isEmpty { condition.wait() }
+        let session = idle.removeLast()
+        condition.unlock()
+        return session
+    }
+
+    /// Every idle session, for closing (the pool is being released).
+    func drain() -> [CK_SESSION_HANDLE] {
+        condition.lock()
+        defer { condition.unlock() }
+        let all = idle
+        idle = []
+        return all
     }
 }

@@ -4,6 +4,7 @@ import FleetwardPKCS11
 import FleetwardPKI
 import FleetwardTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// Keys inside a real PKCS#11 module: Debian's SoftHSM2, its tokens under a private directory,
@@ -15,7 +16,7 @@ import Testing
         static let module = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
             .first { FileManager.default.fileExists(atPath: $0) }
         static let pin = "fleet-pin-2468"
-        static let labels = ["fw-sign", "fw-reopen", "fw-wrong-pin", "fw-device"]
+        static let labels = ["fw-sign", "fw-reopen", "fw-wrong-pin", "fw-device", "fw-pool"]
         static let shared: Result<SoftHSM, any Error> = Result { try SoftHSM() }
 
         let directory: String
@@ -158,6 +159,26 @@ import Testing
         try custody.destroyKey(reference: key.reference)
         #expect(try custody.references().isEmpty)
         #expect(throws: DeviceError.self) { try custody.key(reference: key.reference) }
+    }
+
+    /// Many threads signing at once share the token's sessions (more are opened as needed, one
+    /// call per session at a time): every signature verifies.
+    @Test func concurrentSignaturesShareAPoolOfSessions() throws {
+        let hsm = try Self.softHSM()
+        let token = try PKCS11Token(uri: hsm.uri("fw-pool"), pin: SoftHSM.pin)
+        let key = try token.generateP256Key(label: "pooled", allowDerive: true)
+        let peer = P256.KeyAgreement.PrivateKey()
+        let devicePublic = try P256.KeyAgreement.PublicKey(x963Representation: key.publicKey.x963Representation)
+        let expected = try peer.sharedSecretFromKeyAgreement(with: devicePublic).withUnsafeBytes { Array($0) }
+        let failures = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: 64) { index in
+            let message = Array("message \(index)".utf8)
+            let good =
+                (try? key.signature(for: message)).map { key.publicKey.isValidSignature($0, for: message) } == true
+                && (try? key.sharedSecret(with: peer.publicKey)) == expected
+            if !good { failures.withLock { $0 += 1 } }
+        }
+        #expect(failures.withLock { $0 } == 0)
     }
 
     @Test func uris() throws {
