@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target for SECONDS (default 60): scripts/fuzz.sh TARGET [SECONDS]
-# Targets: certificate csr est-body ocsp-request crl allow-list manifest sealed mqtt (all: every one in turn).
+# Targets: certificate csr est-body ocsp-request crl allow-list manifest sealed mqtt image (all: every one in turn).
 # Builds the fuzz binary with -sanitize=fuzzer,address into .build-fuzz (FLEETWARD_FUZZ=1 adds the
 # target to the package), seeds a corpus with real files made by openssl (and a few written by
 # hand for the formats openssl does not write), and fails when libFuzzer finds a crash: the
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:?usage: scripts/fuzz.sh TARGET|all [SECONDS]}
 seconds=${2:-60}
-targets=(certificate csr est-body ocsp-request crl allow-list manifest sealed mqtt)
+targets=(certificate csr est-body ocsp-request crl allow-list manifest sealed mqtt image)
 if [ "$target" = all ]; then
   for one in "${targets[@]}"; do "$0" "$one" "$seconds"; done
   exit 0
@@ -67,6 +67,10 @@ case $target in
     printf '{"artifact":{"sha256":"%064d","size":1},"channel":"stable","expires":"2026-12-25T12:25:26Z","issued":"2026-11-25T12:25:26Z","manifestVersion":2,"models":["sensor"],"rollout":25,"version":"1.1.0"}' 0 >"$corpus/manifest.json"
     printf '1.10.0\n1.9.2-rc.1' >"$corpus/versions" ;;
   sealed) head -c 200 /dev/urandom >"$corpus/random"; printf 'FWSEAL1' >"$corpus/magic" ;;
+  image)
+    head -c 300 /dev/urandom >"$corpus/random"
+    printf '{"enc":"%s","key":"%s"}' "$(openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl ec -pubout -outform DER 2>/dev/null | tail -c 65 | base64 -w0)" \
+      "$(head -c 48 /dev/urandom | base64 -w0)" >"$corpus/wrapped.json" ;;
   mqtt)
     # v5 CONNECT (client id FUZZ-1, keep-alive 60), PUBLISH QoS 1 with a topic alias, SUBSCRIBE, PINGREQ, DISCONNECT.
     printf '\x10\x13\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x06FUZZ-1' >"$corpus/connect5"

@@ -1,8 +1,8 @@
 // libFuzzer targets for every parser that reads bytes from outside: certificates (PEM and DER),
 // CSRs and their checks, EST bodies (base64 then PKCS#10), OCSP requests (and the answer built for
 // them, read back), CRLs (read, and written then read back), allow-list CSV, release manifests
-// and versions, the device's sealed-store format, and the MQTT codec with the front door's session
-// state machine.
+// and versions, the device's sealed-store format, the MQTT codec with the front door's session
+// state machine, and encrypted images with their wrapped keys.
 // One binary; FLEETWARD_FUZZ_TARGET picks the target. Built only by scripts/fuzz.sh
 // (FLEETWARD_FUZZ=1 adds this target to the package; -sanitize=fuzzer,address). Every input must
 // end in a value or a typed error: a crash, a trap or a leak is a finding.
@@ -18,6 +18,7 @@ import X509
 
 enum FuzzTarget: String, CaseIterable {
     case certificate, csr, estBody = "est-body", ocspRequest = "ocsp-request", crl, allowList = "allow-list", manifest, sealed, mqtt
+    case image
 }
 
 let target = FuzzTarget(rawValue: ProcessInfo.processInfo.environment["FLEETWARD_FUZZ_TARGET"] ?? "") ?? {
@@ -39,6 +40,15 @@ let fixture: (issuer: CertificateIssuer, responder: OCSPResponder) = {
 }()
 
 let sealingKey = DeviceUniqueKey.ephemeral()
+
+/// The image target's fixed content key, device key and scratch directory.
+let imageKey = SymmetricKey(size: .bits256)
+let imageRecipient = P256.KeyAgreement.PrivateKey()
+let imageDirectory: String = {
+    let path = NSTemporaryDirectory() + "fleetward-fuzz-image-\(getpid())"
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}()
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
@@ -118,6 +128,34 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
             }
             first = false
             _ = machine.receivedFromBroker(frame)
+        }
+    case .image:
+        // The input as an encrypted image (64-byte chunks): it decrypts or is refused, never more.
+        let path = imageDirectory + "/input"
+        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        if let handle = FileHandle(forReadingAtPath: path) {
+            _ = try? ImageEncryption.decrypt(handle, ciphertextSize: Int64(bytes.count), key: imageKey, chunkSize: 64) { _ in }
+            try? handle.close()
+        }
+        // As an image: it encrypts and reads back whole.
+        if !bytes.isEmpty, let input = FileHandle(forReadingAtPath: path) {
+            let sealed = imageDirectory + "/sealed"
+            FileManager.default.createFile(atPath: sealed, contents: nil)
+            let output = FileHandle(forWritingAtPath: sealed)!
+            let result = try! ImageEncryption.encrypt(input, into: output, key: imageKey, chunkSize: 64)
+            try? input.close()
+            try? output.close()
+            let reader = FileHandle(forReadingAtPath: sealed)!
+            var back: [UInt8] = []
+            _ = try! ImageEncryption.decrypt(reader, ciphertextSize: result.ciphertextSize, key: imageKey, chunkSize: 64) { back += $0 }
+            try? reader.close()
+            precondition(back == bytes, "an encrypted image does not decrypt to itself")
+        }
+        // As a wrapped key from the gateway: it opens or is refused.
+        if let wrapped = try? JSONDecoder().decode(ImageEncryption.WrappedKey.self, from: Data(bytes)) {
+            _ = try? ImageEncryption.unwrap(wrapped, recipient: imageRecipient.publicKey, info: Array("fuzz".utf8)) { peer in
+                try imageRecipient.sharedSecretFromKeyAgreement(with: peer).withUnsafeBytes { Array($0) }
+            }
         }
     }
     return 0
