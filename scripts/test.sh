@@ -2,7 +2,7 @@
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
 # postgresql, the sqlite3 shell, curl, nginx and mosquitto (run as the tests' own processes, never the system services),
 # mosquitto-clients and python3-paho-mqtt, rabbitmq-server (its MQTT plugin, a private node per test), softhsm2 and opensc, the util-linux/bsdutils tools for terminal tests, and
-# openapi-spec-validator and schemathesis from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
+# openapi-spec-validator, schemathesis and prometheus-client (Prometheus' own text parser) from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
 # `swift test`, fuzzes every parser briefly (scripts/fuzz.sh), and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
 set -euo pipefail
@@ -34,7 +34,7 @@ if [ ${#packages[@]} -gt 0 ]; then
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
-for module in openapi_spec_validator:openapi-spec-validator schemathesis:schemathesis; do
+for module in openapi_spec_validator:openapi-spec-validator schemathesis:schemathesis prometheus_client:prometheus-client; do
   if ! python3 -c "import ${module%%:*}" >/dev/null 2>&1; then
     echo "Installing ${module##*:} with pip…" >&2
     python3 -m pip install -q --break-system-packages "${module##*:}" 2>/dev/null \

@@ -53,10 +53,13 @@ public struct TelemetryRecord: Sendable, Equatable, Encodable {
 public struct AuditSubject: Sendable, Equatable {
     public var sequence: Int64
     public var subject: String
+    /// When the entry was written (how long a change took to reach a follower).
+    public var time: Date?
 
-    public init(sequence: Int64, subject: String) {
+    public init(sequence: Int64, subject: String, time: Date? = nil) {
         self.sequence = sequence
         self.subject = subject
+        self.time = time
     }
 }
 
@@ -100,6 +103,9 @@ public protocol RegistryStore: Sendable {
 
     /// Counts devices per state.
     func deviceCounts() async throws -> [DeviceState: Int]
+
+    /// Counts unrevoked certificates whose validity ends in `from..<until`, per profile.
+    func expiringCertificateCounts(from: Date, until: Date) async throws -> [String: Int]
 
     /// The unrevoked API token with `id`, or nil.
     func apiToken(id: String) async throws -> APITokenRecord?

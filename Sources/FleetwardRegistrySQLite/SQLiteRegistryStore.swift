@@ -1,6 +1,6 @@
 public import FleetwardPKI
 public import FleetwardRegistry
-import Foundation
+public import Foundation
 import Synchronization
 
 /// The embedded registry: one SQLite file (WAL mode, full fsync on commit) inside the data directory.
@@ -183,6 +183,21 @@ public final class SQLiteRegistryStore: RegistryStore {
         }
     }
 
+    public func expiringCertificateCounts(from: Date, until: Date) async throws -> [String: Int] {
+        try withReader { connection in
+            let statement = try connection.statement(
+                """
+                SELECT profile, COUNT(*) FROM certificates c WHERE not_after >= ? AND not_after < ?
+                AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = c.serial) GROUP BY profile
+                """)
+            statement.bind(1, RegistryEncoding.milliseconds(from))
+            statement.bind(2, RegistryEncoding.milliseconds(until))
+            var counts: [String: Int] = [:]
+            while try statement.step() { counts[statement.text(0) ?? ""] = Int(statement.int64(1)) }
+            return counts
+        }
+    }
+
     public func apiToken(id: String) async throws -> APITokenRecord? {
         try withReader { connection in
             let statement = try connection.statement("SELECT \(Rows.tokenColumns) FROM api_tokens WHERE id = ? AND revoked_at IS NULL")
@@ -202,11 +217,15 @@ public final class SQLiteRegistryStore: RegistryStore {
 
     public func auditSubjects(after sequence: Int64, limit: Int) async throws -> [AuditSubject] {
         try withReader { connection in
-            let statement = try connection.statement("SELECT sequence, subject FROM audit_log WHERE sequence > ? ORDER BY sequence LIMIT ?")
+            let statement = try connection.statement(
+                "SELECT sequence, subject, time_ms FROM audit_log WHERE sequence > ? ORDER BY sequence LIMIT ?")
             statement.bind(1, sequence)
             statement.bind(2, Int64(limit))
             var subjects: [AuditSubject] = []
-            while try statement.step() { subjects.append(AuditSubject(sequence: statement.int64(0), subject: statement.text(1) ?? "")) }
+            while try statement.step() {
+                subjects.append(
+                    AuditSubject(sequence: statement.int64(0), subject: statement.text(1) ?? "", time: RegistryEncoding.date(statement.int64(2))))
+            }
             return subjects
         }
     }

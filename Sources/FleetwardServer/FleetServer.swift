@@ -5,7 +5,10 @@ public import FleetwardRegistry
 public import Foundation
 import Hummingbird
 public import Logging
+import Metrics
 import NIOCore
+import Prometheus
+import Synchronization
 import NIOPosix
 public import ServiceLifecycle
 
@@ -49,6 +52,12 @@ public struct ServerConfiguration: Sendable {
     public var gatewayLimits = ListenerLimits.gateway
     /// How often the gateway polls the audit log where the store cannot push changes (SQLite).
     public var watchInterval: Duration = .milliseconds(200)
+    /// Whether `GET /metrics` needs a bearer token (roles metrics, operator, admin).
+    public var metricsRequireToken = true
+    /// Hands this server's metrics registry to swift-metrics' global `MetricsSystem`, so what
+    /// libraries record through swift-metrics is scraped too. Once per process: `serve` sets it;
+    /// a second server in the same process (tests) keeps its registry to itself.
+    public var bootstrapsMetricsSystem = false
     /// Warnings and errors of the listeners; the gateway's refusals at `notice`.
     public var logger: Logger
 
@@ -89,6 +98,8 @@ public struct FleetServer: Sendable {
     public let est: ESTService
     public let gateway: Gateway
     public let updates: UpdateCatalog
+    /// What `GET /metrics` exports: this server's own registry (a process may run several servers).
+    public let metrics: FleetMetrics
 
     /// Opens the data directory's CA, registry and secrets and builds every service. Checks that
     /// the passphrase opens the issuing and factory keys, so a wrong one fails here, at start.
@@ -103,7 +114,11 @@ public struct FleetServer: Sendable {
         _ = try authority.issuer(for: .factory)
         let store = try await RegistryAccess.openStore(directory, databaseURL: configuration.databaseURL)
         let hasher = try RegistryAccess.openHasher(directory, passphrase: configuration.passphrase)
-        return FleetServer(configuration: configuration, authority: authority, custodian: custodian, store: store, hasher: hasher)
+        let server = FleetServer(configuration: configuration, authority: authority, custodian: custodian, store: store, hasher: hasher)
+        if configuration.bootstrapsMetricsSystem, metricsSystemBootstrapped.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+            MetricsSystem.bootstrap(server.metrics.factory)
+        }
+        return server
     }
 
     private init(
@@ -113,8 +128,12 @@ public struct FleetServer: Sendable {
         self.configuration = configuration
         self.authority = authority
         self.custodian = custodian
-        self.store = store
         self.hasher = hasher
+        let metrics = FleetMetrics()
+        self.metrics = metrics
+        // Every write transaction is timed for /metrics (fleetward_registry_transaction_seconds).
+        let store = TimedRegistryStore(store, metrics: metrics)
+        self.store = store
         registrar = Registrar(store: store, sealer: hasher.auditSealer)
         securityEvents = SecurityEventLog(registrar: registrar)
         enroller = Enroller(
@@ -125,14 +144,17 @@ public struct FleetServer: Sendable {
         ocsp = OCSPService(authority: authority, registrar: registrar)
         var api = ManagementAPI(registrar: registrar, hasher: hasher, claims: claims, revocation: revocation, ocsp: ocsp)
         api.authenticationLimiter = AttemptLimiter(.init(maximumFailures: configuration.signInFailuresPerMinute, window: 60))
+        api.metrics = metrics
+        api.metricsRequireToken = configuration.metricsRequireToken
         self.api = api
-        est = ESTService(enroller: enroller)
+        est = ESTService(enroller: enroller, metrics: metrics)
         var gatewayLogger = configuration.logger
         gatewayLogger.logLevel = min(gatewayLogger.logLevel, .notice)
         gateway = Gateway(
             registrar: registrar, issuing: authority.hierarchy.member(.issuing).certificate,
             factory: authority.hierarchy.member(.factory).certificate, securityEvents: securityEvents,
-            telemetryQuota: TelemetryQuota(configuration.telemetry), logger: gatewayLogger)
+            telemetryQuota: TelemetryQuota(configuration.telemetry), metrics: metrics, logger: gatewayLogger)
+        metrics.read("fleetward_device_connections") { [gateway] in gateway.liveConnections }
         updates = UpdateCatalog(repository: ReleaseRepository(directory: configuration.directory))
     }
 
@@ -196,6 +218,9 @@ public struct FleetServer: Sendable {
         return services
     }
 }
+
+/// swift-metrics allows one bootstrap per process (a second one traps).
+private let metricsSystemBootstrapped = Atomic<Bool>(false)
 
 /// Runs ``Gateway/watch(interval:fallback:)`` as a service.
 struct GatewayWatcher: Service {

@@ -98,6 +98,7 @@ struct RouteCase: Sendable, CustomStringConvertible {
         RouteCase(.delete, "/api/v1/tokens/{token}", path: { "/api/v1/tokens/\($0.spareTokenID)" }, [204, 403, 403, 403, 403]),
         RouteCase(.get, "/api/v1/audit", [200, 403, 200, 403, 403]),
         RouteCase(.get, "/api/v1/security-events", [200, 403, 200, 403, 403]),
+        RouteCase(.get, "/metrics", [200, 403, 200, 403, 403]),
         RouteCase(.get, "/api/v1/openapi.json", [200, 200, 200, 200, 200]),
         // Revocation status is public: relying parties carry no token.
         RouteCase(.get, "/crl/issuing.crl", [200, 200, 200, 200, 200]),
