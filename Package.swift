@@ -156,7 +156,10 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             // The management API's OpenAPI document, the source of truth, compiled into the binary.
-            resources: [.embedInCode("Resources/openapi.json")],
+            // The console's stylesheet and script, compiled in too: nothing to install or fetch.
+            resources: [
+                .embedInCode("Resources/openapi.json"), .embedInCode("Resources/console.css"), .embedInCode("Resources/console.js"),
+            ],
             swiftSettings: strictSettings
         ),
         // The device kit: what device makers link into their firmware (EST client, pinned TLS).
@@ -321,6 +324,8 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
+            // Run by path with python3 (selenium driving chromium), not bundled.
+            exclude: ["Fixtures/console_browser.py"],
             swiftSettings: strictSettings
         ),
     ]

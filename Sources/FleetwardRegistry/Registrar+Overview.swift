@@ -1,3 +1,4 @@
+public import FleetwardPKI
 public import Foundation
 
 /// The fleet at a glance: what `/metrics` exports and the console's overview draws.
@@ -40,5 +41,32 @@ extension Registrar {
             expiring[window] = try await store.expiringCertificateCounts(from: time, until: time.addingTimeInterval(window.seconds))
         }
         return FleetOverview(devicesByState: devices, expiring: expiring, auditEntries: try await store.auditHead())
+    }
+}
+
+extension Registrar {
+    /// The newest `limit` audit entries about device `id` and its certificates, newest first.
+    /// - Throws: ``RegistryError`` `forbidden` for a role that may not read the audit log,
+    ///   `notFound` when `actor` may not see the device.
+    public func timeline(of id: DeviceID, as actor: Actor, limit: Int = 50) async throws -> [AuditEntry] {
+        try AccessPolicy.authorize(.readAudit, actor)
+        let device = try await device(id, as: actor)
+        let serials = try await store.certificates(for: device.id).map { "certificate:" + $0.serial }
+        return try await store.auditEntries(subjects: ["device:" + device.id.rawValue] + serials.prefix(200), limit: limit)
+    }
+}
+
+extension Registrar {
+    /// Where device `id` stands with each release in `versions` (absent: never offered).
+    /// - Throws: ``RegistryError`` `notFound` when `actor` may not see the device.
+    public func updateStates(of id: DeviceID, versions: [String], as actor: Actor) async throws -> [String: UpdateState] {
+        let device = try await device(id, as: actor)
+        return try await store.transaction(audited: false) { transaction in
+            var states: [String: UpdateState] = [:]
+            for version in versions.prefix(100) {
+                if let state = try await transaction.updateState(of: device.id, version: version) { states[version] = state }
+            }
+            return states
+        }
     }
 }

@@ -116,6 +116,10 @@ public protocol RegistryStore: Sendable {
     /// Audit entries with sequence ≥ `sequence`, in order, at most `limit`.
     func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry]
 
+    /// The newest `limit` audit entries whose subject is one of `subjects` (`device:ID`,
+    /// `certificate:SERIAL`), newest first: one device's timeline.
+    func auditEntries(subjects: [String], limit: Int) async throws -> [AuditEntry]
+
     /// The subjects (`device:ID`, `certificate:SERIAL`, …) of audit entries after `sequence`, in
     /// order, at most `limit`: the change feed the gateway watches, whichever process made the change.
     func auditSubjects(after sequence: Int64, limit: Int) async throws -> [AuditSubject]

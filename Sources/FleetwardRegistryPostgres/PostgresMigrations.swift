@@ -225,6 +225,7 @@ enum PostgresMigrations {
                 "ALTER TABLE api_tokens DROP CONSTRAINT api_tokens_role_check",
                 "ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_role_check CHECK (role IN ('admin', 'manufacturer', 'operator', 'owner', 'metrics'))",
                 "CREATE INDEX certificates_by_expiry ON certificates (not_after)",
+                "CREATE INDEX audit_log_by_subject ON audit_log (subject, sequence)",
             ]
         ),
     ]

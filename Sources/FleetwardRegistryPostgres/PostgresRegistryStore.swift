@@ -263,17 +263,34 @@ public final class PostgresRegistryStore: RegistryStore {
                 SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac FROM audit_log
                 WHERE sequence >= \(sequence) ORDER BY sequence LIMIT \(limit)
                 """)
-            var entries: [AuditEntry] = []
-            for try await row in rows.decode(
-                (Int64, Int64, String, String, String, String?, String?, ByteBuffer, ByteBuffer, ByteBuffer?).self)
-            {
-                entries.append(
-                    AuditEntry(
-                        sequence: row.0, timeMilliseconds: row.1, actor: row.2, action: row.3, subject: row.4, before: row.5,
-                        after: row.6, previousHash: Array(row.7.readableBytesView), hash: Array(row.8.readableBytesView),
-                        mac: row.9.map { Array($0.readableBytesView) }))
-            }
-            return entries
+            return try await Self.auditEntries(rows)
+        }
+    }
+
+    /// The rows of `SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac`.
+    private static func auditEntries(_ rows: PostgresRowSequence) async throws -> [AuditEntry] {
+        var entries: [AuditEntry] = []
+        for try await row in rows.decode(
+            (Int64, Int64, String, String, String, String?, String?, ByteBuffer, ByteBuffer, ByteBuffer?).self)
+        {
+            entries.append(
+                AuditEntry(
+                    sequence: row.0, timeMilliseconds: row.1, actor: row.2, action: row.3, subject: row.4, before: row.5,
+                    after: row.6, previousHash: Array(row.7.readableBytesView), hash: Array(row.8.readableBytesView),
+                    mac: row.9.map { Array($0.readableBytesView) }))
+        }
+        return entries
+    }
+
+    public func auditEntries(subjects: [String], limit: Int) async throws -> [AuditEntry] {
+        guard !subjects.isEmpty else { return [] }
+        return try await read { query in
+            let rows = try await query(
+                """
+                SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac FROM audit_log
+                WHERE subject = ANY(\(subjects)) ORDER BY sequence DESC LIMIT \(limit)
+                """)
+            return try await Self.auditEntries(rows)
         }
     }
 

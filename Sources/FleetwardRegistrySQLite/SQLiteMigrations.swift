@@ -213,7 +213,8 @@ enum SQLiteMigrations {
         ),
         // The operator's view: API tokens of the `metrics` role (a Prometheus scraper), which
         // SQLite's CHECK cannot gain without rebuilding the table; certificates by expiry, for the
-        // "expiring within 7 and 30 days" counts of /metrics and the console.
+        // "expiring within 7 and 30 days" counts of /metrics and the console; the audit log by
+        // subject, for one device's timeline in the console.
         Migration(
             version: 11,
             sql: """
@@ -232,6 +233,7 @@ enum SQLiteMigrations {
                 DROP TABLE api_tokens;
                 ALTER TABLE api_tokens_v11 RENAME TO api_tokens;
                 CREATE INDEX certificates_by_expiry ON certificates (not_after);
+                CREATE INDEX audit_log_by_subject ON audit_log (subject, sequence);
                 """,
             rebuildsTables: true
         ),

@@ -244,18 +244,36 @@ public final class SQLiteRegistryStore: RegistryStore {
             )
             statement.bind(1, sequence)
             statement.bind(2, Int64(limit))
-            var entries: [AuditEntry] = []
-            while try statement.step() {
-                entries.append(
-                    AuditEntry(
-                        sequence: statement.int64(0), timeMilliseconds: statement.int64(1), actor: statement.text(2) ?? "",
-                        action: statement.text(3) ?? "", subject: statement.text(4) ?? "", before: statement.text(5),
-                        after: statement.text(6), previousHash: statement.blob(7) ?? [], hash: statement.blob(8) ?? [],
-                        mac: statement.blob(9)
-                    )
+            return try Self.auditEntries(statement)
+        }
+    }
+
+    /// The rows of `SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac`.
+    private static func auditEntries(_ statement: SQLiteStatement) throws -> [AuditEntry] {
+        var entries: [AuditEntry] = []
+        while try statement.step() {
+            entries.append(
+                AuditEntry(
+                    sequence: statement.int64(0), timeMilliseconds: statement.int64(1), actor: statement.text(2) ?? "",
+                    action: statement.text(3) ?? "", subject: statement.text(4) ?? "", before: statement.text(5),
+                    after: statement.text(6), previousHash: statement.blob(7) ?? [], hash: statement.blob(8) ?? [],
+                    mac: statement.blob(9)
                 )
-            }
-            return entries
+            )
+        }
+        return entries
+    }
+
+    public func auditEntries(subjects: [String], limit: Int) async throws -> [AuditEntry] {
+        guard !subjects.isEmpty else { return [] }
+        return try await withWriter { connection in
+            let statement = try connection.statement(
+                "SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac FROM audit_log WHERE subject IN ("
+                    + Array(repeating: "?", count: subjects.count).joined(separator: ", ") + ") ORDER BY sequence DESC LIMIT ?"
+            )
+            for (index, subject) in subjects.enumerated() { statement.bind(Int32(index + 1), subject) }
+            statement.bind(Int32(subjects.count + 1), Int64(limit))
+            return try Self.auditEntries(statement)
         }
     }
 

@@ -89,6 +89,11 @@ public final class FleetMetrics: Sendable {
     private let updateReports: [String: Counter]
     private let revocationToDisconnect: ValueHistogram
     private let transactionSeconds: ValueHistogram
+    /// Enrollments issued and refused since start, for the console's activity chart.
+    private let issuedTotal = Atomic<Int>(0)
+    private let refusedTotal = Atomic<Int>(0)
+    /// Per-minute samples of those totals (``sampleActivity(at:)``), the newest last.
+    private let history = Mutex<(issued: Int, refused: Int, points: [ActivityPoint])>((0, 0, []))
     /// Readings of live values (connections, sessions) by the listeners that hold them.
     private let readings = Mutex<[String: @Sendable () -> Int]>([:])
 
@@ -153,6 +158,11 @@ public final class FleetMetrics: Sendable {
 
     public func enrollment(_ flow: EnrollmentFlow, _ credential: EnrollmentCredential, _ result: EnrollmentResult) {
         enrollments[EnrollmentKey(flow: flow, credential: credential, result: result)]?.increment()
+        switch result {
+        case .issued: issuedTotal.add(1, ordering: .relaxed)
+        case .pending: break
+        default: refusedTotal.add(1, ordering: .relaxed)
+        }
     }
 
     public func handshakeAdmitted(_ listener: DeviceListenerKind) {
@@ -181,6 +191,44 @@ public final class FleetMetrics: Sendable {
     /// Registers a live value read at each scrape, as the gauge `name` (a listener's connections).
     public func read(_ name: String, _ reading: @escaping @Sendable () -> Int) {
         readings.withLock { $0[name] = reading }
+    }
+
+    // MARK: Activity over time (the console)
+
+    /// Enrollments issued and refused in one interval.
+    public struct ActivityPoint: Sendable, Equatable {
+        public var end: Date
+        public var issued: Int
+        public var refused: Int
+    }
+
+    /// How many intervals the history keeps (an hour of minutes).
+    public static let activityPoints = 60
+
+    /// Closes the current interval: what was issued and refused since the last sample.
+    public func sampleActivity(at time: Date) {
+        let issued = issuedTotal.load(ordering: .relaxed)
+        let refused = refusedTotal.load(ordering: .relaxed)
+        history.withLock { history in
+            history.points.append(ActivityPoint(end: time, issued: issued - history.issued, refused: refused - history.refused))
+            if history.points.count > Self.activityPoints { history.points.removeFirst(history.points.count - Self.activityPoints) }
+            history.issued = issued
+            history.refused = refused
+        }
+    }
+
+    /// The sampled intervals and the one still open (ending `time`), oldest first.
+    public func activity(at time: Date) -> [ActivityPoint] {
+        let issued = issuedTotal.load(ordering: .relaxed)
+        let refused = refusedTotal.load(ordering: .relaxed)
+        return history.withLock { history in
+            history.points + [ActivityPoint(end: time, issued: issued - history.issued, refused: refused - history.refused)]
+        }
+    }
+
+    /// Enrollments issued and refused since the server started.
+    public var enrollmentTotals: (issued: Int, refused: Int) {
+        (issuedTotal.load(ordering: .relaxed), refusedTotal.load(ordering: .relaxed))
     }
 
     // MARK: Scrape

@@ -58,6 +58,8 @@ public struct ServerConfiguration: Sendable {
     /// libraries record through swift-metrics is scraped too. Once per process: `serve` sets it;
     /// a second server in the same process (tests) keeps its registry to itself.
     public var bootstrapsMetricsSystem = false
+    /// The width of one bar of the console's enrollment chart (an hour of them is kept).
+    public var activityInterval: Duration = .seconds(60)
     /// Warnings and errors of the listeners; the gateway's refusals at `notice`.
     public var logger: Logger
 
@@ -146,7 +148,6 @@ public struct FleetServer: Sendable {
         api.authenticationLimiter = AttemptLimiter(.init(maximumFailures: configuration.signInFailuresPerMinute, window: 60))
         api.metrics = metrics
         api.metricsRequireToken = configuration.metricsRequireToken
-        self.api = api
         est = ESTService(enroller: enroller, metrics: metrics)
         var gatewayLogger = configuration.logger
         gatewayLogger.logLevel = min(gatewayLogger.logLevel, .notice)
@@ -156,6 +157,9 @@ public struct FleetServer: Sendable {
             telemetryQuota: TelemetryQuota(configuration.telemetry), metrics: metrics, logger: gatewayLogger)
         metrics.read("fleetward_device_connections") { [gateway] in gateway.liveConnections }
         updates = UpdateCatalog(repository: ReleaseRepository(directory: configuration.directory))
+        api.console = Console(
+            registrar: registrar, hasher: hasher, gateway: gateway, metrics: metrics, updates: updates, limiter: api.authenticationLimiter)
+        self.api = api
     }
 
     /// The listeners and the gateway's registry watch, to run in one `ServiceGroup`;
@@ -179,6 +183,7 @@ public struct FleetServer: Sendable {
                 limits: configuration.gatewayLimits, logger: logger
             ) { await onListening(.gateway, $0) },
             GatewayWatcher(gateway: gateway, interval: configuration.watchInterval),
+            ActivitySampler(metrics: metrics, interval: configuration.activityInterval),
             TelemetryRetention(registrar: registrar, retention: configuration.telemetry.retention, logger: logger),
         ] + (try mqttServices(serverChain: serverChain, serverKey: serverKey, onListening: onListening))
     }
@@ -221,6 +226,21 @@ public struct FleetServer: Sendable {
 
 /// swift-metrics allows one bootstrap per process (a second one traps).
 private let metricsSystemBootstrapped = Atomic<Bool>(false)
+
+/// Closes one interval of the console's enrollment chart every `interval`.
+struct ActivitySampler: Service {
+    let metrics: FleetMetrics
+    let interval: Duration
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                metrics.sampleActivity(at: Date())
+            }
+        }
+    }
+}
 
 /// Runs ``Gateway/watch(interval:fallback:)`` as a service.
 struct GatewayWatcher: Service {

@@ -407,6 +407,9 @@ public final class Gateway: Sendable {
     /// How many device connections are open.
     public var liveConnections: Int { state.withLock { $0.byChannel.count } }
 
+    /// How many connections device `id` has open now (gateway and MQTT).
+    public func liveConnections(of id: DeviceID) -> Int { state.withLock { $0.live[id]?.count ?? 0 } }
+
     /// Forgets what is known about `id` and closes its connections that no longer pass.
     /// - Parameter changedAt: when the registry change was written: the connections this closes
     ///   record how long the change took to cut them.

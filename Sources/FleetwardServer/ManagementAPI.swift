@@ -34,6 +34,8 @@ public struct ManagementAPI: Sendable {
     /// Whether `GET /metrics` needs a bearer token (of the `metrics`, `operator` or `admin`
     /// role); false serves it to anyone who can reach the listener.
     public var metricsRequireToken = true
+    /// The web console at `/console/` (nil: none), signed in with its own sessions.
+    public var console: Console?
 
     public init(
         registrar: Registrar, hasher: SecretHasher, claims: ClaimCodeDesk, revocation: RevocationPublisher, ocsp: OCSPService
@@ -60,7 +62,8 @@ public struct ManagementAPI: Sendable {
                 store: store, hasher: hasher, limiter: authenticationLimiter, now: now,
                 publicPaths: Set(
                     [Self.openAPIPath, "/ocsp"] + Array(RevocationPublisher.paths.values) + (metricsRequireToken ? [] : [Self.metricsPath])),
-                publicPrefixes: ["/ocsp/"]))
+                // The console authenticates its own requests (a session cookie, ``Console``).
+                publicPrefixes: ["/ocsp/"] + (console == nil ? [] : ["/console"])))
         OCSPRoutes.add(to: router, ocsp, metrics: metrics)
         router.get(RouterPath(Self.metricsPath)) { _, context in
             let actor: Actor
@@ -310,6 +313,7 @@ public struct ManagementAPI: Sendable {
             let events = try await store.securityEvents(after: after, limit: limit)
             return JSONResponse.make(Page(name: "events", items: events, next: events.count == limit ? events.last?.sequence : nil))
         }
+        console?.add(to: router)
         // Last: it wraps only requests no route took. HEAD goes with every GET (generated).
         let routes = router.routes.map { (path: $0.path, method: $0.method) }
         let heads = routes.filter { $0.method == .get }.map { (path: $0.path, method: HTTPRequest.Method.head) }

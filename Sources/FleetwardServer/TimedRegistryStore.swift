@@ -40,6 +40,9 @@ public struct TimedRegistryStore: RegistryStore {
     public func auditSubjects(after sequence: Int64, limit: Int) async throws -> [AuditSubject] {
         try await base.auditSubjects(after: sequence, limit: limit)
     }
+    public func auditEntries(subjects: [String], limit: Int) async throws -> [AuditEntry] {
+        try await base.auditEntries(subjects: subjects, limit: limit)
+    }
     public func auditHead() async throws -> Int64 { try await base.auditHead() }
     public func auditAppends() -> AsyncStream<Void>? { base.auditAppends() }
     public func certificate(serial: String) async throws -> CertificateRecord? { try await base.certificate(serial: serial) }
