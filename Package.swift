@@ -34,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Pure values and functions: profiles, CSR checks, issuance, serials, PBES2, PEM/DER. No I/O.
@@ -149,9 +151,15 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             // The management API's OpenAPI document, the source of truth, compiled into the binary.
-            resources: [.embedInCode("Resources/openapi.json")],
+            // The console's stylesheet and script, compiled in too: nothing to install or fetch.
+            resources: [
+                .embedInCode("Resources/openapi.json"), .embedInCode("Resources/console.css"), .embedInCode("Resources/console.js"),
+            ],
             swiftSettings: strictSettings
         ),
         // The device kit: what device makers link into their firmware (EST client, pinned TLS).
@@ -319,6 +327,8 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            // Run by path with python3 (selenium driving chromium), not bundled.
+            exclude: ["Fixtures/console_browser.py"],
             swiftSettings: strictSettings
         ),
     ]

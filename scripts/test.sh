@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Fleetward test on a fresh machine: installs what the tests drive (Debian's openssl,
 # postgresql, the sqlite3 shell, curl, nginx and mosquitto (run as the tests' own processes, never the system services),
-# mosquitto-clients and python3-paho-mqtt, rabbitmq-server (its MQTT plugin, a private node per test), softhsm2, opensc and libengine-pkcs11-openssl, swtpm with tpm2-pkcs11 and tpm2-abrmd, the util-linux/bsdutils tools for terminal tests, and
-# openapi-spec-validator and schemathesis from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
+# mosquitto-clients and python3-paho-mqtt, rabbitmq-server (its MQTT plugin, a private node per test), softhsm2, opensc and libengine-pkcs11-openssl, swtpm with tpm2-pkcs11 and tpm2-abrmd, chromium and chromium-driver (the console's browser test), the util-linux/bsdutils tools for terminal tests, and
+# openapi-spec-validator, schemathesis, prometheus-client (Prometheus' own text parser) and selenium from PyPI) if it is missing, starts a private PostgreSQL cluster on a loopback port under a temp dir, runs
 # `swift test`, fuzzes every parser briefly (scripts/fuzz.sh), and stops the cluster again.
 # Idempotent; needs root (or sudo) only when something must be installed.
 set -euo pipefail
@@ -36,6 +36,9 @@ command -v tpm2_ptool >/dev/null 2>&1 || packages+=(libtpm2-pkcs11-tools tpm2-to
 command -v tpm2-abrmd >/dev/null 2>&1 || packages+=(tpm2-abrmd)
 ls /usr/lib/*/libtss2-tcti-tabrmd.so.0 >/dev/null 2>&1 || packages+=(libtss2-tcti-tabrmd0)
 command -v dbus-daemon >/dev/null 2>&1 || packages+=(dbus)
+# Chromium and its WebDriver, for the console's browser test (driven by selenium from PyPI).
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+[ -x /usr/bin/chromedriver ] || packages+=(chromium-driver)
 python3 -c 'import pip' >/dev/null 2>&1 || packages+=(python3-pip)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "Installing ${packages[*]} with apt-get…" >&2
@@ -43,7 +46,7 @@ if [ ${#packages[@]} -gt 0 ]; then
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
-for module in openapi_spec_validator:openapi-spec-validator schemathesis:schemathesis; do
+for module in openapi_spec_validator:openapi-spec-validator schemathesis:schemathesis prometheus_client:prometheus-client selenium:selenium; do
   if ! python3 -c "import ${module%%:*}" >/dev/null 2>&1; then
     echo "Installing ${module##*:} with pip…" >&2
     python3 -m pip install -q --break-system-packages "${module##*:}" 2>/dev/null \

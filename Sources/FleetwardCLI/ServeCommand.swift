@@ -65,6 +65,11 @@ struct ServeCommand: AsyncParsableCommand {
     var gatewayTLS12 = false
 
     @Option(
+        name: .customLong("metrics-auth"),
+        help: "token: GET /metrics needs a bearer token of the metrics, operator or admin role; none: anyone who reaches the API listener may scrape.")
+    var metricsAuth = "token"
+
+    @Option(
         name: .customLong("handshake-timeout"),
         help: ArgumentHelp("Seconds a client of EST or the gateway has to finish its TLS handshake (default 10).", valueName: "seconds"))
     var handshakeTimeout = 10
@@ -194,6 +199,9 @@ struct ServeCommand: AsyncParsableCommand {
             configuration.mqttBrokerPassword = password
         }
         configuration.gatewayTLS12 = gatewayTLS12
+        guard ["token", "none"].contains(metricsAuth) else { throw ValidationError("--metrics-auth must be token or none") }
+        configuration.metricsRequireToken = metricsAuth == "token"
+        configuration.bootstrapsMetricsSystem = true
         configuration.upstream = upstreamService
         configuration.deviceLifetime = lifetime
         guard (1...300).contains(handshakeTimeout), (1...86_400).contains(estIdleTimeout), (1...86_400).contains(apiIdleTimeout),

@@ -21,7 +21,7 @@ struct TokenCommand: AsyncParsableCommand {
         @OptionGroup var dataOptions: DataOptions
         @OptionGroup var output: OutputOptions
 
-        @Option(help: "admin, manufacturer, operator or owner.") var role: String
+        @Option(help: "admin, manufacturer, operator, owner, or metrics (reads GET /metrics only).") var role: String
         @Option(help: "The owner an owner token acts for.") var owner: String?
         @Option(
             name: .customLong("expires-in"),
@@ -30,7 +30,7 @@ struct TokenCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard let role = Role(rawValue: role) else {
-                throw ValidationError("unknown role '\(self.role)'; use admin, manufacturer, operator or owner")
+                throw ValidationError("unknown role '\(self.role)'; use admin, manufacturer, operator, owner or metrics")
             }
             if role == .owner, owner == nil {
                 throw ValidationError("an owner token needs --owner NAME (1 to 64 letters, digits, '-', '_', '.', '@')")

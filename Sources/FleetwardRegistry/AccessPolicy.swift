@@ -13,6 +13,10 @@
 /// | groups: create, delete | ✓ | | ✓ | |
 /// | API tokens | ✓ | | | |
 /// | audit log, security events | ✓ | | ✓ | |
+/// | metrics (`GET /metrics`) | ✓ | | ✓ | |
+/// | fleet overview (counts by state, certificates expiring) | ✓ | ✓ | ✓ | |
+///
+/// The `metrics` role (a Prometheus scraper) may read the metrics and nothing else.
 ///
 /// An owner asking for another owner's device is told it does not exist (404), so device IDs
 /// cannot be probed.
@@ -36,6 +40,8 @@ public enum AccessPolicy {
         case manageTokens
         case readAudit
         case readSecurityEvents
+        case readMetrics
+        case readFleetOverview
 
         public var description: String {
             switch self {
@@ -56,6 +62,8 @@ public enum AccessPolicy {
             case .manageTokens: "manage API tokens"
             case .readAudit: "read the audit log"
             case .readSecurityEvents: "read security events"
+            case .readMetrics: "read the metrics"
+            case .readFleetOverview: "read the fleet overview"
             }
         }
     }
@@ -76,6 +84,8 @@ public enum AccessPolicy {
         case .manageMQTTPolicies: [.admin, .operator]
         case .manageTokens: [.admin]
         case .readAudit, .readSecurityEvents: [.admin, .operator]
+        case .readMetrics: [.admin, .operator, .metrics]
+        case .readFleetOverview: [.admin, .manufacturer, .operator, .metrics]
         }
     }
 

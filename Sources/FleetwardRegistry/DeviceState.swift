@@ -22,6 +22,8 @@ public enum Role: String, Sendable, Codable, CaseIterable, CustomStringConvertib
     case manufacturer
     case `operator`
     case owner
+    /// A Prometheus scraper: reads `/metrics` and nothing else.
+    case metrics
 
     public var description: String { rawValue }
 }

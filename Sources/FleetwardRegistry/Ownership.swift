@@ -114,7 +114,7 @@ public enum OwnershipRules {
             guard let owner = actor.owner, owner == device.owner else {
                 throw RegistryError(.forbidden, "only the device's owner may transfer it")
             }
-        case .manufacturer, .operator:
+        case .manufacturer, .operator, .metrics:
             throw RegistryError(.forbidden, "role \(actor.role) may not transfer a device")
         }
         guard device.state != .revoked, device.state != .stolen else {

@@ -53,10 +53,13 @@ public struct TelemetryRecord: Sendable, Equatable, Encodable {
 public struct AuditSubject: Sendable, Equatable {
     public var sequence: Int64
     public var subject: String
+    /// When the entry was written (how long a change took to reach a follower).
+    public var time: Date?
 
-    public init(sequence: Int64, subject: String) {
+    public init(sequence: Int64, subject: String, time: Date? = nil) {
         self.sequence = sequence
         self.subject = subject
+        self.time = time
     }
 }
 
@@ -101,6 +104,9 @@ public protocol RegistryStore: Sendable {
     /// Counts devices per state.
     func deviceCounts() async throws -> [DeviceState: Int]
 
+    /// Counts unrevoked certificates whose validity ends in `from..<until`, per profile.
+    func expiringCertificateCounts(from: Date, until: Date) async throws -> [String: Int]
+
     /// The unrevoked API token with `id`, or nil.
     func apiToken(id: String) async throws -> APITokenRecord?
 
@@ -109,6 +115,10 @@ public protocol RegistryStore: Sendable {
 
     /// Audit entries with sequence ≥ `sequence`, in order, at most `limit`.
     func auditEntries(from sequence: Int64, limit: Int) async throws -> [AuditEntry]
+
+    /// The newest `limit` audit entries whose subject is one of `subjects` (`device:ID`,
+    /// `certificate:SERIAL`), newest first: one device's timeline.
+    func auditEntries(subjects: [String], limit: Int) async throws -> [AuditEntry]
 
     /// The subjects (`device:ID`, `certificate:SERIAL`, …) of audit entries after `sequence`, in
     /// order, at most `limit`: the change feed the gateway watches, whichever process made the change.

@@ -218,5 +218,15 @@ enum PostgresMigrations {
                 "CREATE TABLE mqtt_policies (scope TEXT PRIMARY KEY, document TEXT NOT NULL, updated_at BIGINT NOT NULL)"
             ]
         ),
+        // API tokens of the `metrics` role; certificates by expiry (the expiring counts).
+        Migration(
+            version: 11,
+            statements: [
+                "ALTER TABLE api_tokens DROP CONSTRAINT api_tokens_role_check",
+                "ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_role_check CHECK (role IN ('admin', 'manufacturer', 'operator', 'owner', 'metrics'))",
+                "CREATE INDEX certificates_by_expiry ON certificates (not_after)",
+                "CREATE INDEX audit_log_by_subject ON audit_log (subject, sequence)",
+            ]
+        ),
     ]
 }

@@ -1,6 +1,6 @@
 public import FleetwardPKI
 public import FleetwardRegistry
-import Foundation
+public import Foundation
 public import Logging
 import NIOCore
 import PostgresNIO
@@ -170,6 +170,21 @@ public final class PostgresRegistryStore: RegistryStore {
         }
     }
 
+    public func expiringCertificateCounts(from: Date, until: Date) async throws -> [String: Int] {
+        try await read { query in
+            let start = RegistryEncoding.milliseconds(from)
+            let end = RegistryEncoding.milliseconds(until)
+            let rows = try await query(
+                """
+                SELECT profile, count(*) FROM certificates c WHERE not_after >= \(start) AND not_after < \(end)
+                AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = c.serial) GROUP BY profile
+                """)
+            var counts: [String: Int] = [:]
+            for try await (profile, count) in rows.decode((String, Int64).self) { counts[profile] = Int(count) }
+            return counts
+        }
+    }
+
     public func apiToken(id: String) async throws -> APITokenRecord? {
         try await read { query in
             let rows = try await query(
@@ -190,10 +205,11 @@ public final class PostgresRegistryStore: RegistryStore {
 
     public func auditSubjects(after sequence: Int64, limit: Int) async throws -> [AuditSubject] {
         try await read { query in
-            let rows = try await query("SELECT sequence, subject FROM audit_log WHERE sequence > \(sequence) ORDER BY sequence LIMIT \(limit)")
+            let rows = try await query(
+                "SELECT sequence, subject, time_ms FROM audit_log WHERE sequence > \(sequence) ORDER BY sequence LIMIT \(limit)")
             var subjects: [AuditSubject] = []
-            for try await (sequence, subject) in rows.decode((Int64, String).self) {
-                subjects.append(AuditSubject(sequence: sequence, subject: subject))
+            for try await (sequence, subject, time) in rows.decode((Int64, String, Int64).self) {
+                subjects.append(AuditSubject(sequence: sequence, subject: subject, time: RegistryEncoding.date(time)))
             }
             return subjects
         }
@@ -247,17 +263,34 @@ public final class PostgresRegistryStore: RegistryStore {
                 SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac FROM audit_log
                 WHERE sequence >= \(sequence) ORDER BY sequence LIMIT \(limit)
                 """)
-            var entries: [AuditEntry] = []
-            for try await row in rows.decode(
-                (Int64, Int64, String, String, String, String?, String?, ByteBuffer, ByteBuffer, ByteBuffer?).self)
-            {
-                entries.append(
-                    AuditEntry(
-                        sequence: row.0, timeMilliseconds: row.1, actor: row.2, action: row.3, subject: row.4, before: row.5,
-                        after: row.6, previousHash: Array(row.7.readableBytesView), hash: Array(row.8.readableBytesView),
-                        mac: row.9.map { Array($0.readableBytesView) }))
-            }
-            return entries
+            return try await Self.auditEntries(rows)
+        }
+    }
+
+    /// The rows of `SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac`.
+    private static func auditEntries(_ rows: PostgresRowSequence) async throws -> [AuditEntry] {
+        var entries: [AuditEntry] = []
+        for try await row in rows.decode(
+            (Int64, Int64, String, String, String, String?, String?, ByteBuffer, ByteBuffer, ByteBuffer?).self)
+        {
+            entries.append(
+                AuditEntry(
+                    sequence: row.0, timeMilliseconds: row.1, actor: row.2, action: row.3, subject: row.4, before: row.5,
+                    after: row.6, previousHash: Array(row.7.readableBytesView), hash: Array(row.8.readableBytesView),
+                    mac: row.9.map { Array($0.readableBytesView) }))
+        }
+        return entries
+    }
+
+    public func auditEntries(subjects: [String], limit: Int) async throws -> [AuditEntry] {
+        guard !subjects.isEmpty else { return [] }
+        return try await read { query in
+            let rows = try await query(
+                """
+                SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac FROM audit_log
+                WHERE subject = ANY(\(subjects)) ORDER BY sequence DESC LIMIT \(limit)
+                """)
+            return try await Self.auditEntries(rows)
         }
     }
 

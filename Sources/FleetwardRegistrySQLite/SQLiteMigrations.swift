@@ -211,5 +211,31 @@ enum SQLiteMigrations {
                 );
                 """
         ),
+        // The operator's view: API tokens of the `metrics` role (a Prometheus scraper), which
+        // SQLite's CHECK cannot gain without rebuilding the table; certificates by expiry, for the
+        // "expiring within 7 and 30 days" counts of /metrics and the console; the audit log by
+        // subject, for one device's timeline in the console.
+        Migration(
+            version: 11,
+            sql: """
+                CREATE TABLE api_tokens_v11 (
+                    id TEXT PRIMARY KEY,
+                    secret_hmac BLOB NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('admin', 'manufacturer', 'operator', 'owner', 'metrics')),
+                    owner TEXT,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER,
+                    revoked_at INTEGER,
+                    CHECK ((role = 'owner') = (owner IS NOT NULL))
+                );
+                INSERT INTO api_tokens_v11 (id, secret_hmac, role, owner, created_at, expires_at, revoked_at)
+                    SELECT id, secret_hmac, role, owner, created_at, expires_at, revoked_at FROM api_tokens;
+                DROP TABLE api_tokens;
+                ALTER TABLE api_tokens_v11 RENAME TO api_tokens;
+                CREATE INDEX certificates_by_expiry ON certificates (not_after);
+                CREATE INDEX audit_log_by_subject ON audit_log (subject, sequence);
+                """,
+            rebuildsTables: true
+        ),
     ]
 }

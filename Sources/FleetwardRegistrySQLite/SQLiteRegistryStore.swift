@@ -1,6 +1,6 @@
 public import FleetwardPKI
 public import FleetwardRegistry
-import Foundation
+public import Foundation
 import Synchronization
 
 /// The embedded registry: one SQLite file (WAL mode, full fsync on commit) inside the data directory.
@@ -183,6 +183,21 @@ public final class SQLiteRegistryStore: RegistryStore {
         }
     }
 
+    public func expiringCertificateCounts(from: Date, until: Date) async throws -> [String: Int] {
+        try withReader { connection in
+            let statement = try connection.statement(
+                """
+                SELECT profile, COUNT(*) FROM certificates c WHERE not_after >= ? AND not_after < ?
+                AND NOT EXISTS (SELECT 1 FROM revocations r WHERE r.serial = c.serial) GROUP BY profile
+                """)
+            statement.bind(1, RegistryEncoding.milliseconds(from))
+            statement.bind(2, RegistryEncoding.milliseconds(until))
+            var counts: [String: Int] = [:]
+            while try statement.step() { counts[statement.text(0) ?? ""] = Int(statement.int64(1)) }
+            return counts
+        }
+    }
+
     public func apiToken(id: String) async throws -> APITokenRecord? {
         try withReader { connection in
             let statement = try connection.statement("SELECT \(Rows.tokenColumns) FROM api_tokens WHERE id = ? AND revoked_at IS NULL")
@@ -202,11 +217,15 @@ public final class SQLiteRegistryStore: RegistryStore {
 
     public func auditSubjects(after sequence: Int64, limit: Int) async throws -> [AuditSubject] {
         try withReader { connection in
-            let statement = try connection.statement("SELECT sequence, subject FROM audit_log WHERE sequence > ? ORDER BY sequence LIMIT ?")
+            let statement = try connection.statement(
+                "SELECT sequence, subject, time_ms FROM audit_log WHERE sequence > ? ORDER BY sequence LIMIT ?")
             statement.bind(1, sequence)
             statement.bind(2, Int64(limit))
             var subjects: [AuditSubject] = []
-            while try statement.step() { subjects.append(AuditSubject(sequence: statement.int64(0), subject: statement.text(1) ?? "")) }
+            while try statement.step() {
+                subjects.append(
+                    AuditSubject(sequence: statement.int64(0), subject: statement.text(1) ?? "", time: RegistryEncoding.date(statement.int64(2))))
+            }
             return subjects
         }
     }
@@ -225,18 +244,36 @@ public final class SQLiteRegistryStore: RegistryStore {
             )
             statement.bind(1, sequence)
             statement.bind(2, Int64(limit))
-            var entries: [AuditEntry] = []
-            while try statement.step() {
-                entries.append(
-                    AuditEntry(
-                        sequence: statement.int64(0), timeMilliseconds: statement.int64(1), actor: statement.text(2) ?? "",
-                        action: statement.text(3) ?? "", subject: statement.text(4) ?? "", before: statement.text(5),
-                        after: statement.text(6), previousHash: statement.blob(7) ?? [], hash: statement.blob(8) ?? [],
-                        mac: statement.blob(9)
-                    )
+            return try Self.auditEntries(statement)
+        }
+    }
+
+    /// The rows of `SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac`.
+    private static func auditEntries(_ statement: SQLiteStatement) throws -> [AuditEntry] {
+        var entries: [AuditEntry] = []
+        while try statement.step() {
+            entries.append(
+                AuditEntry(
+                    sequence: statement.int64(0), timeMilliseconds: statement.int64(1), actor: statement.text(2) ?? "",
+                    action: statement.text(3) ?? "", subject: statement.text(4) ?? "", before: statement.text(5),
+                    after: statement.text(6), previousHash: statement.blob(7) ?? [], hash: statement.blob(8) ?? [],
+                    mac: statement.blob(9)
                 )
-            }
-            return entries
+            )
+        }
+        return entries
+    }
+
+    public func auditEntries(subjects: [String], limit: Int) async throws -> [AuditEntry] {
+        guard !subjects.isEmpty else { return [] }
+        return try await withWriter { connection in
+            let statement = try connection.statement(
+                "SELECT sequence, time_ms, actor, action, subject, before, after, previous_hash, hash, mac FROM audit_log WHERE subject IN ("
+                    + Array(repeating: "?", count: subjects.count).joined(separator: ", ") + ") ORDER BY sequence DESC LIMIT ?"
+            )
+            for (index, subject) in subjects.enumerated() { statement.bind(Int32(index + 1), subject) }
+            statement.bind(Int32(subjects.count + 1), Int64(limit))
+            return try Self.auditEntries(statement)
         }
     }
 

@@ -51,14 +51,20 @@ struct BearerAuthenticator: RouterMiddleware {
         guard let header, header.count < 512 else { return nil }
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        return try await Self.actor(token: parts[1].trimmingCharacters(in: .whitespaces), store: store, hasher: hasher, now: now())
+    }
+
+    /// The actor an API token (`fwt_<id>_<secret>`) stands for: nil when it is malformed,
+    /// unknown, revoked, expired or its secret does not match (all alike). Also signs in to the console.
+    static func actor(token: String, store: any RegistryStore, hasher: SecretHasher, now: Date) async throws -> Actor? {
+        guard token.utf8.count < 512 else { return nil }
         // fwt_<16 hex>_<secret>
         let fields = token.split(separator: "_", maxSplits: 2, omittingEmptySubsequences: false)
         guard fields.count == 3, fields[0] == "fwt", fields[1].count == 16,
             fields[1].utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }), !fields[2].isEmpty
         else { return nil }
         guard let record = try await store.apiToken(id: String(fields[1])) else { return nil }
-        if let expiry = record.expiresAt, expiry <= now() { return nil }
+        if let expiry = record.expiresAt, expiry <= now { return nil }
         guard hasher.matches(Array(fields[2].utf8), stored: record.secretHMAC) else { return nil }
         return Actor(role: record.role, name: record.id, owner: record.owner)
     }

@@ -33,8 +33,12 @@ public struct ESTService: Sendable {
     /// The `cacerts` answer: the same for every request.
     let cacertsBody: ByteBuffer
 
-    public init(enroller: Enroller) {
+    /// Enrollments by flow, credential and result.
+    public let metrics: FleetMetrics
+
+    public init(enroller: Enroller, metrics: FleetMetrics = FleetMetrics()) {
         self.enroller = enroller
+        self.metrics = metrics
         let hierarchy = enroller.authority.hierarchy
         cacertsBody = ByteBuffer(bytes: CertsOnlyPKCS7.base64Bytes([hierarchy.member(.root).der, hierarchy.member(.issuing).der]))
     }
@@ -106,13 +110,44 @@ public struct ESTService: Sendable {
     // MARK: Enrollment
 
     private func enroll(_ request: DeviceHTTPRequest, renewal: Bool) async throws -> DeviceHTTPAnswer {
-        let csr = try readCSR(request)
-        let credential = try await readCredential(request, renewal: renewal)
-        switch try await enroller.enroll(csr, with: credential, renewal: renewal, from: request.remoteIP) {
-        case .issued(let certificate):
-            return Self.pkcs7Answer(ByteBuffer(bytes: CertsOnlyPKCS7.base64Bytes([certificate.der])))
-        case .pending(let retryAfter):
-            return .complete(.accepted, headers: ["Retry-After": "\(retryAfter)"], body: ByteBuffer())
+        let flow: FleetMetrics.EnrollmentFlow = renewal ? .reenroll : .enroll
+        var kind = FleetMetrics.EnrollmentCredential.none
+        do {
+            let csr = try readCSR(request)
+            let credential = try await readCredential(request, renewal: renewal)
+            switch credential {
+            case .password: kind = .password
+            case .certificate: kind = .certificate
+            case .none: kind = .none
+            }
+            switch try await enroller.enroll(csr, with: credential, renewal: renewal, from: request.remoteIP) {
+            case .issued(let certificate):
+                metrics.enrollment(flow, kind, .issued)
+                return Self.pkcs7Answer(ByteBuffer(bytes: CertsOnlyPKCS7.base64Bytes([certificate.der])))
+            case .pending(let retryAfter):
+                metrics.enrollment(flow, kind, .pending)
+                return .complete(.accepted, headers: ["Retry-After": "\(retryAfter)"], body: ByteBuffer())
+            }
+        } catch {
+            metrics.enrollment(flow, kind, Self.result(of: error))
+            throw error
+        }
+    }
+
+    /// The metrics' name for why an enrollment was refused.
+    static func result(of error: any Error) -> FleetMetrics.EnrollmentResult {
+        switch error {
+        case let error as AuthorityError:
+            switch error.code {
+            case .unauthenticated: .unauthenticated
+            case .forbidden, .notFound, .conflict: .forbidden
+            case .invalidRequest: .invalidRequest
+            case .tooManyRequests: .tooManyRequests
+            case .unavailable: .unavailable
+            default: .error
+            }
+        case is HTTPProblem: .invalidRequest
+        default: .error
         }
     }
 

@@ -5,7 +5,10 @@ public import FleetwardRegistry
 public import Foundation
 import Hummingbird
 public import Logging
+import Metrics
 import NIOCore
+import Prometheus
+import Synchronization
 import NIOPosix
 public import ServiceLifecycle
 
@@ -49,6 +52,14 @@ public struct ServerConfiguration: Sendable {
     public var gatewayLimits = ListenerLimits.gateway
     /// How often the gateway polls the audit log where the store cannot push changes (SQLite).
     public var watchInterval: Duration = .milliseconds(200)
+    /// Whether `GET /metrics` needs a bearer token (roles metrics, operator, admin).
+    public var metricsRequireToken = true
+    /// Hands this server's metrics registry to swift-metrics' global `MetricsSystem`, so what
+    /// libraries record through swift-metrics is scraped too. Once per process: `serve` sets it;
+    /// a second server in the same process (tests) keeps its registry to itself.
+    public var bootstrapsMetricsSystem = false
+    /// The width of one bar of the console's enrollment chart (an hour of them is kept).
+    public var activityInterval: Duration = .seconds(60)
     /// Warnings and errors of the listeners; the gateway's refusals at `notice`.
     public var logger: Logger
 
@@ -89,6 +100,8 @@ public struct FleetServer: Sendable {
     public let est: ESTService
     public let gateway: Gateway
     public let updates: UpdateCatalog
+    /// What `GET /metrics` exports: this server's own registry (a process may run several servers).
+    public let metrics: FleetMetrics
 
     /// Opens the data directory's CA, registry and secrets and builds every service. Checks that
     /// the passphrase opens the issuing and factory keys, so a wrong one fails here, at start.
@@ -103,7 +116,11 @@ public struct FleetServer: Sendable {
         _ = try authority.issuer(for: .factory)
         let store = try await RegistryAccess.openStore(directory, databaseURL: configuration.databaseURL)
         let hasher = try RegistryAccess.openHasher(directory, passphrase: configuration.passphrase)
-        return FleetServer(configuration: configuration, authority: authority, custodian: custodian, store: store, hasher: hasher)
+        let server = FleetServer(configuration: configuration, authority: authority, custodian: custodian, store: store, hasher: hasher)
+        if configuration.bootstrapsMetricsSystem, metricsSystemBootstrapped.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+            MetricsSystem.bootstrap(server.metrics.factory)
+        }
+        return server
     }
 
     private init(
@@ -113,8 +130,12 @@ public struct FleetServer: Sendable {
         self.configuration = configuration
         self.authority = authority
         self.custodian = custodian
-        self.store = store
         self.hasher = hasher
+        let metrics = FleetMetrics()
+        self.metrics = metrics
+        // Every write transaction is timed for /metrics (fleetward_registry_transaction_seconds).
+        let store = TimedRegistryStore(store, metrics: metrics)
+        self.store = store
         registrar = Registrar(store: store, sealer: hasher.auditSealer)
         securityEvents = SecurityEventLog(registrar: registrar)
         enroller = Enroller(
@@ -125,17 +146,22 @@ public struct FleetServer: Sendable {
         ocsp = OCSPService(authority: authority, registrar: registrar)
         var api = ManagementAPI(registrar: registrar, hasher: hasher, claims: claims, revocation: revocation, ocsp: ocsp)
         api.authenticationLimiter = AttemptLimiter(.init(maximumFailures: configuration.signInFailuresPerMinute, window: 60))
-        self.api = api
-        est = ESTService(enroller: enroller)
+        api.metrics = metrics
+        api.metricsRequireToken = configuration.metricsRequireToken
+        est = ESTService(enroller: enroller, metrics: metrics)
         var gatewayLogger = configuration.logger
         gatewayLogger.logLevel = min(gatewayLogger.logLevel, .notice)
         gateway = Gateway(
             registrar: registrar, issuing: authority.hierarchy.member(.issuing).certificate,
             factory: authority.hierarchy.member(.factory).certificate, securityEvents: securityEvents,
-            telemetryQuota: TelemetryQuota(configuration.telemetry), logger: gatewayLogger)
+            telemetryQuota: TelemetryQuota(configuration.telemetry), metrics: metrics, logger: gatewayLogger)
+        metrics.read("fleetward_device_connections") { [gateway] in gateway.liveConnections }
         let releases = ReleaseRepository(directory: configuration.directory)
         let passphrase = configuration.passphrase
         updates = UpdateCatalog(repository: releases) { try releases.openContentKeySeal(passphrase: passphrase, create: false) }
+        api.console = Console(
+            registrar: registrar, hasher: hasher, gateway: gateway, metrics: metrics, updates: updates, limiter: api.authenticationLimiter)
+        self.api = api
     }
 
     /// The listeners and the gateway's registry watch, to run in one `ServiceGroup`;
@@ -159,6 +185,7 @@ public struct FleetServer: Sendable {
                 limits: configuration.gatewayLimits, logger: logger
             ) { await onListening(.gateway, $0) },
             GatewayWatcher(gateway: gateway, interval: configuration.watchInterval),
+            ActivitySampler(metrics: metrics, interval: configuration.activityInterval),
             TelemetryRetention(registrar: registrar, retention: configuration.telemetry.retention, logger: logger),
         ] + (try mqttServices(serverChain: serverChain, serverKey: serverKey, onListening: onListening))
     }
@@ -196,6 +223,24 @@ public struct FleetServer: Sendable {
                 statePath: configuration.directory.path + "/mqtt/announced",
                 now: gateway.now, logger: configuration.logger))
         return services
+    }
+}
+
+/// swift-metrics allows one bootstrap per process (a second one traps).
+private let metricsSystemBootstrapped = Atomic<Bool>(false)
+
+/// Closes one interval of the console's enrollment chart every `interval`.
+struct ActivitySampler: Service {
+    let metrics: FleetMetrics
+    let interval: Duration
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                metrics.sampleActivity(at: Date())
+            }
+        }
     }
 }
 

@@ -97,6 +97,8 @@ public final class Gateway: Sendable {
     /// The factory CA, only to say why a birth certificate is refused.
     let factory: Certificate?
     let logger: Logger
+    /// Handshakes admitted and refused, revocation-to-disconnect times.
+    public let metrics: FleetMetrics
     let now: @Sendable () -> Date
     private let state = Mutex(State())
     private let head = Atomic<Int64>(0)
@@ -105,8 +107,10 @@ public final class Gateway: Sendable {
 
     public init(
         registrar: Registrar, issuing: Certificate, factory: Certificate? = nil, securityEvents: SecurityEventLog? = nil,
-        telemetryQuota: TelemetryQuota = TelemetryQuota(), logger: Logger, now: @escaping @Sendable () -> Date = Date.init
+        telemetryQuota: TelemetryQuota = TelemetryQuota(), metrics: FleetMetrics = FleetMetrics(), logger: Logger,
+        now: @escaping @Sendable () -> Date = Date.init
     ) {
+        self.metrics = metrics
         self.telemetryQuota = telemetryQuota
         self.securityEvents = securityEvents
         self.now = now
@@ -120,12 +124,23 @@ public final class Gateway: Sendable {
 
     /// Why a certificate was refused; logged, never sent (the TLS alert says only that it was bad).
     struct Refusal: Error, CustomStringConvertible {
+        var code: FleetMetrics.HandshakeRefusal
         var reason: String
         var device: String?
         var serial: String?
         /// A stolen, revoked or suspended device or a revoked certificate: a security event.
         var isAlarming = false
         var description: String { reason }
+
+        init(
+            _ code: FleetMetrics.HandshakeRefusal, reason: String, device: String? = nil, serial: String? = nil, isAlarming: Bool = false
+        ) {
+            self.code = code
+            self.reason = reason
+            self.device = device
+            self.serial = serial
+            self.isAlarming = isAlarming
+        }
     }
 
     /// Certificates that passed the checks below, by the SHA-256 of their DER: a device reconnects
@@ -139,9 +154,9 @@ public final class Gateway: Sendable {
         let digest = SHA256.hash(data: der)
         if let known = verifiedCertificates.withLock({ $0[digest] }) {
             let time = now()
-            guard time >= known.notBefore else { throw Refusal(reason: "the certificate is not yet valid", serial: known.identity.serial) }
+            guard time >= known.notBefore else { throw Refusal(.notYetValid, reason: "the certificate is not yet valid", serial: known.identity.serial) }
             guard time <= known.identity.notAfter else {
-                throw Refusal(reason: "the certificate has expired", serial: known.identity.serial)
+                throw Refusal(.expired, reason: "the certificate has expired", serial: known.identity.serial)
             }
             return (known.id, known.identity)
         }
@@ -160,30 +175,30 @@ public final class Gateway: Sendable {
         do {
             certificate = try Certificate(derEncoded: der)
         } catch {
-            throw Refusal(reason: "the client certificate does not parse")
+            throw Refusal(.malformed, reason: "the client certificate does not parse")
         }
         if let factory, certificate.issuer == factory.subject {
-            throw Refusal(reason: "a birth certificate cannot connect; the device enrolls over EST for an operational certificate")
+            throw Refusal(.wrongProfile, reason: "a birth certificate cannot connect; the device enrolls over EST for an operational certificate")
         }
         guard certificate.issuer == issuing.subject, issuing.publicKey.isValidSignature(certificate.signature, for: certificate) else {
-            throw Refusal(reason: "the client certificate is not issued by the Fleetward issuing CA")
+            throw Refusal(.untrustedIssuer, reason: "the client certificate is not issued by the Fleetward issuing CA")
         }
         let serial = certificate.serialNumber.hexString.lowercased()
         let named: (profile: CertificateProfile?, deviceID: String?)
         do {
             named = try CertificateSummary.fleetwardIdentity(of: certificate)
         } catch {
-            throw Refusal(reason: "the client certificate's extensions do not decode", serial: serial)
+            throw Refusal(.malformed, reason: "the client certificate's extensions do not decode", serial: serial)
         }
         let time = now()
-        guard time >= certificate.notValidBefore else { throw Refusal(reason: "the certificate is not yet valid", serial: serial) }
-        guard time <= certificate.notValidAfter else { throw Refusal(reason: "the certificate has expired", serial: serial) }
+        guard time >= certificate.notValidBefore else { throw Refusal(.notYetValid, reason: "the certificate is not yet valid", serial: serial) }
+        guard time <= certificate.notValidAfter else { throw Refusal(.expired, reason: "the certificate has expired", serial: serial) }
         guard named.profile == .device else {
             let what = named.profile.map { "a \($0.rawValue) certificate" } ?? "a certificate without a Fleetward profile"
-            throw Refusal(reason: "\(what) cannot connect; the gateway takes operational device certificates", serial: serial)
+            throw Refusal(.wrongProfile, reason: "\(what) cannot connect; the gateway takes operational device certificates", serial: serial)
         }
         guard let id = named.deviceID.flatMap({ try? DeviceID($0) }) else {
-            throw Refusal(reason: "the certificate names no device", serial: serial)
+            throw Refusal(.wrongProfile, reason: "the certificate names no device", serial: serial)
         }
         let identity = Identity(
             device: id.rawValue, owner: nil, serial: serial, certificateSHA256: digest.hexString, notAfter: certificate.notValidAfter)
@@ -192,19 +207,19 @@ public final class Gateway: Sendable {
 
     /// The registry checks, against `entry`.
     static func checkRegistry(_ entry: Entry?, _ id: DeviceID, _ identity: Identity) throws -> Identity {
-        guard let entry else { throw Refusal(reason: "device \(id) is not registered", device: id.rawValue, serial: identity.serial) }
+        guard let entry else { throw Refusal(.notRegistered, reason: "device \(id) is not registered", device: id.rawValue, serial: identity.serial) }
         guard entry.state == .active else {
             throw Refusal(
-                reason: "device \(id) is \(entry.state)", device: id.rawValue, serial: identity.serial,
+                .notActive, reason: "device \(id) is \(entry.state)", device: id.rawValue, serial: identity.serial,
                 isAlarming: [.stolen, .revoked, .suspended].contains(entry.state))
         }
         guard let record = entry.certificates[identity.serial], record.sha256 == identity.certificateSHA256 else {
             throw Refusal(
-                reason: "certificate \(identity.serial) is not on record for device \(id)", device: id.rawValue, serial: identity.serial)
+                .unknownCertificate, reason: "certificate \(identity.serial) is not on record for device \(id)", device: id.rawValue, serial: identity.serial)
         }
         guard !record.revoked else {
             throw Refusal(
-                reason: "certificate \(identity.serial) is revoked", device: id.rawValue, serial: identity.serial, isAlarming: true)
+                .revoked, reason: "certificate \(identity.serial) is revoked", device: id.rawValue, serial: identity.serial, isAlarming: true)
         }
         var identity = identity
         identity.owner = entry.owner
@@ -213,11 +228,14 @@ public final class Gateway: Sendable {
 
     /// The verification callback's work for one connection: refuse, or accept and track it.
     /// Completes at once when the device is in memory; otherwise after one registry read.
-    func verify(_ presented: [NIOSSLCertificate], channel: any Channel, promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>) {
-        let peer = Peer(channel: channel)
+    func verify(
+        _ presented: [NIOSSLCertificate], channel: any Channel, listener: FleetMetrics.DeviceListenerKind = .gateway,
+        promise: EventLoopPromise<NIOSSLVerificationResultWithMetadata>
+    ) {
+        let peer = Peer(channel: channel, listener: listener)
         let checked: (DeviceID, Identity)
         do {
-            guard let leaf = presented.first else { throw Refusal(reason: "no client certificate") }
+            guard let leaf = presented.first else { throw Refusal(.noCertificate, reason: "no client certificate") }
             checked = try checkCertificate(try leaf.toDERBytes())
         } catch {
             refuse(error, peer: peer, promise: promise)
@@ -252,10 +270,10 @@ public final class Gateway: Sendable {
 
     /// The same checks for a resumed session, whose handshake ran no verification callback, on
     /// the certificate the session carries; succeeds with false when the connection must close.
-    func admitResumed(_ channel: any Channel) -> EventLoopFuture<Bool> {
+    func admitResumed(_ channel: any Channel, listener: FleetMetrics.DeviceListenerKind = .gateway) -> EventLoopFuture<Bool> {
         let promise = channel.eventLoop.makePromise(of: NIOSSLVerificationResultWithMetadata.self)
         let presented = ((try? channel.pipeline.syncOperations.nioSSL_peerCertificate()) ?? nil).map { [$0] } ?? []
-        verify(presented, channel: channel, promise: promise)
+        verify(presented, channel: channel, listener: listener, promise: promise)
         return promise.futureResult.map { result in
             if case .certificateVerified = result { return true }
             return false
@@ -317,15 +335,18 @@ public final class Gateway: Sendable {
     /// written, not for every admitted connection (≈ 0.6 % of a resumed handshake's CPU).
     struct Peer: CustomStringConvertible, Sendable {
         let channel: any Channel
+        let listener: FleetMetrics.DeviceListenerKind
         var description: String { channel.remoteAddress?.description ?? "unknown" }
     }
 
     private func logAccepted(_ identity: Identity, peer: Peer) {
+        metrics.handshakeAdmitted(peer.listener)
         logger.debug(
             "gateway accepted a device", metadata: ["device": "\(identity.device)", "serial": "\(identity.serial)", "peer": "\(peer)"])
     }
 
     private func logRefused(_ error: any Error, peer: Peer) {
+        metrics.handshakeRefused(peer.listener, (error as? Refusal)?.code ?? .registryUnavailable)
         var metadata: Logger.Metadata = ["reason": "\(error)", "peer": "\(peer)"]
         if let refusal = error as? Refusal {
             if let device = refusal.device { metadata["device"] = "\(device)" }
@@ -398,8 +419,13 @@ public final class Gateway: Sendable {
     /// How many device connections are open.
     public var liveConnections: Int { state.withLock { $0.byChannel.count } }
 
+    /// How many connections device `id` has open now (gateway and MQTT).
+    public func liveConnections(of id: DeviceID) -> Int { state.withLock { $0.live[id]?.count ?? 0 } }
+
     /// Forgets what is known about `id` and closes its connections that no longer pass.
-    func reevaluate(_ id: DeviceID) async {
+    /// - Parameter changedAt: when the registry change was written: the connections this closes
+    ///   record how long the change took to cut them.
+    func reevaluate(_ id: DeviceID, changedAt: Date? = nil) async {
         let live = state.withLock { state -> [Live] in
             state.entries[id] = nil
             state.generations[id, default: 0] &+= 1
@@ -421,7 +447,7 @@ public final class Gateway: Sendable {
                 if current.owner != connection.identity.owner {
                     let key = ObjectIdentifier(connection.channel)
                     if state.withLock({ $0.ownerBound.contains(key) }) {
-                        throw Refusal(reason: "the device has a new owner", device: id.rawValue, serial: connection.identity.serial)
+                        throw Refusal(.notActive, reason: "the device has a new owner", device: id.rawValue, serial: connection.identity.serial)
                     }
                     state.withLock { state in
                         state.live[id]?[key]?.identity.owner = current.owner
@@ -433,6 +459,7 @@ public final class Gateway: Sendable {
                     "gateway closed a device connection",
                     metadata: ["device": "\(id)", "serial": "\(connection.identity.serial)", "reason": "\(error)"])
                 connection.channel.close(promise: nil)
+                if let changedAt { metrics.disconnected(afterChangeSeconds: now().timeIntervalSince(changedAt)) }
             }
         }
     }
@@ -486,18 +513,23 @@ public final class Gateway: Sendable {
         while true {
             let subjects = try await store.auditSubjects(after: head.load(ordering: .relaxed), limit: 1000)
             guard let last = subjects.last else { return }
-            var devices = Set<DeviceID>()
+            // Each device once, with the time of its earliest change in this batch.
+            var devices: [DeviceID: Date?] = [:]
+            func note(_ id: DeviceID, _ time: Date?) {
+                if let known = devices[id], let knownTime = known, let time, knownTime <= time { return }
+                devices[id] = time
+            }
             for entry in subjects {
                 if entry.subject.hasPrefix("device:"), let id = try? DeviceID(String(entry.subject.dropFirst(7))) {
-                    devices.insert(id)
+                    note(id, entry.time)
                 } else if entry.subject.hasPrefix("certificate:") {
                     let serial = String(entry.subject.dropFirst(12)).lowercased()
-                    if let id = try await store.certificate(serial: serial)?.deviceID { devices.insert(id) }
+                    if let id = try await store.certificate(serial: serial)?.deviceID { note(id, entry.time) }
                 } else if entry.subject.hasPrefix("mqtt-policy:"), let scope = try? MQTTPolicyScope(parsing: String(entry.subject.dropFirst(12))) {
                     for watcher in policyWatchers.withLock({ $0 }) { watcher(scope) }
                 }
             }
-            for id in devices { await reevaluate(id) }
+            for (id, time) in devices { await reevaluate(id, changedAt: time) }
             head.store(last.sequence, ordering: .relaxed)
             if subjects.count < 1000 { return }
         }

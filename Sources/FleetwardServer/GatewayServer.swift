@@ -161,13 +161,15 @@ final class ResumptionGate: ChannelInboundHandler, RemovableChannelHandler {
     static let heldLimit = 64 * 1024
 
     let gateway: Gateway
+    let listener: FleetMetrics.DeviceListenerKind
     private var state = State.handshaking
     private var held: [NIOAny] = []
     private var heldBytes = 0
     private var readCompletePending = false
 
-    init(gateway: Gateway) {
+    init(gateway: Gateway, listener: FleetMetrics.DeviceListenerKind = .gateway) {
         self.gateway = gateway
+        self.listener = listener
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -180,7 +182,7 @@ final class ResumptionGate: ChannelInboundHandler, RemovableChannelHandler {
             } else {
                 state = .checking
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-                gateway.admitResumed(context.channel).hop(to: context.eventLoop).whenComplete { result in
+                gateway.admitResumed(context.channel, listener: listener).hop(to: context.eventLoop).whenComplete { result in
                     let (gate, context) = loopBound.value
                     if case .success(true) = result {
                         gate.release(context)

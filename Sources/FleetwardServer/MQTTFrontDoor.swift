@@ -79,13 +79,14 @@ public enum MQTTFrontDoor {
     ) throws -> some Service {
         let sessions = MQTTSessions()
         gateway.onMQTTPolicyChange { scope in sessions.policyChanged(scope) }
+        gateway.metrics.read("fleetward_mqtt_sessions") { sessions.count }
         var tls = try TLSListener.configuration(certificateChainPEM: certificateChainPEM, privateKeyPKCS8: privateKeyPKCS8)
         tls.minimumTLSVersion = .tlsv13
         tls.certificateVerification = .noHostnameVerification
         return try TLSListener.listener(
             tls: tls, address: address, limits: limits, logger: logger, onListening: onListening,
-            afterTLS: { _ in ResumptionGate(gateway: gateway) },
-            verify: { presented, channel, promise in gateway.verify(presented, channel: channel, promise: promise) }
+            afterTLS: { _ in ResumptionGate(gateway: gateway, listener: .mqtt) },
+            verify: { presented, channel, promise in gateway.verify(presented, channel: channel, listener: .mqtt, promise: promise) }
         ) { pipeline, _ in
             try pipeline.addHandler(ByteToMessageHandler(MQTTFrameDecoder(maximumPacketSize: maximumPacketSize)))
             try pipeline.addHandler(
@@ -109,6 +110,8 @@ final class MQTTSessions: Sendable {
 
     func add(_ key: ObjectIdentifier, _ entry: Entry) { entries.withLock { $0[key] = entry } }
     func remove(_ key: ObjectIdentifier) { entries.withLock { $0[key] = nil } }
+    /// Sessions open now (read at each metrics scrape).
+    var count: Int { entries.withLock { $0.count } }
 
     /// Re-checks every session in `scope` against the policy that now applies to it.
     func policyChanged(_ scope: MQTTPolicyScope) {

@@ -29,6 +29,13 @@ public struct ManagementAPI: Sendable {
     /// The largest allow-list CSV accepted on `POST /devices/import`.
     public var importLimit = 16 * 1024 * 1024
     public var now: @Sendable () -> Date = Date.init
+    /// What `GET /metrics` exports; the EST service and the gateway record into the same one.
+    public var metrics = FleetMetrics()
+    /// Whether `GET /metrics` needs a bearer token (of the `metrics`, `operator` or `admin`
+    /// role); false serves it to anyone who can reach the listener.
+    public var metricsRequireToken = true
+    /// The web console at `/console/` (nil: none), signed in with its own sessions.
+    public var console: Console?
 
     public init(
         registrar: Registrar, hasher: SecretHasher, claims: ClaimCodeDesk, revocation: RevocationPublisher, ocsp: OCSPService
@@ -44,6 +51,7 @@ public struct ManagementAPI: Sendable {
 
     static let prefix = "/api/v1"
     public static let openAPIPath = "/api/v1/openapi.json"
+    public static let metricsPath = "/metrics"
 
     /// The router with every route, the error and authentication middleware.
     public func router() -> Router<APIRequestContext> {
@@ -52,11 +60,27 @@ public struct ManagementAPI: Sendable {
         router.add(
             middleware: BearerAuthenticator(
                 store: store, hasher: hasher, limiter: authenticationLimiter, now: now,
-                publicPaths: Set([Self.openAPIPath, "/ocsp"] + Array(RevocationPublisher.paths.values)), publicPrefixes: ["/ocsp/"]))
-        OCSPRoutes.add(to: router, ocsp)
+                publicPaths: Set(
+                    [Self.openAPIPath, "/ocsp"] + Array(RevocationPublisher.paths.values) + (metricsRequireToken ? [] : [Self.metricsPath])),
+                // The console authenticates its own requests (a session cookie, ``Console``).
+                publicPrefixes: ["/ocsp/"] + (console == nil ? [] : ["/console"])))
+        OCSPRoutes.add(to: router, ocsp, metrics: metrics)
+        router.get(RouterPath(Self.metricsPath)) { _, context in
+            let actor: Actor
+            if metricsRequireToken {
+                actor = try authorize(.readMetrics, context)
+            } else {
+                actor = context.actor ?? Actor(role: .metrics, name: "scrape")
+            }
+            let overview = try await registrar.overview(as: actor, at: now())
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(bytes: metrics.render(.init(overview: overview)))))
+        }
         for (role, path) in RevocationPublisher.paths {
             router.get(RouterPath(path)) { _, _ in
-                Response(
+                metrics.crlRequest()
+                return Response(
                     status: .ok, headers: [.contentType: "application/pkix-crl", .cacheControl: "max-age=60"],
                     body: .init(byteBuffer: ByteBuffer(bytes: try await revocation.crl(of: role))))
             }
@@ -87,9 +111,10 @@ public struct ManagementAPI: Sendable {
             }
             var request = request
             let buffer = try await request.collectBody(upTo: importLimit)
-            return JSONResponse.make(
-                try await AllowListImport.importCSV(
-                    Array(buffer.readableBytesView), source: "api", into: registrar, hasher: hasher, by: actor, now: now))
+            let report = try await AllowListImport.importCSV(
+                Array(buffer.readableBytesView), source: "api", into: registrar, hasher: hasher, by: actor, now: now)
+            metrics.importedRows(inserted: report.inserted, duplicates: report.duplicates, rejected: report.rejected)
+            return JSONResponse.make(report)
         }
         api.get("devices/{id}") { _, context in
             let actor = try authorize(.readDevices, context)
@@ -241,7 +266,7 @@ public struct ManagementAPI: Sendable {
             let actor = try authorize(.manageTokens, context)
             let body = try await JSONBodyReader.read(TokenRequest.self, from: request)
             guard let role = Role(rawValue: body.role) else {
-                throw HTTPProblem(.badRequest, "role must be admin, manufacturer, operator or owner")
+                throw HTTPProblem(.badRequest, "role must be admin, manufacturer, operator, owner or metrics")
             }
             let created = try APITokens.make(
                 role: role, owner: body.owner, lifetime: body.ttlSeconds.map(TimeInterval.init), hasher: hasher, now: now())
@@ -288,6 +313,7 @@ public struct ManagementAPI: Sendable {
             let events = try await store.securityEvents(after: after, limit: limit)
             return JSONResponse.make(Page(name: "events", items: events, next: events.count == limit ? events.last?.sequence : nil))
         }
+        console?.add(to: router)
         // Last: it wraps only requests no route took. HEAD goes with every GET (generated).
         let routes = router.routes.map { (path: $0.path, method: $0.method) }
         let heads = routes.filter { $0.method == .get }.map { (path: $0.path, method: HTTPRequest.Method.head) }

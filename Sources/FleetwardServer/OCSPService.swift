@@ -109,8 +109,9 @@ public final class OCSPService: Sendable {
 /// Appendix A). Every answer is 200 `application/ocsp-response`; a bad request is an OCSP
 /// `malformedRequest`, never an HTTP error page.
 enum OCSPRoutes {
-    static func add(to router: Router<APIRequestContext>, _ ocsp: OCSPService) {
+    static func add(to router: Router<APIRequestContext>, _ ocsp: OCSPService, metrics: FleetMetrics) {
         router.post("ocsp") { request, _ in
+            metrics.ocspRequest()
             guard request.headers[.contentType]?.lowercased().hasPrefix("application/ocsp-request") == true else {
                 return respond(OCSP.errorResponse(.malformedRequest))
             }
@@ -121,6 +122,7 @@ enum OCSPRoutes {
             return respond(await ocsp.answer(Array(body.readableBytesView)))
         }
         router.get("ocsp/**") { request, _ in
+            metrics.ocspRequest()
             let encoded = String(request.uri.path.dropFirst("/ocsp/".count))
             guard encoded.utf8.count <= OCSP.maximumRequestBytes * 2, let text = encoded.removingPercentEncoding,
                 let der = Data(base64Encoded: text)

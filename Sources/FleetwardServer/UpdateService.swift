@@ -231,6 +231,7 @@ extension GatewayServer {
             headers[.contentLength] = "\(range.count)"
             let body = try await files.loadFile(
                 path: artifact.path, range: Int(range.lowerBound)...Int(range.upperBound), context: context, chunkLength: 256 * 1024)
+            gateway.metrics.updateDownload()
             return Response(status: status, headers: headers, body: body)
         }
 
@@ -265,6 +266,7 @@ extension GatewayServer {
             }
             try await gateway.registrar.recordUpdate(
                 UpdateReport(device: device.id, version: report.version, state: state, detail: report.detail), at: gateway.now())
+            gateway.metrics.updateReported(state)
             return Response(status: .noContent)
         }
     }
