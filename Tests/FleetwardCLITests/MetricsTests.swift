@@ -141,4 +141,26 @@ import Testing
         // The API itself still needs its token.
         #expect(try fixture.apiCall("GET", "/devices", token: "").0 == 401)
     }
+    /// The README's scrape, run by bash as written (the default data directory and port become
+    /// this server's): it makes a metrics token and reads the metrics with it.
+    @Test func theREADMEsScrapeRunsAsWritten() throws {
+        let fixture = try ESTFixture()
+        let work = fixture.directory.file("readme")
+        try FileManager.default.createDirectory(atPath: work + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: work + "/fleetward-data", withDestinationPath: fixture.data)
+        try FileManager.default.createSymbolicLink(atPath: work + "/bin/fleetward", withDestinationPath: try FleetwardBinary.tool().executable)
+        let base = fixture.api.replacingOccurrences(of: "/api/v1", with: "")
+        let block = try ReadmeExamplesTests.block(containing: "--role metrics", "/metrics")
+            .replacingOccurrences(of: "http://127.0.0.1:8080", with: base)
+        let result = try Tool("bash").run(
+            ["-euo", "pipefail", "-c", block],
+            environment: [
+                "PATH": work + "/bin:" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"),
+                "FLEETWARD_PASSPHRASE": CLI.passphrase,
+            ], currentDirectory: work, timeout: 60)
+        #expect(result.succeeded, "\(result)")
+        let samples = try Self.parse(result.stdout, in: fixture.directory)
+        #expect(Self.value(samples, "fleetward_devices", ["state": "active"]) == 0, "\(result.stdout.prefix(400))")
+        #expect(samples.contains { $0.name == "fleetward_enrollments_total" })
+    }
 }
