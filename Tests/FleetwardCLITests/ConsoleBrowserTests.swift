@@ -57,7 +57,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: screenshots, withIntermediateDirectories: true)
         let base = fixture.api.replacingOccurrences(of: "/api/v1", with: "")
         let script = Self.repository.appendingPathComponent("Tests/FleetwardCLITests/Fixtures/console_browser.py").path
-        let run = try python.run([script, base, operatorToken, alice, "BR-ALICE", "BR-BOB", screenshots], timeout: 180)
+        let run = try python.run([script, base, operatorToken, alice, "BR-ALICE", "BR-BOB", screenshots], timeout: 360)
         try #require(run.succeeded, "the browser run failed:\n\(run.stderr.suffix(4000))\n\(run.stdout.suffix(2000))")
         let seen = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
 

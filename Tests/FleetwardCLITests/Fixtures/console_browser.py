@@ -11,6 +11,8 @@ from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 base, operator_token, owner_token, own_device, other_device, shots = sys.argv[1:7]
 seen = {"steps": []}
@@ -26,17 +28,26 @@ for argument in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-d
     options.add_argument(argument)
 options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
-driver.set_page_load_timeout(30)
+driver.set_page_load_timeout(60)
 
 
 def text(element_id):
     return driver.find_element(By.ID, element_id).text
 
 
+def submit(element_id, by=By.ID):
+    """Clicks a control that loads another page and waits until that page has replaced this one
+    (a click returns before the navigation it starts: on a loaded machine the old page is still there)."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(by, element_id).click()
+    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def sign_in(token):
     driver.get(base + "/console/sign-in")
     driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.ID, "sign-in").click()
+    submit("sign-in")
 
 
 try:
@@ -73,11 +84,11 @@ try:
     step("device page")
 
     # Revoke from the device page, through its confirmation.
-    driver.find_element(By.ID, "action-revoke").click()
+    submit("action-revoke")
     seen["confirmText"] = driver.find_element(By.CSS_SELECTOR, "form.confirm p").text
     driver.save_screenshot(shots + "/confirm-revoke.png")
     seen["revokedAt"] = time.time()
-    driver.find_element(By.ID, "confirm").click()
+    submit("confirm")
     seen["stateAfter"] = text("device-state")
     live = None
     for _ in range(100):
@@ -99,7 +110,7 @@ try:
     step("audit")
 
     # Sign out: the session ends on the server too.
-    driver.find_element(By.CSS_SELECTOR, "nav .sign-out button").click()
+    submit("nav .sign-out button", By.CSS_SELECTOR)
     driver.get(base + "/console/devices")
     seen["afterSignOutURL"] = driver.current_url
     step("signed out")
